@@ -1,0 +1,19 @@
+#pragma once
+/// Small, crash-safe file helpers shared by every writer of the library.
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+
+namespace peft {
+
+/// Read a whole file. Throws SerializationError naming the path when it is missing, unreadable
+/// or larger than `max_bytes`.
+std::string read_text_file(const std::filesystem::path& path, std::size_t max_bytes = 64u << 20);
+
+/// Write `bytes` to `path` atomically: write `path`.tmp-<pid> in the same directory, flush, then
+/// rename over `path`. Creates missing parent directories. On failure the previous file is left
+/// untouched and the temporary file removed; throws SerializationError.
+void write_file_atomically(const std::filesystem::path& path, const std::string& bytes);
+
+}  // namespace peft

@@ -1,0 +1,14 @@
+#pragma once
+/// Umbrella header: everything peft-cpp offers.
+
+#include "peft/config.hpp"
+#include "peft/error.hpp"
+#include "peft/functional.hpp"
+#include "peft/io/config_json.hpp"
+#include "peft/io/config_yaml.hpp"
+#include "peft/json_value.hpp"
+#include "peft/matching.hpp"
+#include "peft/patterns.hpp"
+#include "peft/targeting.hpp"
+#include "peft/version.hpp"
+#include "peft/warnings.hpp"

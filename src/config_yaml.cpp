@@ -1,0 +1,127 @@
+// YAML `lora:` section -> JsonValue (remembering where each key sits) -> the shared keyword
+// reader, so YAML and JSON accept exactly the same fields and types.
+
+#include "peft/io/config_yaml.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <map>
+#include <regex>
+
+#include "peft/error.hpp"
+#include "peft/io/atomic_file.hpp"
+#include "peft/io/config_json.hpp"
+
+namespace peft {
+namespace {
+
+struct Located {
+  std::string source;
+  std::map<std::string, YAML::Mark> marks;  // dotted field path -> position of its value
+
+  std::string where(const YAML::Mark& m) const {
+    if (m.line < 0) return source;
+    return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+  }
+};
+
+JsonValue plain_scalar(const std::string& s) {
+  static const std::regex int_re(R"([-+]?[0-9]+)");
+  static const std::regex float_re(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
+  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return JsonValue();
+  if (s == "true" || s == "True" || s == "TRUE") return JsonValue(true);
+  if (s == "false" || s == "False" || s == "FALSE") return JsonValue(false);
+  if (std::regex_match(s, int_re)) {
+    try {
+      return JsonValue(static_cast<std::int64_t>(std::stoll(s)));
+    } catch (const std::out_of_range&) {
+      return JsonValue(s);
+    }
+  }
+  if (std::regex_match(s, float_re)) return JsonValue(std::stod(s));
+  if (s == ".inf" || s == ".Inf" || s == "+.inf") return JsonValue(HUGE_VAL);
+  if (s == "-.inf" || s == "-.Inf") return JsonValue(-HUGE_VAL);
+  if (s == ".nan" || s == ".NaN") return JsonValue(std::nan(""));
+  return JsonValue(s);
+}
+
+JsonValue convert(const YAML::Node& node, const std::string& path, Located& loc) {
+  loc.marks[path] = node.Mark();
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined: return JsonValue();
+    case YAML::NodeType::Scalar:
+      // yaml-cpp tags quoted scalars "!" and plain ones "?".
+      return node.Tag() == "!" ? JsonValue(node.Scalar()) : plain_scalar(node.Scalar());
+    case YAML::NodeType::Sequence: {
+      JsonValue::Array a;
+      std::size_t i = 0;
+      for (const auto& e : node) a.push_back(convert(e, path + "[" + std::to_string(i++) + "]", loc));
+      return JsonValue(std::move(a));
+    }
+    case YAML::NodeType::Map: {
+      JsonValue o = JsonValue::object();
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar())
+          throw SerializationError(loc.where(kv.first.Mark()) + ": mapping keys must be plain strings");
+        const std::string key = kv.first.Scalar();
+        const std::string child = path.empty() ? key : path + "." + key;
+        if (o.find(key))
+          throw SerializationError(loc.where(kv.first.Mark()) + ": duplicate key `" + key + "`");
+        loc.marks[child + "#key"] = kv.first.Mark();
+        o.set(key, convert(kv.second, child, loc));
+      }
+      return o;
+    }
+  }
+  return JsonValue();
+}
+
+}  // namespace
+
+LoraConfig lora_config_from_yaml(const std::string& text, const std::string& section,
+                                 const std::string& source_name) {
+  Located loc{source_name, {}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw SerializationError(loc.where(e.mark) + ": invalid YAML: " + e.msg);
+  }
+  YAML::Node node = root;
+  if (!section.empty()) {
+    if (!root.IsMap() || !root[section])
+      throw SerializationError(source_name + ": no `" + section + ":` section (expected a top-level "
+                               "mapping with a `" + section + ":` key holding the LoRA settings)");
+    node = root[section];
+  }
+  if (!node.IsMap())
+    throw SerializationError(loc.where(node.Mark()) + ": `" + (section.empty() ? "<root>" : section) +
+                             "` must be a mapping of LoraConfig fields");
+  JsonValue obj;
+  try {
+    obj = convert(node, "", loc);
+  } catch (const YAML::Exception& e) {
+    throw SerializationError(loc.where(e.mark) + ": invalid YAML: " + e.msg);
+  }
+  try {
+    return lora_config_from_json_value(obj, ConfigSource::Kwargs);
+  } catch (const ConfigError& e) {
+    // Point at the value of the field (or of its top-level key when nested names differ).
+    std::string field = e.field();
+    for (std::string f = field; !f.empty();) {
+      auto it = loc.marks.find(f);
+      if (it != loc.marks.end()) throw e.located(loc.where(it->second));
+      auto cut = f.find_last_of(".[");
+      f = cut == std::string::npos ? std::string() : f.substr(0, cut);
+    }
+    throw e.located(loc.where(node.Mark()));
+  }
+}
+
+LoraConfig load_lora_yaml(const std::filesystem::path& path, const std::string& section) {
+  return lora_config_from_yaml(read_text_file(path), section, path.string());
+}
+
+}  // namespace peft

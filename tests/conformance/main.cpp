@@ -1,0 +1,31 @@
+// peft_conformance: checks every golden vector in $PEFT_FIXTURES (default: the shared fixtures)
+// and prints `PASS <id>`, `FAIL <id>: <reason>` or `SKIP <id>: <reason>`, then
+// `N passed, N failed, N skipped`. Exit status 1 on any FAIL.
+
+#include <iostream>
+
+#include "peft/error.hpp"
+#include "support/conformance.hpp"
+#include "support/fixtures.hpp"
+
+int main() {
+  using peft_test::Status;
+  std::vector<peft_test::CaseResult> results;
+  const auto dir = peft_test::fixtures_dir();
+  try {
+    results = peft_test::run_all_cases(dir.string());
+  } catch (const std::exception& e) {
+    std::cerr << "peft_conformance: cannot read fixtures in " << dir << ": " << e.what() << '\n';
+    return 2;
+  }
+  std::size_t passed = 0, failed = 0, skipped = 0;
+  for (const auto& r : results) {
+    switch (r.status) {
+      case Status::Pass: ++passed; std::cout << "PASS " << r.id << '\n'; break;
+      case Status::Fail: ++failed; std::cout << "FAIL " << r.id << ": " << r.reason << '\n'; break;
+      case Status::Skip: ++skipped; std::cout << "SKIP " << r.id << ": " << r.reason << '\n'; break;
+    }
+  }
+  std::cout << passed << " passed, " << failed << " failed, " << skipped << " skipped" << std::endl;
+  return failed == 0 && !results.empty() ? 0 : 1;
+}

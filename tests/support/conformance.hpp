@@ -1,0 +1,29 @@
+#pragma once
+// One check per golden vector of ../shared/fixtures/peft: configs.json, matching.json,
+// patterns.json (and, in later issues, the model cases). Used by peft_conformance (which prints
+// PASS/FAIL/SKIP lines) and by the unit tests (which assert every case passes).
+
+#include <string>
+#include <vector>
+
+#include "peft/json_value.hpp"
+
+namespace peft_test {
+
+enum class Status { Pass, Fail, Skip };
+
+struct CaseResult {
+  std::string id;      // configs/<n>, matching/<n>, patterns/<n> or a case directory name
+  Status status = Status::Pass;
+  std::string reason;  // for FAIL and SKIP
+};
+
+CaseResult check_config_case(std::size_t index, const peft::JsonValue& entry);
+CaseResult check_matching_case(std::size_t index, const peft::JsonValue& entry);
+CaseResult check_pattern_case(std::size_t index, const peft::JsonValue& entry);
+
+/// Every vector found in `dir` (missing files are skipped silently: a fixture set may hold only
+/// some of them). Model-case directories are reported as SKIP until injection exists.
+std::vector<CaseResult> run_all_cases(const std::string& dir);
+
+}  // namespace peft_test

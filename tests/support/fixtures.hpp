@@ -1,0 +1,27 @@
+#pragma once
+// Locating and reading the golden files written by Python PEFT (../shared/fixtures).
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "peft/json_value.hpp"
+#include "peft/targeting.hpp"
+
+namespace peft_test {
+
+/// The directory holding manifest.json / configs.json: $PEFT_FIXTURES (either the fixtures root
+/// with a peft/ folder, or that folder itself), else the shared fixtures next to the checkout.
+std::filesystem::path fixtures_dir();
+
+/// Parse a JSON file with peft::JsonValue.
+peft::JsonValue read_json(const std::filesystem::path& path);
+
+/// The module inventory (named_modules() order, root included) of a catalogue model of
+/// fixtures/README.md §2 (`mlp`, `mlp_nobias`, `decoder`, `gpt2`) built from its model_dims.
+std::vector<peft::ModuleInfo> catalogue_inventory(const std::string& model, const peft::JsonValue& dims);
+
+/// The Python class name PEFT writes as auto_mapping.base_model_class for a catalogue model.
+std::string catalogue_class_name(const std::string& model);
+
+}  // namespace peft_test
