@@ -94,6 +94,14 @@ LoraConfig lora_config_from_yaml(const std::string& text, const std::string& sec
     if (!root.IsMap() || !root[section])
       throw SerializationError(source_name + ": no `" + section + ":` section (expected a top-level "
                                "mapping with a `" + section + ":` key holding the LoRA settings)");
+    // yaml-cpp's lookup returns the first of duplicate keys; a second section would be ignored.
+    bool seen = false;
+    for (const auto& kv : root)
+      if (kv.first.IsScalar() && kv.first.Scalar() == section) {
+        if (seen)
+          throw SerializationError(loc.where(kv.first.Mark()) + ": duplicate key `" + section + "`");
+        seen = true;
+      }
     node = root[section];
   }
   if (!node.IsMap())

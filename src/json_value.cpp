@@ -101,7 +101,7 @@ void append_escaped(std::string& out, const std::string& s) {
       default: break;
     }
     char hex[16];
-    if (c < 0x20) {
+    if (c < 0x20 || c == 0x7F) {  // Python escapes everything outside ' '..'~', DEL included
       std::snprintf(hex, sizeof hex, "\\u%04x", c);
       out += hex;
       ++i;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything, runs peft_conformance (golden files written by
+# Python PEFT, in ../shared/fixtures or $PEFT_FIXTURES) and the whole ctest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+bash scripts/install-deps.sh
+bash scripts/build.sh
+build_dir="${PEFT_BUILD_DIR:-build}"
+echo "== build finished in $(( $(date +%s) - start )) s"
+echo "== peft_conformance (FAIL/SKIP lines and summary)"
+"$build_dir/tests/peft_conformance" | grep -v '^PASS ' || true
+echo "== ctest"
+ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)"
