@@ -71,7 +71,7 @@ int stage_rank(const std::string& s) { return s == "config" ? 0 : s == "inject" 
 
 }  // namespace
 
-CaseResult check_config_case(std::size_t index, const JsonValue& e) {
+CaseResult check_config_case(std::size_t index, const JsonValue& e, const std::string& resave_dir) {
   const std::string id = "configs/" + std::to_string(index);
   const std::string name = str_or(field(e, "name"), "?");
   const bool expect_ok = field(e, "ok").is_bool() && field(e, "ok").as_bool();
@@ -124,6 +124,10 @@ CaseResult check_config_case(std::size_t index, const JsonValue& e) {
     return fail(id, name + ": PEFT accepts it, we raise " + error_type + " at " + stage + ": " + error_message);
 
   const JsonValue& expected = field(e, "adapter_config");
+  auto resave = [&](const peft::LoraConfig& c) {
+    if (!resave_dir.empty() && expected.is_object())
+      peft::save_adapter_config(c, std::filesystem::path(resave_dir) / "configs" / std::to_string(index));
+  };
   if (model.is_string()) {
     std::vector<std::string> targeted;
     for (const auto& l : plan.layers) targeted.push_back(l.key);
@@ -143,12 +147,14 @@ CaseResult check_config_case(std::size_t index, const JsonValue& e) {
     mapping.set("base_model_class", catalogue_class_name(model.as_string()));
     mapping.set("parent_library", "__main__");
     if (!saved.task_type) saved.auto_mapping = mapping;
+    resave(saved);
     std::string d = diff_config(peft::to_json_value(saved), expected);
     if (!d.empty()) return fail(id, name + ": saved config differs: " + d);
     return pass(id);
   }
   if (expected.is_object()) {
     // Re-saved by PeftConfig.save_pretrained; we keep unknown keys on purpose (compare them apart).
+    resave(cfg);
     JsonValue ours = peft::to_json_value(cfg);
     for (const auto& kv : cfg.extra_fields) {
       const JsonValue* given = field(e, "kwargs").find(kv.first);
@@ -218,15 +224,15 @@ CaseResult check_pattern_case(std::size_t index, const JsonValue& e) {
   }
 }
 
-std::vector<CaseResult> run_all_cases(const std::string& dir_string) {
+std::vector<CaseResult> run_all_cases(const std::string& dir_string, const std::string& resave_dir) {
   const std::filesystem::path dir(dir_string);
   std::vector<CaseResult> out;
-  auto run_file = [&](const char* file, CaseResult (*check)(std::size_t, const JsonValue&)) {
+  auto run_file = [&](const char* file, auto check) {
     if (!std::filesystem::exists(dir / file)) return;
     const JsonValue all = read_json(dir / file);
     for (std::size_t i = 0; i < all.as_array().size(); ++i) out.push_back(check(i, all.as_array()[i]));
   };
-  run_file("configs.json", check_config_case);
+  run_file("configs.json", [&](std::size_t i, const JsonValue& e) { return check_config_case(i, e, resave_dir); });
   run_file("matching.json", check_matching_case);
   run_file("patterns.json", check_pattern_case);
   std::vector<std::string> cases;

@@ -18,12 +18,15 @@ struct CaseResult {
   std::string reason;  // for FAIL and SKIP
 };
 
-CaseResult check_config_case(std::size_t index, const peft::JsonValue& entry);
+/// With `resave_dir`, an accepted case's config is also written, as we save it, to
+/// `<resave_dir>/configs/<n>/adapter_config.json` (for checking with Python PEFT).
+CaseResult check_config_case(std::size_t index, const peft::JsonValue& entry,
+                             const std::string& resave_dir = "");
 CaseResult check_matching_case(std::size_t index, const peft::JsonValue& entry);
 CaseResult check_pattern_case(std::size_t index, const peft::JsonValue& entry);
 
 /// Every vector found in `dir` (missing files are skipped silently: a fixture set may hold only
 /// some of them). Model-case directories are reported as SKIP until injection exists.
-std::vector<CaseResult> run_all_cases(const std::string& dir);
+std::vector<CaseResult> run_all_cases(const std::string& dir, const std::string& resave_dir = "");
 
 }  // namespace peft_test
