@@ -104,7 +104,7 @@ class TargetMatcher {
         break;
       }
     if (!found) return MatchResult::NoMatch;
-    if (layers_to_transform_ && !(!layers_to_transform_->scalar && layers_to_transform_->values.empty())) {
+    if (layers_to_transform_ && !layers_to_transform_->values.empty()) {  // [] means no filter
       auto idx = layer_index_(key);
       if (!idx) return MatchResult::NoMatch;
       const auto& wanted = layers_to_transform_->values;
