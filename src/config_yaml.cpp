@@ -89,42 +89,36 @@ LoraConfig lora_config_from_yaml(const std::string& text, const std::string& sec
   } catch (const YAML::Exception& e) {
     throw SerializationError(loc.where(e.mark) + ": invalid YAML: " + e.msg);
   }
-  YAML::Node node = root;
-  if (!section.empty()) {
-    if (!root.IsMap() || !root[section])
-      throw SerializationError(source_name + ": no `" + section + ":` section (expected a top-level "
-                               "mapping with a `" + section + ":` key holding the LoRA settings)");
-    // yaml-cpp's lookup returns the first of duplicate keys; a second section would be ignored.
-    bool seen = false;
-    for (const auto& kv : root)
-      if (kv.first.IsScalar() && kv.first.Scalar() == section) {
-        if (seen)
-          throw SerializationError(loc.where(kv.first.Mark()) + ": duplicate key `" + section + "`");
-        seen = true;
-      }
-    node = root[section];
-  }
-  if (!node.IsMap())
-    throw SerializationError(loc.where(node.Mark()) + ": `" + (section.empty() ? "<root>" : section) +
-                             "` must be a mapping of LoraConfig fields");
-  JsonValue obj;
+  // Convert the whole document so duplicate keys are caught at every depth, in any section.
+  JsonValue doc;
   try {
-    obj = convert(node, "", loc);
+    doc = convert(root, "", loc);
   } catch (const YAML::Exception& e) {
     throw SerializationError(loc.where(e.mark) + ": invalid YAML: " + e.msg);
   }
+  const std::string prefix = section.empty() ? "" : section + ".";
+  const JsonValue* obj = &doc;
+  if (!section.empty()) {
+    obj = doc.find(section);
+    if (!obj)
+      throw SerializationError(source_name + ": no `" + section + ":` section (expected a top-level "
+                               "mapping with a `" + section + ":` key holding the LoRA settings)");
+  }
+  const YAML::Mark section_mark = loc.marks[section];
+  if (!obj->is_object())
+    throw SerializationError(loc.where(section_mark) + ": `" + (section.empty() ? "<root>" : section) +
+                             "` must be a mapping of LoraConfig fields");
   try {
-    return lora_config_from_json_value(obj, ConfigSource::Kwargs);
+    return lora_config_from_json_value(*obj, ConfigSource::Kwargs);
   } catch (const ConfigError& e) {
     // Point at the value of the field (or of its top-level key when nested names differ).
-    std::string field = e.field();
-    for (std::string f = field; !f.empty();) {
-      auto it = loc.marks.find(f);
+    for (std::string f = e.field(); !f.empty();) {
+      auto it = loc.marks.find(prefix + f);
       if (it != loc.marks.end()) throw e.located(loc.where(it->second));
       auto cut = f.find_last_of(".[");
       f = cut == std::string::npos ? std::string() : f.substr(0, cut);
     }
-    throw e.located(loc.where(node.Mark()));
+    throw e.located(loc.where(section_mark));
   }
 }
 
