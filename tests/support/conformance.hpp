@@ -25,8 +25,11 @@ CaseResult check_config_case(std::size_t index, const peft::JsonValue& entry,
 CaseResult check_matching_case(std::size_t index, const peft::JsonValue& entry);
 CaseResult check_pattern_case(std::size_t index, const peft::JsonValue& entry);
 
+/// One model-case directory (case.json, base_model.safetensors, adapter/, expected.safetensors).
+CaseResult check_model_case(const std::string& case_dir);
+
 /// Every vector found in `dir` (missing files are skipped silently: a fixture set may hold only
-/// some of them). Model-case directories are reported as SKIP until injection exists.
+/// some of them). Model cases run through check_model_case.
 std::vector<CaseResult> run_all_cases(const std::string& dir, const std::string& resave_dir = "");
 
 }  // namespace peft_test

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "peft/io/safetensors.hpp"
 #include "support/conformance.hpp"
 #include "support/fixtures.hpp"
 
@@ -63,4 +64,32 @@ TEST(GoldenVectorChecks, DetectAnAcceptedInvalidConfig) {
   err.set("type", "ValueError");
   e.set("error", err);
   EXPECT_EQ(peft_test::check_config_case(0, e).status, peft_test::Status::Fail);
+}
+
+TEST(GoldenModelCases, EveryRunnableCaseAgreesWithPeft) {
+  std::size_t passed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(peft_test::fixtures_dir())) {
+    if (!std::filesystem::exists(entry.path() / "case.json")) continue;
+    const auto r = peft_test::check_model_case(entry.path().string());
+    EXPECT_NE(r.status, peft_test::Status::Fail) << r.id << ": " << r.reason;
+    passed += r.status == peft_test::Status::Pass;
+  }
+  EXPECT_GT(passed, 0u);
+}
+
+TEST(GoldenVectorChecks, DetectAWrongModelOutput) {
+  namespace fs = std::filesystem;
+  const fs::path src = peft_test::fixtures_dir() / "mlp_default";
+  const char* base = std::getenv("PEFT_TEST_TMP");
+  const fs::path dst = fs::path(base ? base : fs::temp_directory_path().string()) / "peft_bad_case" / "mlp_default";
+  fs::remove_all(dst);
+  fs::create_directories(dst.parent_path());
+  fs::copy(src, dst, fs::copy_options::recursive);
+  auto expected = peft::load_safetensors(dst / "expected.safetensors");
+  for (auto& [key, t] : expected.tensors)
+    if (key == "out_adapter") t = t + 1e-3;
+  peft::save_safetensors(dst / "expected.safetensors", expected.tensors, expected.metadata);
+  const auto r = peft_test::check_model_case(dst.string());
+  EXPECT_EQ(r.status, peft_test::Status::Fail);
+  EXPECT_NE(r.reason.find("out_adapter"), std::string::npos) << r.reason;
 }

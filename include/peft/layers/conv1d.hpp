@@ -1,0 +1,71 @@
+#pragma once
+/// peft::Conv1D: Hugging Face's GPT-2 `Conv1D(nf, nx)` — a linear layer whose weight is stored
+/// transposed, [in=nx, out=nf] — that can carry LoRA adapters (fan_in_fan_out: deltas are
+/// transposed to [in, out] before they touch the weight).
+///
+///   y = x @ weight + bias + sum_active scaling * B(A(dropout(x)))
+
+#include <torch/nn/pimpl.h>
+
+#include "peft/layers/lora_layer.hpp"
+
+namespace peft {
+
+class Conv1DImpl : public LoraLayer {
+ public:
+  /// nf = output features, nx = input features (transformers' argument order).
+  Conv1DImpl(std::int64_t nf, std::int64_t nx) : nf(nf), nx(nx) { reset(); }
+  /// Adopt existing tensors (weight [nx, nf], bias [nf]) without copying.
+  Conv1DImpl(torch::Tensor weight_, torch::Tensor bias_) : nf(weight_.size(1)), nx(weight_.size(0)) {
+    weight = register_parameter("weight", weight_, weight_.requires_grad());
+    bias = register_parameter("bias", bias_, bias_.requires_grad());
+  }
+
+  /// weight ~ N(0, 0.02), bias = 0, as transformers initialises it.
+  void reset() {
+    weight = register_parameter("weight", torch::empty({nx, nf}));
+    bias = register_parameter("bias", torch::zeros({nf}));
+    torch::NoGradGuard no_grad;
+    weight.normal_(0.0, 0.02);
+  }
+
+  std::shared_ptr<torch::nn::Module> clone(
+      const torch::optional<torch::Device>& device = torch::nullopt) const override {
+    torch::NoGradGuard no_grad;
+    auto copy_of = [&](const torch::Tensor& t) {
+      auto c = (device ? t.to(*device) : t).clone();
+      c.set_requires_grad(t.requires_grad());
+      return c;
+    };
+    auto copy = std::make_shared<Conv1DImpl>(copy_of(weight), copy_of(bias));
+    clone_adapters_into(*copy, device);
+    copy->train(is_training());
+    return copy;
+  }
+
+  torch::Tensor base_forward(const torch::Tensor& x) override {
+    auto sizes = x.sizes().vec();
+    sizes.back() = nf;
+    return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(sizes);
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return lora_forward(x); }
+  torch::Tensor& base_weight() override { return weight; }
+  torch::Tensor& base_bias() override { return bias; }
+  bool fan_in_fan_out() const override { return true; }
+  std::int64_t in_features() const override { return nx; }
+  std::int64_t out_features() const override { return nf; }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "peft::Conv1D(nf=" << nf << ", nx=" << nx << ", adapters=" << adapter_names().size() << ")";
+  }
+
+  std::int64_t nf;
+  std::int64_t nx;
+  torch::Tensor weight;
+  torch::Tensor bias;
+};
+
+/// Holder: `peft::Conv1D c_attn(3 * d, d)`.
+TORCH_MODULE(Conv1D);
+
+}  // namespace peft

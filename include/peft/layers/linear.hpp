@@ -1,0 +1,93 @@
+#pragma once
+/// peft::Linear: a drop-in torch::nn::Linear (same options, `weight` [out, in], `bias` [out],
+/// same init and cost) that can carry LoRA adapters. Declare model layers with it and
+/// get_peft_model attaches adapters in place, so every holder of the layer sees them.
+///
+///   y = x @ weight^T + bias + sum_active scaling * B(A(dropout(x)))
+
+#include <torch/nn/init.h>
+#include <torch/nn/options/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <cmath>
+
+#include "peft/layers/lora_layer.hpp"
+
+namespace peft {
+
+class LinearImpl : public LoraLayer {
+ public:
+  LinearImpl(std::int64_t in_features, std::int64_t out_features)
+      : LinearImpl(torch::nn::LinearOptions(in_features, out_features)) {}
+  explicit LinearImpl(const torch::nn::LinearOptions& options_) : options(options_) { reset(); }
+
+  /// Adopt existing tensors (weight [out, in], bias [out] or undefined) without copying or
+  /// drawing random numbers.
+  LinearImpl(const torch::nn::LinearOptions& options_, torch::Tensor weight_, torch::Tensor bias_)
+      : options(options_) {
+    weight = register_parameter("weight", weight_, weight_.requires_grad());
+    bias = bias_.defined() ? register_parameter("bias", bias_, bias_.requires_grad())
+                           : register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+
+  /// A peft::Linear sharing the weight and bias tensors of a stock torch::nn::Linear.
+  static std::shared_ptr<LinearImpl> sharing(const torch::nn::LinearImpl& stock) {
+    return std::make_shared<LinearImpl>(stock.options, stock.weight, stock.bias);
+  }
+
+  /// (Re)creates weight and bias and initialises them like torch::nn::Linear.
+  void reset() {
+    weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+    if (options.bias())
+      bias = register_parameter("bias", torch::empty(options.out_features()));
+    else
+      bias = register_parameter("bias", {}, /*requires_grad=*/false);
+    reset_parameters();
+  }
+  void reset_parameters() {
+    torch::NoGradGuard no_grad;
+    torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+    if (bias.defined()) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(options.in_features()));
+      bias.uniform_(-bound, bound);
+    }
+  }
+
+  std::shared_ptr<torch::nn::Module> clone(
+      const torch::optional<torch::Device>& device = torch::nullopt) const override {
+    torch::NoGradGuard no_grad;
+    auto copy_of = [&](const torch::Tensor& t) {
+      if (!t.defined()) return t;
+      auto c = (device ? t.to(*device) : t).clone();
+      c.set_requires_grad(t.requires_grad());
+      return c;
+    };
+    auto copy = std::make_shared<LinearImpl>(options, copy_of(weight), copy_of(bias));
+    clone_adapters_into(*copy, device);
+    copy->train(is_training());
+    return copy;
+  }
+
+  torch::Tensor base_forward(const torch::Tensor& x) override { return torch::linear(x, weight, bias); }
+  torch::Tensor forward(const torch::Tensor& x) { return lora_forward(x); }
+  torch::Tensor& base_weight() override { return weight; }
+  torch::Tensor& base_bias() override { return bias; }
+  bool fan_in_fan_out() const override { return false; }
+  std::int64_t in_features() const override { return options.in_features(); }
+  std::int64_t out_features() const override { return options.out_features(); }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "peft::Linear(in_features=" << options.in_features()
+           << ", out_features=" << options.out_features() << ", bias=" << std::boolalpha
+           << options.bias() << ", adapters=" << adapter_names().size() << ")";
+  }
+
+  torch::nn::LinearOptions options;
+  torch::Tensor weight;
+  torch::Tensor bias;
+};
+
+/// Holder: `peft::Linear fc(in, out)`, `peft::Linear(torch::nn::LinearOptions(in, out).bias(false))`.
+TORCH_MODULE(Linear);
+
+}  // namespace peft

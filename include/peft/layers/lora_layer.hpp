@@ -1,0 +1,460 @@
+#pragma once
+/// LoraLayer: everything a LoRA-capable layer does with its adapters (spec §4, §6.0, §7.1-7.3),
+/// independent of the base layer's kind. peft::Linear and peft::Conv1D derive from it and only
+/// say how the base layer computes.
+///
+///   y = base(x) + sum_{a in active} scaling_a * B_a(A_a(dropout_a(x)))      A_a: [r, in], B_a: [out, r]
+///   scaling_a = alpha / r   (alpha / sqrt(r) with use_rslora)
+///
+/// In-memory names are PEFT's: `lora_A.<adapter>.weight`, `lora_B.<adapter>.weight`
+/// (`.bias` with lora_bias), `lora_dropout.<adapter>`; the base keeps `weight`/`bias`, so a
+/// layer without adapters has exactly the parameters (and cost) of the plain layer.
+
+#include <torch/nn/module.h>
+#include <torch/nn/init.h>
+#include <torch/nn/modules/container/moduledict.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "peft/config.hpp"
+#include "peft/error.hpp"
+#include "peft/functional.hpp"
+#include "peft/patterns.hpp"
+#include "peft/warnings.hpp"
+
+namespace peft {
+
+/// What one adapter of one layer was created with.
+struct AdapterSettings {
+  std::int64_t r = 8;
+  Number lora_alpha = 8;
+  double scaling = 1.0;
+  double lora_dropout = 0.0;
+  bool use_rslora = false;
+  bool lora_bias = false;
+  InitMethod init = InitMethod::Default;
+};
+
+class LoraLayer : public torch::nn::Module {
+ public:
+  // ---- what the concrete layer provides ----
+  /// The plain layer's output (no adapter).
+  virtual torch::Tensor base_forward(const torch::Tensor& x) = 0;
+  /// The base weight in its stored layout ([out, in], or [in, out] when fan_in_fan_out()).
+  virtual torch::Tensor& base_weight() = 0;
+  /// The base bias (undefined when the layer has none).
+  virtual torch::Tensor& base_bias() = 0;
+  virtual bool fan_in_fan_out() const = 0;
+  virtual std::int64_t in_features() const = 0;
+  virtual std::int64_t out_features() const = 0;
+
+  // ---- adapters ----
+  /// Create adapter `name` (PEFT's update_layer): dropout module, lora_A = Linear(in, r, no bias),
+  /// lora_B = Linear(r, out, bias=lora_bias) drawn from the global CPU generator in fp32, then the
+  /// init, then cast to the base weight's device and (floating) dtype. The new adapter is inactive
+  /// and frozen; call set_adapter to activate it.
+  void update_layer(const std::string& name, const AdapterSettings& s) {
+    check_supported(s);
+    if (has_adapter(name))
+      throw ConfigError("adapter_name", "\"" + name + "\"", "this layer already has that adapter",
+                        "delete it first or use another name");
+    ensure_containers();
+    std::shared_ptr<torch::nn::Module> dropout;
+    if (s.lora_dropout > 0.0)
+      dropout = torch::nn::Dropout(torch::nn::DropoutOptions(s.lora_dropout)).ptr();
+    else
+      dropout = torch::nn::Identity().ptr();
+    // Created on the CPU in fp32, like PEFT, so the RNG stream matches Python's.
+    torch::nn::Linear A(torch::nn::LinearOptions(in_features(), s.r).bias(false));
+    torch::nn::Linear B(torch::nn::LinearOptions(s.r, out_features()).bias(s.lora_bias));
+    {
+      torch::NoGradGuard no_grad;
+      switch (s.init) {
+        case InitMethod::Default:
+          torch::nn::init::kaiming_uniform_(A->weight, std::sqrt(5.0));
+          B->weight.zero_();
+          if (s.lora_bias) B->bias.zero_();
+          break;
+        case InitMethod::Gaussian:
+          A->weight.normal_(0.0, 1.0 / static_cast<double>(s.r));
+          B->weight.zero_();
+          if (s.lora_bias) B->bias.zero_();
+          break;
+        case InitMethod::Orthogonal: {
+          const std::int64_t h = s.r / 2;
+          auto q = std::get<0>(torch::linalg_qr(torch::randn({s.r, s.r})));
+          auto q_odd = q.slice(0, 0, s.r, 2);
+          auto q_even = q.slice(0, 1, s.r, 2);
+          A->weight.copy_(torch::matmul(torch::randn({in_features(), h}), q_odd).t() / 10.0);
+          B->weight.copy_(torch::matmul(torch::randn({h, out_features()}).t(), q_even) / 10.0);
+          break;
+        }
+        default: break;  // Random: keep the constructors' values
+      }
+    }
+    const torch::Tensor& w = base_weight();
+    if (torch::isFloatingType(w.scalar_type())) {
+      A->to(w.device(), w.scalar_type());
+      B->to(w.device(), w.scalar_type());
+    } else {
+      A->to(w.device());
+      B->to(w.device());
+    }
+    lora_dropout_->update({{name, dropout}});
+    lora_A_->update({{name, A.ptr()}});
+    lora_B_->update({{name, B.ptr()}});
+    names_.push_back(name);
+    settings_[name] = s;
+    set_requires_grad(name, false);
+    dropout->train(is_training());
+  }
+
+  /// Throws ConfigError for settings no layer can be created with (so injection can check the
+  /// whole plan before it changes anything).
+  static void check_supported(const AdapterSettings& s) {
+    if (s.r <= 0)
+      throw ConfigError("r", std::to_string(s.r), "`r` should be a positive integer value",
+                        "use a rank >= 1");
+    if (s.init == InitMethod::Orthogonal && s.r % 2 != 0)
+      throw ConfigError("r", std::to_string(s.r),
+                        "Orthogonal initialization requires the LoRA rank to be even", "use an even r");
+    switch (s.init) {
+      case InitMethod::Default:
+      case InitMethod::Random:
+      case InitMethod::Gaussian:
+      case InitMethod::Orthogonal: return;
+      default:
+        throw ConfigError("init_lora_weights", "",
+                          "this initialisation is not implemented in peft-cpp yet",
+                          "use true, false, \"gaussian\" or \"orthogonal\"");
+    }
+  }
+
+  /// fp16/bf16 adapter weights -> fp32 (PEFT's autocast_adapter_dtype=True).
+  void upcast_adapter(const std::string& name) {
+    require(name);
+    for (auto* m : {&lora_A(name), &lora_B(name)}) {
+      auto dt = (*m)->weight.scalar_type();
+      if (dt == torch::kHalf || dt == torch::kBFloat16) (*m)->to(torch::kFloat32);
+    }
+  }
+
+  bool has_adapter(const std::string& name) const { return settings_.count(name) != 0; }
+  /// Adapters of this layer in creation order.
+  const std::vector<std::string>& adapter_names() const { return names_; }
+  const AdapterSettings& settings(const std::string& name) const {
+    require(name);
+    return settings_.at(name);
+  }
+  torch::nn::Linear& lora_A(const std::string& name) {
+    require(name);
+    return cache_holder(a_cache_, lora_A_, name);
+  }
+  torch::nn::Linear& lora_B(const std::string& name) {
+    require(name);
+    return cache_holder(b_cache_, lora_B_, name);
+  }
+  /// Change the scaling of an adapter (PEFT's set_scale: factor * alpha / r).
+  void set_scale(const std::string& name, double factor) {
+    require(name);
+    auto& s = settings_[name];
+    s.scaling = factor * lora_scaling(s.lora_alpha.value, s.r, s.use_rslora);
+  }
+
+  // ---- activation ----
+  /// Make `names` the active adapters (summed in this order); their parameters get
+  /// requires_grad = trainable, every other adapter's are frozen. Unmerges first (warning).
+  void set_adapter(const std::vector<std::string>& names, bool trainable = true) {
+    if (merged()) {
+      warn("Adapter cannot be set when the model is merged. Unmerging the model first.");
+      unmerge();
+    }
+    active_ = names;
+    for (const auto& n : names_)
+      set_requires_grad(n, trainable && std::find(names.begin(), names.end(), n) != names.end());
+  }
+  const std::vector<std::string>& active_adapters() const { return active_; }
+  /// Disabled: forward is the base layer's (a merged layer is unmerged first, as in PEFT).
+  void enable_adapters(bool enabled) {
+    disabled_ = !enabled;
+    if (disabled_)
+      for (const auto& n : names_) set_requires_grad(n, false);
+  }
+  bool disabled() const { return disabled_; }
+
+  // ---- forward ----
+  /// The layer's forward (the concrete layers' forward() calls this).
+  torch::Tensor lora_forward(const torch::Tensor& x) {
+    if (disabled_) {
+      if (merged()) unmerge();
+      return base_forward(x);
+    }
+    if (merged()) return base_forward(x);
+    torch::Tensor result = base_forward(x);
+    const auto out_dtype = result.scalar_type();
+    torch::Tensor h = x;
+    for (const auto& name : active_) {
+      if (!has_adapter(name)) continue;
+      auto& A = lora_A(name);
+      auto& B = lora_B(name);
+      if (h.scalar_type() != A->weight.scalar_type()) h = h.to(A->weight.scalar_type());
+      const auto& s = settings_[name];
+      torch::Tensor in = s.lora_dropout > 0.0 ? dropout(name).forward(h) : h;
+      // B's bias (lora_bias) is added before scaling, so it is scaled too.
+      result = result + torch::linear(torch::linear(in, A->weight), B->weight, B->bias) * s.scaling;
+    }
+    return result.scalar_type() == out_dtype ? result : result.to(out_dtype);
+  }
+
+  /// Mixed-batch inference (spec §7.8): row i of x uses adapter adapter_names[i]
+  /// ("__base__" = no adapter). Eval only; rounds each delta to the output dtype before adding.
+  torch::Tensor forward_mixed_batch(const torch::Tensor& x, const std::vector<std::string>& adapter_names) {
+    if (static_cast<std::int64_t>(adapter_names.size()) != x.size(0))
+      throw Error("mixed-batch forward: " + std::to_string(adapter_names.size()) +
+                  " adapter names for a batch of " + std::to_string(x.size(0)) +
+                  " (hint: give one name per row, \"__base__\" for none)");
+    if (merged())
+      throw Error("mixed-batch forward: cannot pass adapter names while adapters are merged "
+                  "(hint: call unmerge_adapter() first)");
+    torch::Tensor result = base_forward(x);
+    if (disabled_) return result;
+    std::vector<std::string> distinct;
+    for (const auto& n : adapter_names)
+      if (std::find(distinct.begin(), distinct.end(), n) == distinct.end()) distinct.push_back(n);
+    for (const auto& name : distinct) {
+      if (name == "__base__" || !has_adapter(name)) continue;
+      std::vector<std::int64_t> rows;
+      for (std::size_t i = 0; i < adapter_names.size(); ++i)
+        if (adapter_names[i] == name) rows.push_back(static_cast<std::int64_t>(i));
+      auto idx = torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+      auto& A = lora_A(name);
+      auto& B = lora_B(name);
+      const auto& s = settings_[name];
+      torch::Tensor sub = x.index_select(0, idx).to(A->weight.scalar_type());
+      if (s.lora_dropout > 0.0) sub = dropout(name).forward(sub);
+      auto delta = torch::linear(torch::linear(sub, A->weight), B->weight, B->bias) * s.scaling;
+      result = result.index_add(0, idx, delta.to(result.scalar_type()));
+    }
+    return result;
+  }
+
+  // ---- merging ----
+  /// PEFT's get_delta_weight: transpose(B @ A, fan_in_fan_out) * scaling, in the adapter dtype
+  /// (half adapters on the CPU are multiplied in fp32).
+  torch::Tensor delta_weight(const std::string& name) {
+    auto A = lora_A(name)->weight;
+    auto B = lora_B(name)->weight;
+    const auto dt = A.scalar_type();
+    const bool upcast = A.device().is_cpu() && (dt == torch::kHalf || dt == torch::kBFloat16);
+    if (upcast) {
+      A = A.to(torch::kFloat32);
+      B = B.to(torch::kFloat32);
+    }
+    auto d = lora_delta_weight(A, B, settings_[name].scaling, fan_in_fan_out());
+    return upcast ? d.to(dt) : d;
+  }
+
+  /// Throws what merge(safe_merge, names) would throw, without changing anything: a lora_bias
+  /// adapter on a layer without bias, and (safe_merge) a non-finite merged weight or bias.
+  void check_merge(bool safe_merge, const std::vector<std::string>& names) {
+    torch::NoGradGuard no_grad;
+    for (const auto& name : names) {
+      if (!has_adapter(name) ||
+          std::find(merged_.begin(), merged_.end(), name) != merged_.end())
+        continue;
+      const auto& s = settings_[name];
+      if (s.lora_bias && !base_bias().defined())
+        throw Error("Impossible to merge LoRA with `lora_bias=True` because the base layer has no bias");
+      if (!safe_merge) continue;
+      const torch::Tensor& W = base_weight();
+      if (!torch::isfinite(W + delta_weight(name).to(W.scalar_type())).all().item<bool>())
+        throw Error("NaNs detected in the merged weights. The adapter " + name +
+                    " seems to be broken (nothing was merged)");
+      if (s.lora_bias &&
+          !torch::isfinite(base_bias() + lora_B(name)->bias * s.scaling).all().item<bool>())
+        throw Error("NaNs detected in the merged bias. The adapter " + name + " seems to be broken");
+    }
+  }
+
+  /// Fold adapters (default: the active ones) into the base weight. safe_merge checks the result
+  /// for NaN/Inf before writing it (the base stays untouched on failure).
+  void merge(bool safe_merge = false, std::vector<std::string> names = {}) {
+    if (names.empty()) names = active_;
+    std::vector<std::string> todo;
+    for (const auto& n : names)
+      if (std::find(merged_.begin(), merged_.end(), n) == merged_.end()) todo.push_back(n);
+    if (todo.empty()) {
+      if (!names.empty()) warn("All adapters are already merged, nothing to do.");
+      return;
+    }
+    torch::NoGradGuard no_grad;
+    for (const auto& name : todo) {
+      if (!has_adapter(name)) continue;
+      const auto& s = settings_[name];
+      torch::Tensor& W = base_weight();
+      torch::Tensor& b = base_bias();
+      if (s.lora_bias && !b.defined())
+        throw Error("Impossible to merge LoRA with `lora_bias=True` because the base layer has no bias");
+      torch::Tensor bias_delta;
+      if (s.lora_bias) bias_delta = lora_B(name)->bias * s.scaling;
+      if (safe_merge) {
+        auto merged_w = W.clone();
+        merged_w += delta_weight(name).to(W.scalar_type());
+        if (!torch::isfinite(merged_w).all().item<bool>())
+          throw Error("NaNs detected in the merged weights. The adapter " + name +
+                      " seems to be broken (nothing was merged)");
+        torch::Tensor merged_b;
+        if (s.lora_bias) {
+          merged_b = (b + bias_delta).to(W.scalar_type());
+          if (!torch::isfinite(merged_b).all().item<bool>())
+            throw Error("NaNs detected in the merged bias. The adapter " + name + " seems to be broken");
+        }
+        W.copy_(merged_w);
+        if (s.lora_bias) b.copy_(merged_b);
+      } else {
+        W.add_(delta_weight(name));
+        if (s.lora_bias) b.add_(bias_delta);
+      }
+      merged_.push_back(name);
+    }
+  }
+
+  /// Undo merge(), last merged first.
+  void unmerge() {
+    if (merged_.empty()) {
+      warn("Already unmerged. Nothing to do.");
+      return;
+    }
+    torch::NoGradGuard no_grad;
+    while (!merged_.empty()) {
+      const std::string name = merged_.back();
+      merged_.pop_back();
+      if (!has_adapter(name)) continue;
+      torch::Tensor& W = base_weight();
+      W.sub_(delta_weight(name).to(W.scalar_type()));
+      if (settings_[name].lora_bias) base_bias().sub_(lora_B(name)->bias * settings_[name].scaling);
+    }
+  }
+  bool merged() const { return !merged_.empty(); }
+  const std::vector<std::string>& merged_adapters() const { return merged_; }
+
+  // ---- removal ----
+  /// Remove one adapter (it must not be merged). The active list loses it; when it becomes
+  /// empty the alphabetically first remaining adapter is activated (PEFT, with a warning).
+  void delete_adapter(const std::string& name) {
+    require(name);
+    if (std::find(merged_.begin(), merged_.end(), name) != merged_.end())
+      throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge first)");
+    lora_dropout_->pop(name);
+    lora_A_->pop(name);
+    lora_B_->pop(name);
+    a_cache_.erase(name);
+    b_cache_.erase(name);
+    settings_.erase(name);
+    names_.erase(std::find(names_.begin(), names_.end(), name));
+    auto it = std::find(active_.begin(), active_.end(), name);
+    if (it != active_.end()) {
+      active_.erase(it);
+      if (active_.empty() && !names_.empty()) {
+        auto first = *std::min_element(names_.begin(), names_.end());
+        warn("Adapter " + name + " was active which is now deleted. Setting active adapter to " + first + ".");
+        active_ = {first};
+      }
+    }
+    if (names_.empty()) drop_containers();
+  }
+
+  /// Remove every adapter and its containers: the layer is a plain layer again (merged
+  /// weights stay merged).
+  void remove_all_adapters() {
+    a_cache_.clear();
+    b_cache_.clear();
+    settings_.clear();
+    names_.clear();
+    active_.clear();
+    merged_.clear();
+    disabled_ = false;
+    drop_containers();
+  }
+
+ protected:
+  /// Deep-copies every adapter (weights, settings, activation, merge state) into `dst`, which
+  /// has the same base shape; used by the concrete layers' clone().
+  void clone_adapters_into(LoraLayer& dst, const torch::optional<torch::Device>& device) const {
+    if (!lora_A_) return;
+    dst.ensure_containers();
+    for (const auto& n : names_) {
+      dst.lora_dropout_->update({{n, (*lora_dropout_.get())[n]->clone(device)}});
+      dst.lora_A_->update({{n, (*lora_A_.get())[n]->clone(device)}});
+      dst.lora_B_->update({{n, (*lora_B_.get())[n]->clone(device)}});
+    }
+    dst.settings_ = settings_;
+    dst.names_ = names_;
+    dst.active_ = active_;
+    dst.merged_ = merged_;
+    dst.disabled_ = disabled_;
+  }
+
+  void require(const std::string& name) const {
+    if (!has_adapter(name))
+      throw Error("this layer has no adapter `" + name + "` (it has " + std::to_string(names_.size()) +
+                  ")");
+  }
+
+ private:
+  struct DropoutRef {
+    std::shared_ptr<torch::nn::Module> m;
+    torch::Tensor forward(const torch::Tensor& x) {
+      if (auto* d = m->as<torch::nn::DropoutImpl>()) return d->forward(x);
+      return x;
+    }
+  };
+  DropoutRef dropout(const std::string& name) { return DropoutRef{lora_dropout_[name]}; }
+
+  void set_requires_grad(const std::string& name, bool on) {
+    for (auto& p : lora_A_[name]->parameters()) p.set_requires_grad(on);
+    for (auto& p : lora_B_[name]->parameters()) p.set_requires_grad(on);
+  }
+  void ensure_containers() {
+    if (lora_A_) return;
+    lora_dropout_ = register_module("lora_dropout", torch::nn::ModuleDict());
+    lora_A_ = register_module("lora_A", torch::nn::ModuleDict());
+    lora_B_ = register_module("lora_B", torch::nn::ModuleDict());
+  }
+  void drop_containers() {
+    if (!lora_A_) return;
+    unregister_module("lora_dropout");
+    unregister_module("lora_A");
+    unregister_module("lora_B");
+    lora_dropout_ = nullptr;
+    lora_A_ = nullptr;
+    lora_B_ = nullptr;
+  }
+  // Typed holders of the dict entries, so the hot path does not dynamic_cast per call.
+  static torch::nn::Linear& cache_holder(std::map<std::string, torch::nn::Linear>& cache,
+                                         torch::nn::ModuleDict& dict, const std::string& name) {
+    auto it = cache.find(name);
+    if (it == cache.end())
+      it = cache.emplace(name, torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(dict[name]))).first;
+    return it->second;
+  }
+
+  torch::nn::ModuleDict lora_dropout_{nullptr};
+  torch::nn::ModuleDict lora_A_{nullptr};
+  torch::nn::ModuleDict lora_B_{nullptr};
+  std::map<std::string, torch::nn::Linear> a_cache_, b_cache_;
+  std::map<std::string, AdapterSettings> settings_;
+  std::vector<std::string> names_;
+  std::vector<std::string> active_;
+  std::vector<std::string> merged_;
+  bool disabled_ = false;
+};
+
+}  // namespace peft

@@ -1,0 +1,288 @@
+#pragma once
+/// peft::LoraModel — PEFT's PeftModel/LoraModel for a torch::nn::Module tree (spec §4.6, §7, §10).
+/// It owns a reference to the user's model, the config of every adapter and the operations on
+/// them; the user keeps calling their own model's forward.
+///
+///   auto model = std::make_shared<MyNet>();
+///   auto peft_model = peft::get_peft_model(model, cfg);          // adapter "default", active
+///   peft_model.print_trainable_parameters(std::cout);
+///   torch::optim::AdamW opt(peft_model.trainable_parameters());
+///   auto y = model->forward(x);                                  // now with LoRA
+
+#include <torch/nn/module.h>
+
+#include <iomanip>
+#include <locale>
+#include <map>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "peft/config.hpp"
+#include "peft/injection.hpp"
+
+namespace peft {
+
+struct LoraModelOptions {
+  PlanOptions plan;                    ///< model_type / output layer for target resolution
+  bool autocast_adapter_dtype = true;  ///< fp16/bf16 adapter weights are kept in fp32
+};
+
+class LoraModel {
+ public:
+  /// Validates `config`, injects adapter `adapter_name` and activates it. Throws (and leaves the
+  /// model untouched) when the config or the plan is invalid.
+  LoraModel(std::shared_ptr<torch::nn::Module> model, LoraConfig config,
+            const std::string& adapter_name = "default", LoraModelOptions options = {})
+      : model_(std::move(model)), options_(std::move(options)) {
+    add_adapter(adapter_name, std::move(config));
+    set_adapter(adapter_name);
+  }
+
+  torch::nn::Module& model() { return *model_; }
+  const std::shared_ptr<torch::nn::Module>& model_ptr() const { return model_; }
+
+  // ---- adapters ----
+  /// Inject another adapter (inactive, frozen). An existing name is an error; nothing changes
+  /// when injection fails.
+  void add_adapter(const std::string& name, LoraConfig config) {
+    if (configs_.count(name))
+      throw ConfigError("adapter_name", "\"" + name + "\"", "Adapter with this name already exists",
+                        "choose another name or delete_adapter first");
+    config.validate();
+    for (const auto& [other, c] : configs_)
+      if (c.bias != Bias::none && config.bias != Bias::none)
+        throw ConfigError("bias", to_string(config.bias),
+                          "LoraModel supports only 1 adapter with bias; adapter `" + other +
+                              "` already has bias=" + to_string(c.bias),
+                          "set bias=\"none\" for all but one adapter");
+    if (config.modules_to_save && !config.modules_to_save->empty())
+      throw ConfigError("modules_to_save", "[...]", "is not supported by peft-cpp yet",
+                        "train those modules with their own optimizer parameters for now");
+    InjectionResult r = inject_adapter(model_, config, name, options_.plan);
+    configs_[name] = r.plan.config;
+    order_.push_back(name);
+    std::vector<std::string> keys;
+    for (const auto& l : r.plan.layers) keys.push_back(l.key);
+    targeted_[name] = keys;
+    if (options_.autocast_adapter_dtype)
+      for (auto& layer : r.layers) layer->upcast_adapter(name);
+    refresh_trainable();
+  }
+
+  /// Activate one adapter.
+  void set_adapter(const std::string& name) { set_adapter(std::vector<std::string>{name}); }
+  /// Activate several adapters at once (their deltas are summed in this order).
+  void set_adapter(const std::vector<std::string>& names) {
+    for (const auto& n : names)
+      if (!configs_.count(n)) throw Error("Adapter " + n + " not found (known: " + known() + ")");
+    active_ = names;
+    refresh_trainable();
+  }
+  const std::vector<std::string>& active_adapters() const { return active_; }
+  /// Adapter names in creation order.
+  const std::vector<std::string>& adapter_names() const { return order_; }
+  const LoraConfig& peft_config(const std::string& name = "default") const {
+    auto it = configs_.find(name);
+    if (it == configs_.end()) throw Error("Adapter " + name + " not found (known: " + known() + ")");
+    return it->second;
+  }
+  /// Module keys that carry adapter `name`, in named_modules() order.
+  const std::vector<std::string>& targeted_module_names(const std::string& name = "default") const {
+    peft_config(name);
+    return targeted_.at(name);
+  }
+
+  /// Remove an adapter everywhere (it must not be merged).
+  void delete_adapter(const std::string& name) {
+    peft_config(name);
+    auto layers = lora_layers();
+    for (auto& [key, layer] : layers) {
+      const auto& m = layer->merged_adapters();
+      if (std::find(m.begin(), m.end(), name) != m.end())
+        throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge_adapter first)");
+    }
+    for (auto& [key, layer] : layers)
+      if (layer->has_adapter(name)) layer->delete_adapter(name);
+    configs_.erase(name);
+    targeted_.erase(name);
+    order_.erase(std::find(order_.begin(), order_.end(), name));
+    auto it = std::find(active_.begin(), active_.end(), name);
+    if (it != active_.end()) {
+      active_.erase(it);
+      if (active_.empty() && !order_.empty()) {
+        active_ = {*std::min_element(order_.begin(), order_.end())};
+        warn("Adapter " + name + " was active which is now deleted. Setting active adapter to " +
+             active_.front() + ".");
+      }
+    }
+    refresh_trainable();
+  }
+
+  // ---- enabling ----
+  /// RAII guard returned by disable_adapter(): adapters are bypassed while it lives.
+  class DisabledAdapters {
+   public:
+    explicit DisabledAdapters(LoraModel* m) : m_(m) { m_->disable_adapter_layers(); }
+    DisabledAdapters(DisabledAdapters&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+    DisabledAdapters(const DisabledAdapters&) = delete;
+    DisabledAdapters& operator=(const DisabledAdapters&) = delete;
+    DisabledAdapters& operator=(DisabledAdapters&&) = delete;
+    ~DisabledAdapters() {
+      if (m_) m_->enable_adapter_layers();
+    }
+
+   private:
+    LoraModel* m_;
+  };
+  /// `auto off = peft_model.disable_adapter();` — the base model's behaviour until `off` dies.
+  [[nodiscard]] DisabledAdapters disable_adapter() { return DisabledAdapters(this); }
+  void disable_adapter_layers() {
+    disabled_ = true;
+    for (auto& [key, layer] : lora_layers()) layer->enable_adapters(false);
+  }
+  void enable_adapter_layers() {
+    disabled_ = false;
+    for (auto& [key, layer] : lora_layers()) layer->enable_adapters(true);
+    refresh_trainable();
+  }
+
+  // ---- merging ----
+  /// Fold adapters (default: the active ones) into the base weights of every LoRA layer. Every
+  /// layer is checked first (lora_bias needs a base bias; safe_merge: no NaN/Inf), so a failure
+  /// leaves all weights as they were.
+  void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false) {
+    const auto& which = names.empty() ? active_ : names;
+    const auto layers = lora_layers();
+    for (auto& [key, layer] : layers) layer->check_merge(safe_merge, which);
+    for (auto& [key, layer] : layers) layer->merge(safe_merge, which);
+  }
+  void unmerge_adapter() {
+    for (auto& [key, layer] : lora_layers())
+      if (layer->merged()) layer->unmerge();
+  }
+  /// Merge the active adapters (or `names`) and strip every adapter: the model is a plain model
+  /// again with merged weights. Returns the model; this LoraModel is empty afterwards.
+  std::shared_ptr<torch::nn::Module> merge_and_unload(bool safe_merge = false,
+                                                      const std::vector<std::string>& names = {}) {
+    merge_adapter(names, safe_merge);
+    return unload();
+  }
+  /// Strip every adapter without merging (layers merged earlier stay merged, as in PEFT).
+  std::shared_ptr<torch::nn::Module> unload() {
+    for (auto& [key, layer] : lora_layers()) layer->remove_all_adapters();
+    configs_.clear();
+    targeted_.clear();
+    order_.clear();
+    active_.clear();
+    for (auto& p : model_->parameters()) p.set_requires_grad(true);
+    return model_;
+  }
+
+  // ---- parameters ----
+  /// (trainable, all) parameter counts; shared tensors are counted once.
+  std::pair<std::int64_t, std::int64_t> get_nb_trainable_parameters() const {
+    std::int64_t trainable = 0, all = 0;
+    std::vector<const void*> seen;
+    for (const auto& p : model_->parameters()) {
+      const void* id = p.unsafeGetTensorImpl();
+      if (std::find(seen.begin(), seen.end(), id) != seen.end()) continue;
+      seen.push_back(id);
+      all += p.numel();
+      if (p.requires_grad()) trainable += p.numel();
+    }
+    return {trainable, all};
+  }
+  /// PEFT's exact line: `trainable params: 1,234 || all params: 5,678 || trainable%: 21.7330`.
+  std::string trainable_parameters_summary() const {
+    const auto [trainable, all] = get_nb_trainable_parameters();
+    std::ostringstream s;
+    s << "trainable params: " << with_commas(trainable) << " || all params: " << with_commas(all)
+      << " || trainable%: " << std::fixed << std::setprecision(4)
+      << (all == 0 ? 0.0 : 100.0 * static_cast<double>(trainable) / static_cast<double>(all));
+    return s.str();
+  }
+  /// Writes trainable_parameters_summary() and a newline (the library never writes to stdout
+  /// on its own; pass std::cout to get PEFT's behaviour).
+  void print_trainable_parameters(std::ostream& os) const { os << trainable_parameters_summary() << '\n'; }
+  /// The parameters to optimise (requires_grad), for torch::optim.
+  std::vector<torch::Tensor> trainable_parameters() const {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : model_->parameters())
+      if (p.requires_grad()) out.push_back(p);
+    return out;
+  }
+
+  /// Every LoRA-capable layer of the model that carries at least one adapter, by module key.
+  std::vector<std::pair<std::string, std::shared_ptr<LoraLayer>>> lora_layers() const {
+    std::vector<std::pair<std::string, std::shared_ptr<LoraLayer>>> out;
+    for (const auto& item : model_->named_modules("", /*include_self=*/true))
+      if (auto l = std::dynamic_pointer_cast<LoraLayer>(item.value()))
+        if (!l->adapter_names().empty()) out.emplace_back(item.key(), l);
+    return out;
+  }
+
+ private:
+  static std::string with_commas(std::int64_t v) {
+    std::string digits = std::to_string(v < 0 ? -v : v), out;
+    for (std::size_t i = 0; i < digits.size(); ++i) {
+      if (i && (digits.size() - i) % 3 == 0) out += ',';
+      out += digits[i];
+    }
+    return (v < 0 ? "-" : "") + out;
+  }
+  std::string known() const {
+    std::string s;
+    for (const auto& n : order_) s += (s.empty() ? "" : ", ") + n;
+    return s.empty() ? "none" : s;
+  }
+
+  /// PEFT's freezing (§4.6): only adapter parameters of active adapters train (unless the
+  /// adapter's config has inference_mode), plus the biases that `bias` names.
+  void refresh_trainable() {
+    for (auto& p : model_->parameters()) p.set_requires_grad(false);
+    const auto layers = lora_layers();
+    bool trainable = true;
+    for (const auto& n : active_) trainable = trainable && !configs_.at(n).inference_mode;
+    for (auto& [key, layer] : layers) {
+      layer->set_adapter(active_, trainable && !disabled_);
+      if (disabled_) layer->enable_adapters(false);
+    }
+    if (disabled_) return;
+    for (const auto& n : active_) {
+      const Bias bias = configs_.at(n).bias;
+      if (bias == Bias::all) {
+        for (auto& p : model_->named_parameters()) {
+          const auto& k = p.key();
+          if (k == "bias" || (k.size() > 5 && k.compare(k.size() - 5, 5, ".bias") == 0))
+            p.value().set_requires_grad(true);
+        }
+      } else if (bias == Bias::lora_only) {
+        for (auto& [key, layer] : layers)
+          if (layer->base_bias().defined()) layer->base_bias().set_requires_grad(true);
+      }
+    }
+  }
+
+  std::shared_ptr<torch::nn::Module> model_;
+  LoraModelOptions options_;
+  std::map<std::string, LoraConfig> configs_;
+  std::map<std::string, std::vector<std::string>> targeted_;
+  std::vector<std::string> order_;
+  std::vector<std::string> active_;
+  bool disabled_ = false;
+};
+
+/// PEFT's get_peft_model: inject adapter `adapter_name` into `model` and activate it.
+inline LoraModel get_peft_model(std::shared_ptr<torch::nn::Module> model, const LoraConfig& config,
+                                const std::string& adapter_name = "default", LoraModelOptions options = {}) {
+  return LoraModel(std::move(model), config, adapter_name, std::move(options));
+}
+template <class Impl>
+LoraModel get_peft_model(const torch::nn::ModuleHolder<Impl>& model, const LoraConfig& config,
+                         const std::string& adapter_name = "default", LoraModelOptions options = {}) {
+  return LoraModel(model.ptr(), config, adapter_name, std::move(options));
+}
+
+}  // namespace peft

@@ -1,0 +1,270 @@
+// Model cases of ../shared/fixtures/peft: build the catalogue model, load the base weights, and
+// compare with what Python PEFT computed: injection from the case's LoraConfig (targeted modules,
+// per-layer r/alpha/scaling, parameter counts, the print_trainable_parameters line, the random
+// init tensors drawn after torch.manual_seed), then the saved adapters loaded from adapter/
+// (outputs with adapters active, disabled, merged, and the merged state dict).
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "peft/error.hpp"
+#include "peft/io/config_json.hpp"
+#include "peft/io/safetensors.hpp"
+#include "peft/model.hpp"
+#include "peft/warnings.hpp"
+#include "support/catalogue_models.hpp"
+#include "support/conformance.hpp"
+#include "support/fixtures.hpp"
+
+namespace peft_test {
+namespace {
+
+namespace fs = std::filesystem;
+using peft::JsonValue;
+
+struct Mismatch : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const JsonValue& get(const JsonValue& o, const char* key) {
+  static const JsonValue null;
+  const JsonValue* v = o.find(key);
+  return v ? *v : null;
+}
+
+/// max |a - b| over same-shaped tensors, compared in float32.
+void expect_close(const std::string& what, const torch::Tensor& ours, const torch::Tensor& want, double atol) {
+  if (ours.sizes() != want.sizes()) {
+    std::ostringstream s;
+    s << what << ": shape " << ours.sizes() << " vs expected " << want.sizes();
+    throw Mismatch(s.str());
+  }
+  const double err = (ours.to(torch::kFloat32) - want.to(torch::kFloat32)).abs().max().item<double>();
+  if (!(err <= atol)) {
+    std::ostringstream s;
+    s << what << ": max abs diff " << err << " > atol " << atol;
+    throw Mismatch(s.str());
+  }
+}
+
+/// Copy a state dict into the model's parameters; the key sets must be equal.
+void load_state(torch::nn::Module& m, const peft::SafetensorsFile& f) {
+  torch::NoGradGuard g;
+  auto params = m.named_parameters();
+  for (const auto& [key, t] : f.tensors) {
+    auto* p = params.find(key);
+    if (!p) throw Mismatch("base_model.safetensors has `" + key + "`, the model has no such parameter");
+    if (p->sizes() != t.sizes()) throw Mismatch("shape mismatch for `" + key + "`");
+    p->copy_(t);
+  }
+  if (params.size() != f.tensors.size()) throw Mismatch("the model has parameters the file lacks");
+}
+
+bool supported_config(const peft::LoraConfig& c, std::string* why) {
+  if (c.use_dora) return (*why = "DoRA is not built yet"), false;
+  if (c.modules_to_save && !c.modules_to_save->empty()) return (*why = "modules_to_save is not built yet"), false;
+  switch (c.init_method()) {
+    case peft::InitMethod::Default:
+    case peft::InitMethod::Random:
+    case peft::InitMethod::Gaussian:
+    case peft::InitMethod::Orthogonal: return true;
+    default: return (*why = "init_lora_weights=" + c.init_lora_weights.describe() + " is not built yet"), false;
+  }
+}
+
+/// `base_model.model.<module>.lora_A.weight` etc. into adapter `name` of the model.
+void load_adapter_weights(peft::LoraModel& pm, const std::string& name, const peft::SafetensorsFile& f) {
+  torch::NoGradGuard g;
+  auto params = pm.model().named_parameters();
+  std::map<std::string, std::shared_ptr<peft::LoraLayer>> layers;
+  for (auto& [key, layer] : pm.lora_layers()) layers[key] = layer;
+  const std::string prefix = "base_model.model.";
+  std::size_t loaded = 0;
+  for (const auto& [raw, t] : f.tensors) {
+    if (raw.rfind(prefix, 0) != 0) throw Mismatch("adapter key without `base_model.model.`: " + raw);
+    const std::string key = raw.substr(prefix.size());
+    torch::Tensor* target = nullptr;
+    for (const char* part : {".lora_A.weight", ".lora_B.weight", ".lora_B.bias"}) {
+      const std::string suffix = part;
+      if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        auto it = layers.find(key.substr(0, key.size() - suffix.size()));
+        if (it == layers.end() || !it->second->has_adapter(name))
+          throw Mismatch("adapter key `" + raw + "` names no LoRA layer of adapter " + name);
+        auto& lin = suffix == ".lora_A.weight" ? it->second->lora_A(name) : it->second->lora_B(name);
+        target = suffix == ".lora_B.bias" ? &lin->bias : &lin->weight;
+        ++loaded;
+      }
+    }
+    if (!target) {
+      // bias="all": the trained base biases (`<m>.base_layer.bias` for wrapped layers).
+      std::string plain = key;
+      const std::string wrapped = ".base_layer.bias";
+      if (plain.size() > wrapped.size() && plain.compare(plain.size() - wrapped.size(), wrapped.size(), wrapped) == 0)
+        plain = plain.substr(0, plain.size() - wrapped.size()) + ".bias";
+      target = params.find(plain);
+      if (!target) throw Mismatch("adapter key `" + raw + "` matches no parameter");
+    }
+    if (target->sizes() != t.sizes()) throw Mismatch("shape mismatch for adapter key `" + raw + "`");
+    target->copy_(t);
+  }
+  std::size_t expected = 0;
+  for (auto& [key, layer] : layers)
+    if (layer->has_adapter(name)) expected += 2 + (layer->settings(name).lora_bias ? 1 : 0);
+  if (loaded != expected) throw Mismatch("adapter " + name + ": loaded " + std::to_string(loaded) +
+                                         " LoRA tensors, the model has " + std::to_string(expected));
+}
+
+double atol_for(const JsonValue& checks, const std::string& key, double dflt) {
+  if (!checks.is_array()) return dflt;
+  for (const auto& c : checks.as_array())
+    if (get(c, "key").is_string() && get(c, "key").as_string() == key && get(c, "atol").is_number())
+      return get(c, "atol").as_double();
+  return dflt;
+}
+
+std::vector<std::string> strings(const JsonValue& v) {
+  std::vector<std::string> out;
+  if (v.is_array())
+    for (const auto& e : v.as_array()) out.push_back(e.as_string());
+  return out;
+}
+
+std::string check(const fs::path& dir) {
+  const JsonValue c = read_json(dir / "case.json");
+  const std::string model_name = get(c, "model").as_string();
+  const JsonValue& dims = get(c, "model_dims");
+  const bool bf16 = get(c, "dtype").is_string() && get(c, "dtype").as_string() == "bfloat16";
+  const double atol_default = bf16 ? 3e-2 : 1e-5;
+  const JsonValue& checks = get(c, "checks");
+  const auto& adapters = get(c, "adapters").as_array();
+
+  // Saved configs decide what we can run.
+  std::vector<peft::LoraConfig> saved;
+  for (const auto& a : adapters) {
+    saved.push_back(peft::load_adapter_config(dir / get(a, "dir").as_string()));
+    std::string why;
+    if (!supported_config(saved.back(), &why)) return "SKIP:" + why;
+  }
+
+  CatalogueModel model = build_catalogue_model(model_name, dims);
+  if (bf16) model.module->to(torch::kBFloat16);
+  model.module->eval();
+  load_state(*model.module, peft::load_safetensors(dir / "base_model.safetensors"));
+  const auto input_file = peft::load_safetensors(dir / "input.safetensors");
+  const torch::Tensor input = input_file.tensors.front().second;
+  const auto expected = peft::load_safetensors(dir / "expected.safetensors");
+  auto want = [&](const std::string& key) -> const torch::Tensor& {
+    const torch::Tensor* t = expected.find(key);
+    if (!t) throw Mismatch("expected.safetensors lacks `" + key + "`");
+    return *t;
+  };
+  torch::NoGradGuard no_grad;
+  expect_close("out_base", model.forward(input), want("out_base"), atol_for(checks, "out_base", atol_default));
+
+  // Phase A: get_peft_model from the case's LoraConfig, with PEFT's RNG seed.
+  {
+    torch::manual_seed(static_cast<std::uint64_t>(get(get(c, "seeds"), "rng").as_int()));
+    std::unique_ptr<peft::LoraModel> pm;
+    for (const auto& a : adapters) {
+      if (get(a, "lora_config").is_null()) continue;
+      auto cfg = peft::lora_config_from_json_value(get(a, "lora_config"), peft::ConfigSource::Kwargs);
+      const std::string name = get(a, "name").as_string();
+      if (!pm) pm = std::make_unique<peft::LoraModel>(model.module, cfg, name);
+      else pm->add_adapter(name, cfg);
+      auto ours = pm->targeted_module_names(name);
+      std::sort(ours.begin(), ours.end());
+      if (ours != strings(get(get(c, "targeted_modules"), name.c_str())))
+        throw Mismatch("targeted modules of adapter " + name + " differ");
+      for (const auto& [key, info] : get(get(c, "layers"), name.c_str()).as_object()) {
+        std::shared_ptr<peft::LoraLayer> layer;
+        for (auto& [k, l] : pm->lora_layers())
+          if (k == key) layer = l;
+        if (!layer) throw Mismatch("no LoRA layer at " + key);
+        const auto& s = layer->settings(name);
+        if (s.r != get(info, "r").as_int() || s.lora_alpha.value != get(info, "lora_alpha").as_double() ||
+            s.scaling != get(info, "scaling").as_double() ||
+            layer->fan_in_fan_out() != get(info, "fan_in_fan_out").as_bool())
+          throw Mismatch("layer settings of " + key + " (" + name + ") differ");
+      }
+    }
+    if (pm) {
+      const auto [trainable, all] = pm->get_nb_trainable_parameters();
+      if (trainable != get(c, "trainable_params").as_int() || all != get(c, "all_params").as_int())
+        throw Mismatch("parameter counts " + std::to_string(trainable) + "/" + std::to_string(all) +
+                       " vs PEFT " + std::to_string(get(c, "trainable_params").as_int()) + "/" +
+                       std::to_string(get(c, "all_params").as_int()));
+      if (pm->trainable_parameters_summary() != get(c, "print_trainable_parameters").as_string())
+        throw Mismatch("print_trainable_parameters: `" + pm->trainable_parameters_summary() + "`");
+      for (auto& [key, layer] : pm->lora_layers()) {
+        if (!layer->has_adapter("default")) continue;
+        if (const auto* a = expected.find("rng_init." + key + ".lora_A"))
+          expect_close("rng_init." + key + ".lora_A", layer->lora_A("default")->weight, *a, 1e-6);
+        if (const auto* b = expected.find("rng_init." + key + ".lora_B"))
+          expect_close("rng_init." + key + ".lora_B", layer->lora_B("default")->weight, *b, 1e-6);
+      }
+      pm->unload();
+    }
+  }
+
+  // Phase B: the adapters PEFT saved, loaded into the base model.
+  std::unique_ptr<peft::LoraModel> pm;
+  for (std::size_t i = 0; i < adapters.size(); ++i) {
+    const std::string name = get(adapters[i], "name").as_string();
+    if (!pm) pm = std::make_unique<peft::LoraModel>(model.module, saved[i], name);
+    else pm->add_adapter(name, saved[i]);
+    load_adapter_weights(*pm, name, peft::load_safetensors(dir / get(adapters[i], "dir").as_string() /
+                                                           "adapter_model.safetensors"));
+  }
+  model.module->eval();
+  const auto active = strings(get(c, "active_adapters"));
+  pm->set_adapter(active);
+  expect_close("out_adapter", model.forward(input), want("out_adapter"), atol_for(checks, "out_adapter", atol_default));
+  for (const auto& [key, t] : expected.tensors) {
+    if (key.rfind("out_adapter.", 0) != 0) continue;
+    std::vector<std::string> names;
+    std::stringstream ss(key.substr(12));
+    for (std::string n; std::getline(ss, n, '+');) names.push_back(n);
+    pm->set_adapter(names);
+    expect_close(key, model.forward(input), t, atol_for(checks, "out_adapter", atol_default));
+  }
+  pm->set_adapter(active);
+  {
+    auto off = pm->disable_adapter();
+    expect_close("out_disabled", model.forward(input), want("out_disabled"), atol_for(checks, "out_disabled", atol_default));
+  }
+  pm->merge_and_unload();
+  expect_close("out_merged", model.forward(input), want("out_merged"), atol_for(checks, "out_merged", atol_default));
+  std::size_t merged_keys = 0;
+  for (const auto& [key, t] : expected.tensors) {
+    if (key.rfind("merged.", 0) != 0) continue;
+    ++merged_keys;
+    const auto* p = model.module->named_parameters().find(key.substr(7));
+    if (!p) throw Mismatch("merged model lacks `" + key.substr(7) + "`");
+    expect_close(key, *p, t, atol_for(checks, "merged.*", atol_default));
+  }
+  if (merged_keys != model.module->named_parameters().size())
+    throw Mismatch("merged state dict has a different key set");
+  return "";
+}
+
+}  // namespace
+
+CaseResult check_model_case(const std::string& case_dir) {
+  const fs::path dir(case_dir);
+  const std::string id = dir.filename().string();
+  peft::ScopedWarningCapture quiet;
+  try {
+    const std::string r = check(dir);
+    if (r.rfind("SKIP:", 0) == 0) return {id, Status::Skip, r.substr(5)};
+    return {id, Status::Pass, ""};
+  } catch (const Mismatch& e) {
+    return {id, Status::Fail, e.what()};
+  } catch (const std::exception& e) {
+    return {id, Status::Fail, std::string("raised: ") + e.what()};
+  }
+}
+
+}  // namespace peft_test

@@ -1,0 +1,277 @@
+// get_peft_model / LoraModel: the injection contract and the adapter lifecycle (spec §2, §4.6, §7, §10).
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "peft/model.hpp"
+#include "peft/warnings.hpp"
+
+namespace {
+
+/// PEFT's test MLP, declared with peft::Linear members (the recommended way).
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(bool bias = true)
+      : lin0(register_module("lin0", peft::Linear(torch::nn::LinearOptions(10, 20).bias(bias)))),
+        relu(register_module("relu", torch::nn::ReLU())),
+        lin1(register_module("lin1", peft::Linear(torch::nn::LinearOptions(20, 2).bias(bias)))) {}
+  torch::Tensor forward(const torch::Tensor& x) { return torch::log_softmax(lin1(relu(lin0(x))), -1); }
+  peft::Linear lin0;
+  torch::nn::ReLU relu;
+  peft::Linear lin1;
+};
+TORCH_MODULE(Mlp);
+
+/// The same with stock torch::nn::Linear members: cannot be adapted (members would go stale).
+struct StockMlpImpl : torch::nn::Module {
+  StockMlpImpl() : lin0(register_module("lin0", torch::nn::Linear(10, 20))) {}
+  torch::Tensor forward(const torch::Tensor& x) { return lin0(x); }
+  torch::nn::Linear lin0;
+};
+TORCH_MODULE(StockMlp);
+
+peft::LoraConfig targets(peft::ModuleSpec t, std::int64_t r = 8, double alpha = 8) {
+  peft::LoraConfig c;
+  c.target_modules = std::move(t);
+  c.r = r;
+  c.lora_alpha = static_cast<long long>(alpha);
+  return c;
+}
+
+std::vector<std::string> names(torch::nn::Module& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m.named_parameters()) out.push_back(p.key());
+  return out;
+}
+
+void randomise_lora_B(peft::LoraModel& pm) {
+  torch::NoGradGuard g;
+  for (auto& [key, layer] : pm.lora_layers())
+    for (const auto& n : layer->adapter_names()) layer->lora_B(n)->weight.normal_(0, 0.5);
+}
+
+}  // namespace
+
+TEST(GetPeftModel, AttachesInPlaceToPeftLinearMembers) {
+  Mlp mlp;
+  auto x = torch::randn({6, 10});
+  auto before = mlp(x);
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  EXPECT_TRUE(torch::allclose(mlp(x), before));  // B = 0 at init
+  randomise_lora_B(pm);
+  EXPECT_FALSE(torch::allclose(mlp(x), before));  // the member mlp->lin0 sees the adapter
+  EXPECT_EQ(pm.targeted_module_names(), (std::vector<std::string>{"lin0"}));
+  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin0.lora_A.default.weight",
+                                                   "lin0.lora_B.default.weight", "lin1.weight", "lin1.bias"}));
+}
+
+TEST(GetPeftModel, PrintsPeftsTrainableParametersLine) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  EXPECT_EQ(pm.trainable_parameters_summary(), "trainable params: 240 || all params: 502 || trainable%: 47.8088");
+  std::ostringstream os;
+  pm.print_trainable_parameters(os);
+  EXPECT_EQ(os.str(), pm.trainable_parameters_summary() + "\n");
+  EXPECT_EQ(pm.trainable_parameters().size(), 2u);
+}
+
+TEST(GetPeftModel, FreezesEverythingButTheActiveAdapter) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  for (const auto& p : mlp->named_parameters())
+    EXPECT_EQ(p.value().requires_grad(), p.key().find("lora_") != std::string::npos) << p.key();
+}
+
+TEST(GetPeftModel, BiasModesMakeBiasesTrainable) {
+  {
+    Mlp mlp;
+    auto c = targets({"lin0"});
+    c.bias = peft::Bias::all;
+    peft::get_peft_model(mlp, c);
+    EXPECT_TRUE(mlp->lin0->bias.requires_grad());
+    EXPECT_TRUE(mlp->lin1->bias.requires_grad());
+    EXPECT_FALSE(mlp->lin1->weight.requires_grad());
+  }
+  {
+    Mlp mlp;
+    auto c = targets({"lin0"});
+    c.bias = peft::Bias::lora_only;
+    peft::get_peft_model(mlp, c);
+    EXPECT_TRUE(mlp->lin0->bias.requires_grad());
+    EXPECT_FALSE(mlp->lin1->bias.requires_grad());
+  }
+}
+
+TEST(GetPeftModel, StockLinearsInContainersAreSwappedInPlace) {
+  torch::nn::Sequential seq(torch::nn::Linear(4, 4), torch::nn::ReLU(), torch::nn::Linear(4, 2));
+  auto x = torch::randn({3, 4});
+  auto before = seq->forward(x);
+  auto w0 = seq[0]->as<torch::nn::LinearImpl>()->weight;
+  auto pm = peft::get_peft_model(seq.ptr(), targets({"0", "2"}, 2, 2));
+  EXPECT_EQ(pm.targeted_module_names(), (std::vector<std::string>{"0", "2"}));
+  auto* swapped = seq[0]->as<peft::LinearImpl>();
+  ASSERT_NE(swapped, nullptr);
+  EXPECT_TRUE(swapped->weight.is_same(w0));  // shares the original tensors
+  EXPECT_TRUE(torch::allclose(seq->forward(x), before));
+  randomise_lora_B(pm);
+  EXPECT_FALSE(torch::allclose(seq->forward(x), before));  // Sequential's forward reaches LoRA
+
+  torch::nn::ModuleList list(torch::nn::Linear(4, 4));
+  auto pl = peft::get_peft_model(list.ptr(), targets({"0"}, 2, 2));
+  EXPECT_NE(list[0]->as<peft::LinearImpl>(), nullptr);
+  EXPECT_NE(list->named_children()["0"]->as<peft::LinearImpl>(), nullptr);
+
+  torch::nn::ModuleDict dict;
+  dict->update({{"proj", torch::nn::Linear(4, 4).ptr()}});
+  auto pd = peft::get_peft_model(dict.ptr(), targets({"proj"}, 2, 2));
+  EXPECT_NE(dict["proj"]->as<peft::LinearImpl>(), nullptr);
+}
+
+TEST(GetPeftModel, AStockLinearHeldByAMemberIsRefusedAndNothingChanges) {
+  StockMlp m;
+  const auto before = names(*m);
+  try {
+    peft::get_peft_model(m, targets({"lin0"}));
+    FAIL() << "accepted a stale member";
+  } catch (const peft::UnsupportedModuleError& e) {
+    EXPECT_NE(std::string(e.what()).find("peft::Linear"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("lin0"), std::string::npos);
+  }
+  EXPECT_EQ(names(*m), before);
+  EXPECT_NE(m->named_children()["lin0"]->as<torch::nn::LinearImpl>(), nullptr);
+}
+
+TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
+  Mlp mlp;
+  const auto before = names(*mlp);
+  EXPECT_THROW(peft::get_peft_model(mlp, targets({"nope"})), peft::TargetNotFoundError);
+  EXPECT_THROW(peft::get_peft_model(mlp, targets({"lin0", "relu"})), peft::UnsupportedModuleError);
+  auto c = targets({"lin0", "lin1"});
+  c.rank_pattern.set("lin1", 0);
+  EXPECT_THROW(peft::get_peft_model(mlp, c), peft::ConfigError);
+  auto pissa = targets({"lin0", "lin1"});
+  pissa.init_lora_weights = "pissa";
+  EXPECT_THROW(peft::get_peft_model(mlp, pissa), peft::ConfigError);
+  EXPECT_EQ(names(*mlp), before);
+}
+
+TEST(LoraModelLifecycle, AddedAdaptersAreInactiveUntilSet) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  pm.add_adapter("other", targets({"lin0", "lin1"}, 4, 8));
+  EXPECT_EQ(pm.active_adapters(), (std::vector<std::string>{"default"}));
+  EXPECT_FALSE(mlp->lin1->lora_A("other")->weight.requires_grad());
+  EXPECT_THROW(pm.add_adapter("other", targets({"lin0"})), peft::ConfigError);
+  pm.set_adapter("other");
+  EXPECT_TRUE(mlp->lin1->lora_A("other")->weight.requires_grad());
+  EXPECT_FALSE(mlp->lin0->lora_A("default")->weight.requires_grad());
+  EXPECT_THROW(pm.set_adapter("missing"), peft::Error);
+}
+
+TEST(LoraModelLifecycle, SeveralActiveAdaptersSum) {
+  Mlp mlp;
+  mlp->train(false);
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  pm.add_adapter("other", targets({"lin0"}, 4, 8));
+  randomise_lora_B(pm);
+  auto x = torch::randn({2, 10});
+  auto base = mlp->lin0->base_forward(x);
+  pm.set_adapter("default");
+  auto d1 = mlp->lin0(x) - base;
+  pm.set_adapter("other");
+  auto d2 = mlp->lin0(x) - base;
+  pm.set_adapter(std::vector<std::string>{"default", "other"});
+  EXPECT_TRUE(torch::allclose(mlp->lin0(x) - base, d1 + d2, 1e-5, 1e-5));
+}
+
+TEST(LoraModelLifecycle, DisableAdapterIsScoped) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}));
+  randomise_lora_B(pm);
+  auto x = torch::randn({2, 10});
+  auto with = mlp(x);
+  {
+    auto off = pm.disable_adapter();
+    EXPECT_TRUE(torch::allclose(mlp(x), torch::log_softmax(mlp->lin1->base_forward(torch::relu(mlp->lin0->base_forward(x))), -1)));
+    EXPECT_FALSE(mlp->lin0->lora_A("default")->weight.requires_grad());
+  }
+  EXPECT_TRUE(torch::allclose(mlp(x), with));
+  EXPECT_TRUE(mlp->lin0->lora_A("default")->weight.requires_grad());
+}
+
+TEST(LoraModelLifecycle, MergeAndUnloadGivesAPlainModelWithTheSameOutput) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}, 4, 8));
+  randomise_lora_B(pm);
+  auto x = torch::randn({5, 10});
+  auto with = mlp(x);
+  auto model = pm.merge_and_unload();
+  EXPECT_EQ(model.get(), mlp.ptr().get());
+  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+  EXPECT_TRUE(torch::allclose(mlp(x), with, 1e-5, 1e-5));
+  EXPECT_TRUE(pm.adapter_names().empty());
+}
+
+TEST(LoraModelLifecycle, UnloadDropsAdaptersWithoutMerging) {
+  Mlp mlp;
+  auto x = torch::randn({5, 10});
+  auto base = mlp(x);
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  randomise_lora_B(pm);
+  pm.unload();
+  EXPECT_TRUE(torch::equal(mlp(x), base));
+}
+
+TEST(LoraModelLifecycle, SafeMergeFailureLeavesEveryLayerUnmerged) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}));
+  randomise_lora_B(pm);
+  {
+    torch::NoGradGuard g;
+    mlp->lin1->lora_B("default")->weight.fill_(std::nanf(""));
+  }
+  auto w0 = mlp->lin0->weight.clone();
+  EXPECT_THROW(pm.merge_and_unload(/*safe_merge=*/true), peft::Error);
+  EXPECT_TRUE(torch::equal(mlp->lin0->weight, w0));
+  EXPECT_FALSE(mlp->lin0->merged());
+  EXPECT_EQ(pm.adapter_names(), (std::vector<std::string>{"default"}));
+}
+
+TEST(LoraModelLifecycle, DeleteAdapterFallsBackToAnotherOne) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  pm.add_adapter("b", targets({"lin0"}));
+  peft::ScopedWarningCapture w;
+  pm.delete_adapter("default");
+  EXPECT_EQ(pm.active_adapters(), (std::vector<std::string>{"b"}));
+  EXPECT_FALSE(mlp->lin0->has_adapter("default"));
+  pm.merge_adapter();
+  EXPECT_THROW(pm.delete_adapter("b"), peft::Error);
+  pm.unmerge_adapter();
+  pm.delete_adapter("b");
+  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+}
+
+TEST(LoraModelLifecycle, OnlyOneAdapterMayTrainBiases) {
+  Mlp mlp;
+  auto c = targets({"lin0"});
+  c.bias = peft::Bias::all;
+  auto pm = peft::get_peft_model(mlp, c);
+  EXPECT_THROW(pm.add_adapter("b", c), peft::ConfigError);
+}
+
+TEST(LoraModelLifecycle, InferenceModeConfigsAreFrozen) {
+  Mlp mlp;
+  auto c = targets({"lin0"});
+  c.inference_mode = true;
+  auto pm = peft::get_peft_model(mlp, c);
+  EXPECT_EQ(pm.get_nb_trainable_parameters().first, 0);
+}
+
+TEST(LoraModelLifecycle, Bf16ModelKeepsFp32Adapters) {
+  Mlp mlp;
+  mlp->to(torch::kBFloat16);
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  EXPECT_EQ(mlp->lin0->lora_A("default")->weight.scalar_type(), torch::kFloat32);
+  auto y = mlp(torch::randn({2, 10}).to(torch::kBFloat16));
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+}
