@@ -57,10 +57,9 @@ class LoraModel {
                           "LoraModel supports only 1 adapter with bias; adapter `" + other +
                               "` already has bias=" + to_string(c.bias),
                           "set bias=\"none\" for all but one adapter");
-    if (config.modules_to_save && !config.modules_to_save->empty())
-      throw ConfigError("modules_to_save", "[...]", "is not supported by peft-cpp yet",
-                        "train those modules with their own optimizer parameters for now");
+    const auto copies = modules_to_save_targets(config);
     InjectionResult r = inject_adapter(model_, config, name, options_.plan);
+    for (auto& layer : copies) layer->add_trainable_copy(name);
     configs_[name] = r.plan.config;
     order_.push_back(name);
     std::vector<std::string> keys;
@@ -104,7 +103,7 @@ class LoraModel {
         throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge_adapter first)");
     }
     for (auto& [key, layer] : layers)
-      if (layer->has_adapter(name)) layer->delete_adapter(name);
+      if (layer->has_adapter(name) || layer->has_trainable_copy(name)) layer->delete_adapter(name);
     configs_.erase(name);
     targeted_.erase(name);
     order_.erase(std::find(order_.begin(), order_.end(), name));
@@ -219,11 +218,43 @@ class LoraModel {
     std::vector<std::pair<std::string, std::shared_ptr<LoraLayer>>> out;
     for (const auto& item : model_->named_modules("", /*include_self=*/true))
       if (auto l = std::dynamic_pointer_cast<LoraLayer>(item.value()))
-        if (!l->adapter_names().empty()) out.emplace_back(item.key(), l);
+        if (!l->plain()) out.emplace_back(item.key(), l);
     return out;
   }
 
  private:
+  /// The layers `config.modules_to_save` selects (PEFT: every module whose key ends with an
+  /// entry — a plain string suffix). They must be peft::Linear / peft::Conv1D: the copy lives
+  /// inside the layer, so every holder sees it. Checked before anything changes.
+  std::vector<std::shared_ptr<LoraLayer>> modules_to_save_targets(const LoraConfig& config) const {
+    std::vector<std::shared_ptr<LoraLayer>> out;
+    if (!config.modules_to_save) return out;
+    std::vector<std::string> lora_prefixes;
+    for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
+      const auto& key = item.key();
+      bool inside = false;
+      for (const auto& p : lora_prefixes) inside = inside || key.compare(0, p.size(), p) == 0;
+      if (inside) continue;
+      auto layer = std::dynamic_pointer_cast<LoraLayer>(item.value());
+      if (layer && !layer->adapter_names().empty()) lora_prefixes.push_back(key + ".");
+      bool hit = false;
+      for (const auto& m : *config.modules_to_save)
+        hit = hit || (key.size() >= m.size() && key.compare(key.size() - m.size(), m.size(), m) == 0);
+      if (!hit) continue;
+      if (!layer)
+        throw UnsupportedModuleError(
+            "modules_to_save selects `" + key + "` (" + item.value()->name() +
+            "), but peft-cpp keeps trainable copies inside peft::Linear / peft::Conv1D layers only; "
+            "declare that layer as peft::Linear or leave it out of modules_to_save. Nothing was changed.");
+      if (!layer->adapter_names().empty())
+        throw UnsupportedModuleError("modules_to_save selects `" + key +
+                                     "`, which already carries LoRA adapters; a module is either "
+                                     "adapted or saved whole. Nothing was changed.");
+      out.push_back(layer);
+    }
+    return out;
+  }
+
   static std::string with_commas(std::int64_t v) {
     std::string digits = std::to_string(v < 0 ? -v : v), out;
     for (std::size_t i = 0; i < digits.size(); ++i) {

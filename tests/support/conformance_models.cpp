@@ -65,7 +65,6 @@ void load_state(torch::nn::Module& m, const peft::SafetensorsFile& f) {
 
 bool supported_config(const peft::LoraConfig& c, std::string* why) {
   if (c.use_dora) return (*why = "DoRA is not built yet"), false;
-  if (c.modules_to_save && !c.modules_to_save->empty()) return (*why = "modules_to_save is not built yet"), false;
   switch (c.init_method()) {
     case peft::InitMethod::Default:
     case peft::InitMethod::Random:
@@ -86,7 +85,7 @@ void load_adapter_weights(peft::LoraModel& pm, const std::string& name, const pe
   for (const auto& [raw, t] : f.tensors) {
     if (raw.rfind(prefix, 0) != 0) throw Mismatch("adapter key without `base_model.model.`: " + raw);
     const std::string key = raw.substr(prefix.size());
-    torch::Tensor* target = nullptr;
+    torch::Tensor target;  // a handle sharing the parameter's storage
     for (const char* part : {".lora_A.weight", ".lora_B.weight", ".lora_B.bias"}) {
       const std::string suffix = part;
       if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
@@ -94,21 +93,31 @@ void load_adapter_weights(peft::LoraModel& pm, const std::string& name, const pe
         if (it == layers.end() || !it->second->has_adapter(name))
           throw Mismatch("adapter key `" + raw + "` names no LoRA layer of adapter " + name);
         auto& lin = suffix == ".lora_A.weight" ? it->second->lora_A(name) : it->second->lora_B(name);
-        target = suffix == ".lora_B.bias" ? &lin->bias : &lin->weight;
+        target = suffix == ".lora_B.bias" ? lin->bias : lin->weight;
         ++loaded;
       }
     }
-    if (!target) {
+    if (!target.defined()) {
+      // modules_to_save: the trained copy, stored under the plain module key.
+      const auto dot = key.rfind('.');
+      auto it = dot == std::string::npos ? layers.end() : layers.find(key.substr(0, dot));
+      if (it != layers.end() && it->second->has_trainable_copy(name)) {
+        auto copy_params = it->second->trainable_copy(name).named_parameters();
+        if (const auto* p = copy_params.find(key.substr(dot + 1))) target = *p;
+      }
+    }
+    if (!target.defined()) {
       // bias="all": the trained base biases (`<m>.base_layer.bias` for wrapped layers).
       std::string plain = key;
       const std::string wrapped = ".base_layer.bias";
       if (plain.size() > wrapped.size() && plain.compare(plain.size() - wrapped.size(), wrapped.size(), wrapped) == 0)
         plain = plain.substr(0, plain.size() - wrapped.size()) + ".bias";
-      target = params.find(plain);
-      if (!target) throw Mismatch("adapter key `" + raw + "` matches no parameter");
+      const auto* p = params.find(plain);
+      if (!p) throw Mismatch("adapter key `" + raw + "` matches no parameter");
+      target = *p;
     }
-    if (target->sizes() != t.sizes()) throw Mismatch("shape mismatch for adapter key `" + raw + "`");
-    target->copy_(t);
+    if (target.sizes() != t.sizes()) throw Mismatch("shape mismatch for adapter key `" + raw + "`");
+    target.copy_(t);
   }
   std::size_t expected = 0;
   for (auto& [key, layer] : layers)

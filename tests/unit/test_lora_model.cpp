@@ -275,3 +275,40 @@ TEST(LoraModelLifecycle, Bf16ModelKeepsFp32Adapters) {
   auto y = mlp(torch::randn({2, 10}).to(torch::kBFloat16));
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
 }
+
+TEST(ModulesToSave, KeepsATrainableCopyThatReplacesTheLayerWhileActive) {
+  Mlp mlp;
+  auto x = torch::randn({3, 10});
+  auto c = targets({"lin0"});
+  c.modules_to_save = std::vector<std::string>{"lin1"};
+  auto pm = peft::get_peft_model(mlp, c);
+  auto& copy = mlp->lin1->trainable_copy("default");
+  EXPECT_TRUE(copy.base_weight().requires_grad());
+  EXPECT_FALSE(mlp->lin1->weight.requires_grad());
+  auto p = mlp->named_parameters();
+  EXPECT_NE(p.find("lin1.modules_to_save.default.weight"), nullptr);
+  EXPECT_NE(p.find("lin1.modules_to_save.default.bias"), nullptr);
+  // PEFT counts the original and the copy: 240 (LoRA) + 42 (copy) of 502 + 42.
+  EXPECT_EQ(pm.trainable_parameters_summary(), "trainable params: 282 || all params: 544 || trainable%: 51.8382");
+  {
+    torch::NoGradGuard g;
+    copy.base_weight()[0].add_(1.0);  // one row: log_softmax ignores a common shift
+  }
+  auto trained = mlp(x);
+  {
+    auto off = pm.disable_adapter();
+    EXPECT_FALSE(torch::allclose(mlp(x), trained));  // the original layer again
+  }
+  pm.merge_and_unload();  // the trained copy becomes lin1
+  EXPECT_TRUE(torch::allclose(mlp(x), trained, 1e-6, 1e-6));
+  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+}
+
+TEST(ModulesToSave, OnlyPeftLayersCanBeSavedWholeAndNothingChangesOtherwise) {
+  Mlp mlp;
+  const auto before = names(*mlp);
+  auto c = targets({"lin0"});
+  c.modules_to_save = std::vector<std::string>{"relu"};
+  EXPECT_THROW(peft::get_peft_model(mlp, c), peft::UnsupportedModuleError);
+  EXPECT_EQ(names(*mlp), before);
+}

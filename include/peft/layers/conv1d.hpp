@@ -43,6 +43,11 @@ class Conv1DImpl : public LoraLayer {
     return copy;
   }
 
+  std::shared_ptr<LoraLayer> plain_copy() const override {
+    torch::NoGradGuard no_grad;
+    return std::make_shared<Conv1DImpl>(weight.clone(), bias.clone());
+  }
+
   torch::Tensor base_forward(const torch::Tensor& x) override {
     auto sizes = x.sizes().vec();
     sizes.back() = nf;

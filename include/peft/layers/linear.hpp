@@ -68,6 +68,11 @@ class LinearImpl : public LoraLayer {
     return copy;
   }
 
+  std::shared_ptr<LoraLayer> plain_copy() const override {
+    torch::NoGradGuard no_grad;
+    return std::make_shared<LinearImpl>(options, weight.clone(), bias.defined() ? bias.clone() : bias);
+  }
+
   torch::Tensor base_forward(const torch::Tensor& x) override { return torch::linear(x, weight, bias); }
   torch::Tensor forward(const torch::Tensor& x) { return lora_forward(x); }
   torch::Tensor& base_weight() override { return weight; }

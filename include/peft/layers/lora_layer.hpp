@@ -54,6 +54,8 @@ class LoraLayer : public torch::nn::Module {
   virtual bool fan_in_fan_out() const = 0;
   virtual std::int64_t in_features() const = 0;
   virtual std::int64_t out_features() const = 0;
+  /// A new layer of the same kind holding copies of the base weight and bias, no adapters.
+  virtual std::shared_ptr<LoraLayer> plain_copy() const = 0;
 
   // ---- adapters ----
   /// Create adapter `name` (PEFT's update_layer): dropout module, lora_A = Linear(in, r, no bias),
@@ -179,19 +181,53 @@ class LoraLayer : public torch::nn::Module {
     active_ = names;
     for (const auto& n : names_)
       set_requires_grad(n, trainable && std::find(names.begin(), names.end(), n) != names.end());
+    for (const auto& [n, copy] : copies_)
+      for (auto& p : copy->parameters())
+        p.set_requires_grad(trainable && std::find(names.begin(), names.end(), n) != names.end());
   }
   const std::vector<std::string>& active_adapters() const { return active_; }
   /// Disabled: forward is the base layer's (a merged layer is unmerged first, as in PEFT).
   void enable_adapters(bool enabled) {
     disabled_ = !enabled;
-    if (disabled_)
-      for (const auto& n : names_) set_requires_grad(n, false);
+    if (!disabled_) return;
+    for (const auto& n : names_) set_requires_grad(n, false);
+    for (const auto& [n, copy] : copies_)
+      for (auto& p : copy->parameters()) p.set_requires_grad(false);
   }
+
+  // ---- modules_to_save (PEFT's ModulesToSaveWrapper, kept inside the layer) ----
+  /// Give adapter `name` a full trainable copy of this layer (`modules_to_save.<name>.weight`,
+  /// `.bias`). While `name` is active, the copy replaces the layer's computation; the original
+  /// weights (`weight`, `bias`) stay frozen.
+  void add_trainable_copy(const std::string& name) {
+    if (copies_.count(name))
+      throw ConfigError("adapter_name", "\"" + name + "\"", "this layer already has a modules_to_save copy "
+                        "for that adapter", "delete the adapter first");
+    if (!modules_to_save_) modules_to_save_ = register_module("modules_to_save", torch::nn::ModuleDict());
+    auto copy = plain_copy();
+    modules_to_save_->update({{name, copy}});
+    copies_[name] = copy;
+    for (auto& p : copy->parameters()) p.set_requires_grad(false);
+  }
+  bool has_trainable_copy(const std::string& name) const { return copies_.count(name) != 0; }
+  /// The modules_to_save copy of adapter `name`.
+  LoraLayer& trainable_copy(const std::string& name) {
+    auto it = copies_.find(name);
+    if (it == copies_.end()) throw Error("this layer has no modules_to_save copy for adapter `" + name + "`");
+    return *it->second;
+  }
+  /// True when the layer carries neither LoRA adapters nor modules_to_save copies.
+  bool plain() const { return names_.empty() && copies_.empty(); }
   bool disabled() const { return disabled_; }
 
   // ---- forward ----
   /// The layer's forward (the concrete layers' forward() calls this).
   torch::Tensor lora_forward(const torch::Tensor& x) {
+    if (!disabled_ && !copies_.empty())
+      for (const auto& name : active_) {
+        auto it = copies_.find(name);
+        if (it != copies_.end()) return it->second->base_forward(x);
+      }
     if (disabled_) {
       if (merged()) unmerge();
       return base_forward(x);
@@ -349,9 +385,21 @@ class LoraLayer : public torch::nn::Module {
   /// Remove one adapter (it must not be merged). The active list loses it; when it becomes
   /// empty the alphabetically first remaining adapter is activated (PEFT, with a warning).
   void delete_adapter(const std::string& name) {
-    require(name);
+    if (!has_adapter(name) && !has_trainable_copy(name)) require(name);
     if (std::find(merged_.begin(), merged_.end(), name) != merged_.end())
       throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge first)");
+    if (has_trainable_copy(name)) {
+      modules_to_save_->pop(name);
+      copies_.erase(name);
+      if (copies_.empty()) {
+        unregister_module("modules_to_save");
+        modules_to_save_ = nullptr;
+      }
+      if (!has_adapter(name)) {
+        active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
+        return;
+      }
+    }
     lora_dropout_->pop(name);
     lora_A_->pop(name);
     lora_B_->pop(name);
@@ -372,8 +420,22 @@ class LoraLayer : public torch::nn::Module {
   }
 
   /// Remove every adapter and its containers: the layer is a plain layer again (merged
-  /// weights stay merged).
+  /// weights stay merged). A modules_to_save copy of an active adapter becomes the layer's
+  /// weights (PEFT replaces the wrapper by the trained copy, in merge_and_unload and unload).
   void remove_all_adapters() {
+    if (!copies_.empty()) {
+      torch::NoGradGuard no_grad;
+      for (const auto& name : active_) {
+        auto it = copies_.find(name);
+        if (it == copies_.end()) continue;
+        base_weight().copy_(it->second->base_weight());
+        if (base_bias().defined()) base_bias().copy_(it->second->base_bias());
+        break;
+      }
+      copies_.clear();
+      unregister_module("modules_to_save");
+      modules_to_save_ = nullptr;
+    }
     a_cache_.clear();
     b_cache_.clear();
     settings_.clear();
@@ -388,6 +450,14 @@ class LoraLayer : public torch::nn::Module {
   /// Deep-copies every adapter (weights, settings, activation, merge state) into `dst`, which
   /// has the same base shape; used by the concrete layers' clone().
   void clone_adapters_into(LoraLayer& dst, const torch::optional<torch::Device>& device) const {
+    for (const auto& [n, copy] : copies_) {
+      dst.add_trainable_copy(n);
+      auto cloned = std::dynamic_pointer_cast<LoraLayer>(copy->clone(device));
+      dst.modules_to_save_->update({{n, cloned}});
+      dst.copies_[n] = cloned;
+    }
+    dst.active_ = active_;
+    dst.disabled_ = disabled_;
     if (!lora_A_) return;
     dst.ensure_containers();
     for (const auto& n : names_) {
@@ -455,6 +525,8 @@ class LoraLayer : public torch::nn::Module {
   std::vector<std::string> active_;
   std::vector<std::string> merged_;
   bool disabled_ = false;
+  torch::nn::ModuleDict modules_to_save_{nullptr};
+  std::map<std::string, std::shared_ptr<LoraLayer>> copies_;
 };
 
 }  // namespace peft
