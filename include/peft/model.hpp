@@ -147,6 +147,48 @@ class LoraModel {
     refresh_trainable();
   }
 
+  // ---- mixed-batch inference (spec §7.8) ----
+  /// RAII scope from mixed_batch(): every LoRA layer routes row i of its input through adapter
+  /// names[i] ("__base__" = no adapter) until the scope ends.
+  class MixedBatch {
+   public:
+    MixedBatch(LoraModel* m, const std::vector<std::string>& names) : m_(m) {
+      for (auto& [key, layer] : m_->lora_layers()) layer->set_batch_adapters(names);
+    }
+    MixedBatch(MixedBatch&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+    MixedBatch(const MixedBatch&) = delete;
+    MixedBatch& operator=(const MixedBatch&) = delete;
+    MixedBatch& operator=(MixedBatch&&) = delete;
+    ~MixedBatch() {
+      if (m_)
+        for (auto& [key, layer] : m_->lora_layers()) layer->set_batch_adapters({});
+    }
+
+   private:
+    LoraModel* m_;
+  };
+  /// `{ auto scope = pm.mixed_batch({"a", "b", "__base__"}); y = model->forward(x); }` — one
+  /// adapter per batch row. Eval mode only; every name must exist; no adapter may be merged.
+  [[nodiscard]] MixedBatch mixed_batch(const std::vector<std::string>& names) {
+    if (model_->is_training())
+      throw Error("Cannot pass adapter names when the model is in training mode (hint: model->eval())");
+    std::vector<std::string> unknown;
+    for (const auto& n : names)
+      if (n != "__base__" && !configs_.count(n) &&
+          std::find(unknown.begin(), unknown.end(), n) == unknown.end())
+        unknown.push_back(n);
+    if (!unknown.empty()) {
+      std::sort(unknown.begin(), unknown.end());
+      std::string list;
+      for (const auto& n : unknown) list += (list.empty() ? "" : ", ") + n;
+      throw Error("Trying to infer with non-existing adapter(s): " + list);
+    }
+    for (auto& [key, layer] : lora_layers())
+      if (layer->merged())
+        throw Error("Cannot use mixed-batch inference while adapters are merged (hint: unmerge_adapter())");
+    return MixedBatch(this, names);
+  }
+
   // ---- merging ----
   /// Fold adapters (default: the active ones) into the base weights of every LoRA layer. Every
   /// layer is checked first (lora_bias needs a base bias; safe_merge: no NaN/Inf), so a failure

@@ -312,3 +312,41 @@ TEST(ModulesToSave, OnlyPeftLayersCanBeSavedWholeAndNothingChangesOtherwise) {
   EXPECT_THROW(peft::get_peft_model(mlp, c), peft::UnsupportedModuleError);
   EXPECT_EQ(names(*mlp), before);
 }
+
+TEST(MixedBatch, EachRowUsesItsOwnAdapter) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}));
+  pm.add_adapter("other", targets({"lin0"}, 4, 8));
+  randomise_lora_B(pm);
+  mlp->eval();
+  auto x = torch::randn({3, 10});
+  pm.set_adapter("default");
+  auto with_default = mlp(x);
+  pm.set_adapter("other");
+  auto with_other = mlp(x);
+  torch::Tensor base;
+  {
+    auto off = pm.disable_adapter();
+    base = mlp(x);
+  }
+  torch::Tensor mixed;
+  {
+    auto scope = pm.mixed_batch({"other", "__base__", "default"});
+    mixed = mlp(x);
+  }
+  EXPECT_TRUE(torch::allclose(mixed[0], with_other[0], 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(mixed[1], base[1], 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(mixed[2], with_default[2], 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(mlp(x), with_other));  // scope ended
+}
+
+TEST(MixedBatch, RejectsTrainingModeUnknownNamesAndWrongBatchSize) {
+  Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
+  mlp->train();
+  EXPECT_THROW(pm.mixed_batch({"default"}), peft::Error);
+  mlp->eval();
+  EXPECT_THROW(pm.mixed_batch({"nope"}), peft::Error);
+  auto scope = pm.mixed_batch({"default", "default"});
+  EXPECT_THROW(mlp(torch::randn({3, 10})), peft::Error);
+}

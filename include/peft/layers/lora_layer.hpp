@@ -219,10 +219,14 @@ class LoraLayer : public torch::nn::Module {
   /// True when the layer carries neither LoRA adapters nor modules_to_save copies.
   bool plain() const { return names_.empty() && copies_.empty(); }
   bool disabled() const { return disabled_; }
+  /// While non-empty, forward() runs forward_mixed_batch with these per-row adapter names
+  /// (set by LoraModel::mixed_batch for the duration of a call).
+  void set_batch_adapters(std::vector<std::string> names) { batch_adapters_ = std::move(names); }
 
   // ---- forward ----
   /// The layer's forward (the concrete layers' forward() calls this).
   torch::Tensor lora_forward(const torch::Tensor& x) {
+    if (!batch_adapters_.empty()) return forward_mixed_batch(x, batch_adapters_);
     if (!disabled_ && !copies_.empty())
       for (const auto& name : active_) {
         auto it = copies_.find(name);
@@ -261,15 +265,24 @@ class LoraLayer : public torch::nn::Module {
                   "(hint: call unmerge_adapter() first)");
     torch::Tensor result = base_forward(x);
     if (disabled_) return result;
+    auto rows_of = [&](const std::string& name) {
+      std::vector<std::int64_t> rows;
+      for (std::size_t i = 0; i < adapter_names.size(); ++i)
+        if (adapter_names[i] == name) rows.push_back(static_cast<std::int64_t>(i));
+      return torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+    };
     std::vector<std::string> distinct;
     for (const auto& n : adapter_names)
       if (std::find(distinct.begin(), distinct.end(), n) == distinct.end()) distinct.push_back(n);
     for (const auto& name : distinct) {
+      auto copy = copies_.find(name);
+      if (copy != copies_.end()) {  // modules_to_save rows run through that adapter's copy
+        auto idx = rows_of(name);
+        result = result.index_copy(0, idx, copy->second->base_forward(x.index_select(0, idx)));
+        continue;
+      }
       if (name == "__base__" || !has_adapter(name)) continue;
-      std::vector<std::int64_t> rows;
-      for (std::size_t i = 0; i < adapter_names.size(); ++i)
-        if (adapter_names[i] == name) rows.push_back(static_cast<std::int64_t>(i));
-      auto idx = torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+      auto idx = rows_of(name);
       auto& A = lora_A(name);
       auto& B = lora_B(name);
       const auto& s = settings_[name];
@@ -525,6 +538,7 @@ class LoraLayer : public torch::nn::Module {
   std::vector<std::string> active_;
   std::vector<std::string> merged_;
   bool disabled_ = false;
+  std::vector<std::string> batch_adapters_;
   torch::nn::ModuleDict modules_to_save_{nullptr};
   std::map<std::string, std::shared_ptr<LoraLayer>> copies_;
 };
