@@ -98,6 +98,7 @@ inline AdapterSettings adapter_settings(const PlannedLayer& layer, const LoraCon
   s.lora_dropout = config.lora_dropout;
   s.use_rslora = config.use_rslora;
   s.lora_bias = config.lora_bias;
+  s.use_dora = config.use_dora;
   s.init = config.init_method();
   return s;
 }
@@ -148,9 +149,9 @@ inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& 
   // Mutations start here; everything below only fails on out-of-memory.
   for (const auto& [key, parent] : swaps) {
     const auto name = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
-    const auto& stock = *parent->named_children()[name]->as<torch::nn::LinearImpl>();
-    auto replacement = LinearImpl::sharing(stock);
-    replacement->train(stock.is_training());
+    const auto stock = std::dynamic_pointer_cast<torch::nn::LinearImpl>(parent->named_children()[name]);
+    auto replacement = LinearImpl::sharing(*stock);
+    replacement->train(stock->is_training());
     replace_child_module(*parent, name, replacement);
   }
   ModuleTree tree(root);

@@ -247,14 +247,15 @@ std::string check(const fs::path& dir) {
   pm->merge_and_unload();
   expect_close("out_merged", model.forward(input), want("out_merged"), atol_for(checks, "out_merged", atol_default));
   std::size_t merged_keys = 0;
+  const auto merged_params = model.module->named_parameters();
   for (const auto& [key, t] : expected.tensors) {
     if (key.rfind("merged.", 0) != 0) continue;
     ++merged_keys;
-    const auto* p = model.module->named_parameters().find(key.substr(7));
+    const auto* p = merged_params.find(key.substr(7));
     if (!p) throw Mismatch("merged model lacks `" + key.substr(7) + "`");
     expect_close(key, *p, t, atol_for(checks, "merged.*", atol_default));
   }
-  if (merged_keys != model.module->named_parameters().size())
+  if (merged_keys != merged_params.size())
     throw Mismatch("merged state dict has a different key set");
   return "";
 }

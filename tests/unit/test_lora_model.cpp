@@ -151,6 +151,9 @@ TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
   auto pissa = targets({"lin0", "lin1"});
   pissa.init_lora_weights = "pissa";
   EXPECT_THROW(peft::get_peft_model(mlp, pissa), peft::ConfigError);
+  auto dora = targets({"lin0", "lin1"});
+  dora.use_dora = true;
+  EXPECT_THROW(peft::get_peft_model(mlp, dora), peft::ConfigError);
   EXPECT_EQ(names(*mlp), before);
 }
 

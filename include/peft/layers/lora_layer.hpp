@@ -39,6 +39,7 @@ struct AdapterSettings {
   double lora_dropout = 0.0;
   bool use_rslora = false;
   bool lora_bias = false;
+  bool use_dora = false;
   InitMethod init = InitMethod::Default;
 };
 
@@ -121,6 +122,9 @@ class LoraLayer : public torch::nn::Module {
   /// Throws ConfigError for settings no layer can be created with (so injection can check the
   /// whole plan before it changes anything).
   static void check_supported(const AdapterSettings& s) {
+    if (s.use_dora)
+      throw ConfigError("use_dora", "true", "DoRA is not implemented in peft-cpp yet",
+                        "set use_dora=false");
     if (s.r <= 0)
       throw ConfigError("r", std::to_string(s.r), "`r` should be a positive integer value",
                         "use a rank >= 1");
