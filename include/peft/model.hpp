@@ -102,20 +102,15 @@ class LoraModel {
       if (std::find(m.begin(), m.end(), name) != m.end())
         throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge_adapter first)");
     }
-    for (auto& [key, layer] : layers)
-      if (layer->has_adapter(name) || layer->has_trainable_copy(name)) layer->delete_adapter(name);
+    {
+      ScopedWarningCapture per_layer;  // one model-level warning instead of one per layer
+      for (auto& [key, layer] : layers)
+        if (layer->has_adapter(name) || layer->has_trainable_copy(name)) layer->delete_adapter(name);
+    }
     configs_.erase(name);
     targeted_.erase(name);
     order_.erase(std::find(order_.begin(), order_.end(), name));
-    auto it = std::find(active_.begin(), active_.end(), name);
-    if (it != active_.end()) {
-      active_.erase(it);
-      if (active_.empty() && !order_.empty()) {
-        active_ = {*std::min_element(order_.begin(), order_.end())};
-        warn("Adapter " + name + " was active which is now deleted. Setting active adapter to " +
-             active_.front() + ".");
-      }
-    }
+    detail::drop_active_adapter(active_, name, order_);
     refresh_trainable();
   }
 

@@ -43,6 +43,20 @@ struct AdapterSettings {
   InitMethod init = InitMethod::Default;
 };
 
+namespace detail {
+/// PEFT's rule after deleting adapter `name`: drop it from `active`; if nothing stays active,
+/// activate the alphabetically first of `remaining` (with a warning).
+inline void drop_active_adapter(std::vector<std::string>& active, const std::string& name,
+                                const std::vector<std::string>& remaining) {
+  auto it = std::find(active.begin(), active.end(), name);
+  if (it == active.end()) return;
+  active.erase(it);
+  if (!active.empty() || remaining.empty()) return;
+  active = {*std::min_element(remaining.begin(), remaining.end())};
+  warn("Adapter " + name + " was active which is now deleted. Setting active adapter to " + active.front() + ".");
+}
+}  // namespace detail
+
 class LoraLayer : public torch::nn::Module {
  public:
   // ---- what the concrete layer provides ----
@@ -424,15 +438,7 @@ class LoraLayer : public torch::nn::Module {
     b_cache_.erase(name);
     settings_.erase(name);
     names_.erase(std::find(names_.begin(), names_.end(), name));
-    auto it = std::find(active_.begin(), active_.end(), name);
-    if (it != active_.end()) {
-      active_.erase(it);
-      if (active_.empty() && !names_.empty()) {
-        auto first = *std::min_element(names_.begin(), names_.end());
-        warn("Adapter " + name + " was active which is now deleted. Setting active adapter to " + first + ".");
-        active_ = {first};
-      }
-    }
+    detail::drop_active_adapter(active_, name, names_);
     if (names_.empty()) drop_containers();
   }
 
