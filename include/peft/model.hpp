@@ -40,6 +40,10 @@ class LoraModel {
     set_adapter(adapter_name);
   }
 
+  /// A LoraModel without adapters yet (add_adapter / load_adapter add them).
+  LoraModel(std::shared_ptr<torch::nn::Module> model, LoraModelOptions options)
+      : model_(std::move(model)), options_(std::move(options)) {}
+
   torch::nn::Module& model() { return *model_; }
   const std::shared_ptr<torch::nn::Module>& model_ptr() const { return model_; }
 

@@ -240,7 +240,7 @@ std::vector<CaseResult> run_all_cases(const std::string& dir_string, const std::
     if (entry.is_directory() && std::filesystem::exists(entry.path() / "case.json"))
       cases.push_back(entry.path().filename().string());
   std::sort(cases.begin(), cases.end());
-  for (const auto& c : cases) out.push_back(check_model_case((dir / c).string()));
+  for (const auto& c : cases) out.push_back(check_model_case((dir / c).string(), resave_dir));
   return out;
 }
 

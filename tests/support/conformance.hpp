@@ -26,7 +26,9 @@ CaseResult check_matching_case(std::size_t index, const peft::JsonValue& entry);
 CaseResult check_pattern_case(std::size_t index, const peft::JsonValue& entry);
 
 /// One model-case directory (case.json, base_model.safetensors, adapter/, expected.safetensors).
-CaseResult check_model_case(const std::string& case_dir);
+/// With `resave_dir`, the loaded adapters are saved again (save_pretrained) to
+/// `<resave_dir>/<case>/`, laid out like the case's adapter/ folder.
+CaseResult check_model_case(const std::string& case_dir, const std::string& resave_dir = "");
 
 /// Every vector found in `dir` (missing files are skipped silently: a fixture set may hold only
 /// some of them). Model cases run through check_model_case.

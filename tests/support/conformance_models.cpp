@@ -12,6 +12,7 @@
 
 #include "peft/error.hpp"
 #include "peft/io/config_json.hpp"
+#include "peft/io/adapters.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/model.hpp"
 #include "peft/warnings.hpp"
@@ -74,58 +75,6 @@ bool supported_config(const peft::LoraConfig& c, std::string* why) {
   }
 }
 
-/// `base_model.model.<module>.lora_A.weight` etc. into adapter `name` of the model.
-void load_adapter_weights(peft::LoraModel& pm, const std::string& name, const peft::SafetensorsFile& f) {
-  torch::NoGradGuard g;
-  auto params = pm.model().named_parameters();
-  std::map<std::string, std::shared_ptr<peft::LoraLayer>> layers;
-  for (auto& [key, layer] : pm.lora_layers()) layers[key] = layer;
-  const std::string prefix = "base_model.model.";
-  std::size_t loaded = 0;
-  for (const auto& [raw, t] : f.tensors) {
-    if (raw.rfind(prefix, 0) != 0) throw Mismatch("adapter key without `base_model.model.`: " + raw);
-    const std::string key = raw.substr(prefix.size());
-    torch::Tensor target;  // a handle sharing the parameter's storage
-    for (const char* part : {".lora_A.weight", ".lora_B.weight", ".lora_B.bias"}) {
-      const std::string suffix = part;
-      if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
-        auto it = layers.find(key.substr(0, key.size() - suffix.size()));
-        if (it == layers.end() || !it->second->has_adapter(name))
-          throw Mismatch("adapter key `" + raw + "` names no LoRA layer of adapter " + name);
-        auto& lin = suffix == ".lora_A.weight" ? it->second->lora_A(name) : it->second->lora_B(name);
-        target = suffix == ".lora_B.bias" ? lin->bias : lin->weight;
-        ++loaded;
-      }
-    }
-    if (!target.defined()) {
-      // modules_to_save: the trained copy, stored under the plain module key.
-      const auto dot = key.rfind('.');
-      auto it = dot == std::string::npos ? layers.end() : layers.find(key.substr(0, dot));
-      if (it != layers.end() && it->second->has_trainable_copy(name)) {
-        auto copy_params = it->second->trainable_copy(name).named_parameters();
-        if (const auto* p = copy_params.find(key.substr(dot + 1))) target = *p;
-      }
-    }
-    if (!target.defined()) {
-      // bias="all": the trained base biases (`<m>.base_layer.bias` for wrapped layers).
-      std::string plain = key;
-      const std::string wrapped = ".base_layer.bias";
-      if (plain.size() > wrapped.size() && plain.compare(plain.size() - wrapped.size(), wrapped.size(), wrapped) == 0)
-        plain = plain.substr(0, plain.size() - wrapped.size()) + ".bias";
-      const auto* p = params.find(plain);
-      if (!p) throw Mismatch("adapter key `" + raw + "` matches no parameter");
-      target = *p;
-    }
-    if (target.sizes() != t.sizes()) throw Mismatch("shape mismatch for adapter key `" + raw + "`");
-    target.copy_(t);
-  }
-  std::size_t expected = 0;
-  for (auto& [key, layer] : layers)
-    if (layer->has_adapter(name)) expected += 2 + (layer->settings(name).lora_bias ? 1 : 0);
-  if (loaded != expected) throw Mismatch("adapter " + name + ": loaded " + std::to_string(loaded) +
-                                         " LoRA tensors, the model has " + std::to_string(expected));
-}
-
 double atol_for(const JsonValue& checks, const std::string& key, double dflt) {
   if (!checks.is_array()) return dflt;
   for (const auto& c : checks.as_array())
@@ -141,7 +90,7 @@ std::vector<std::string> strings(const JsonValue& v) {
   return out;
 }
 
-std::string check(const fs::path& dir) {
+std::string check(const fs::path& dir, const std::string& resave_dir) {
   const JsonValue c = read_json(dir / "case.json");
   const std::string model_name = get(c, "model").as_string();
   const JsonValue& dims = get(c, "model_dims");
@@ -218,15 +167,38 @@ std::string check(const fs::path& dir) {
     }
   }
 
-  // Phase B: the adapters PEFT saved, loaded into the base model.
-  std::unique_ptr<peft::LoraModel> pm;
-  for (std::size_t i = 0; i < adapters.size(); ++i) {
-    const std::string name = get(adapters[i], "name").as_string();
-    if (!pm) pm = std::make_unique<peft::LoraModel>(model.module, saved[i], name);
-    else pm->add_adapter(name, saved[i]);
-    load_adapter_weights(*pm, name, peft::load_safetensors(dir / get(adapters[i], "dir").as_string() /
-                                                           "adapter_model.safetensors"));
+  // Phase B: the adapters PEFT saved, loaded into the base model with peft::load_adapter.
+  peft::LoraModel loaded(model.module, peft::LoraModelOptions{});
+  auto pm = &loaded;
+  for (std::size_t i = 0; i < adapters.size(); ++i)
+    peft::load_adapter(loaded, dir / get(adapters[i], "dir").as_string(), get(adapters[i], "name").as_string());
+  // What we save must be what PEFT saved: same keys, same tensors, same config meaning.
+  const fs::path resave = resave_dir.empty() ? fs::temp_directory_path() / ("peft_resave_" + dir.filename().string())
+                                             : fs::path(resave_dir) / dir.filename().string();
+  fs::remove_all(resave);
+  peft::save_pretrained(loaded, resave);
+  for (const auto& a : adapters) {
+    const std::string name = get(a, "name").as_string();
+    const fs::path ours = name == "default" ? resave : resave / name;
+    const fs::path theirs = dir / get(a, "dir").as_string();
+    const auto ours_w = peft::load_safetensors(ours / peft::kAdapterWeightsFile);
+    const auto theirs_w = peft::load_safetensors(theirs / peft::kAdapterWeightsFile);
+    for (const auto& [key, t] : theirs_w.tensors) {
+      const auto* mine = ours_w.find(key);
+      if (!mine) throw Mismatch("re-saved adapter " + name + " lacks `" + key + "`");
+      if (!torch::equal(*mine, t)) throw Mismatch("re-saved `" + key + "` differs");
+    }
+    const bool lora_only = loaded.peft_config(name).bias == peft::Bias::lora_only;
+    for (const auto& [key, t] : ours_w.tensors)
+      if (!theirs_w.find(key) && !(lora_only && key.size() > 16 && key.compare(key.size() - 16, 16, ".base_layer.bias") == 0))
+        throw Mismatch("re-saved adapter " + name + " has extra key `" + key + "`");
+    auto ours_c = peft::to_json_value(peft::load_adapter_config(ours));
+    auto theirs_c = peft::to_json_value(peft::load_adapter_config(theirs));
+    ours_c.erase("auto_mapping");
+    theirs_c.erase("auto_mapping");
+    if (!(ours_c == theirs_c)) throw Mismatch("re-saved adapter_config.json of " + name + " means something else");
   }
+  if (resave_dir.empty()) fs::remove_all(resave);
   model.module->eval();
   const auto active = strings(get(c, "active_adapters"));
   pm->set_adapter(active);
@@ -262,12 +234,12 @@ std::string check(const fs::path& dir) {
 
 }  // namespace
 
-CaseResult check_model_case(const std::string& case_dir) {
+CaseResult check_model_case(const std::string& case_dir, const std::string& resave_dir) {
   const fs::path dir(case_dir);
   const std::string id = dir.filename().string();
   peft::ScopedWarningCapture quiet;
   try {
-    const std::string r = check(dir);
+    const std::string r = check(dir, resave_dir);
     if (r.rfind("SKIP:", 0) == 0) return {id, Status::Skip, r.substr(5)};
     return {id, Status::Pass, ""};
   } catch (const Mismatch& e) {

@@ -1,0 +1,220 @@
+#pragma once
+/// PEFT-format adapter directories (spec §9): `adapter_config.json` + `adapter_model.safetensors`
+/// with PEFT's keys (`base_model.model.<module>.lora_A.weight`, ...), the default adapter in the
+/// directory itself and every other adapter X in `<dir>/X/`.
+///
+///   peft::save_pretrained(peft_model, "out/");                  // what Python PEFT writes
+///   auto pm = peft::from_pretrained(model, "out/");             // or a directory PEFT wrote
+///   peft::load_adapter(pm, "other_dir/", "other");
+///
+/// Loading validates everything (config, every key, every shape, dtypes); when anything does not
+/// fit, the model is left as it was (the adapter is injected to learn the shapes, and removed
+/// again), and the error names the first mismatching key and both shapes.
+
+#include <torch/types.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "peft/error.hpp"
+#include "peft/io/config_json.hpp"
+#include "peft/io/safetensors.hpp"
+#include "peft/model.hpp"
+
+namespace peft {
+
+inline constexpr const char* kAdapterWeightsFile = "adapter_model.safetensors";
+inline constexpr const char* kAdapterConfigFile = "adapter_config.json";
+
+namespace detail {
+
+inline bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// Where each on-disk key of adapter `name` lives in the model (and, for loading, its shape).
+struct AdapterKeyMap {
+  std::vector<std::pair<std::string, torch::Tensor>> entries;  // on-disk key -> model tensor
+  /// Keys a file may lack: base biases of bias="all"/"lora_only" (PEFT 0.20 does not write the
+  /// lora_only ones), which then keep the base model's values.
+  std::vector<std::string> optional;
+  const torch::Tensor* find(const std::string& key) const {
+    for (const auto& e : entries)
+      if (e.first == key) return &e.second;
+    return nullptr;
+  }
+};
+
+/// PEFT's get_peft_model_state_dict key rule for the tensors of adapter `name` in `pm`.
+/// bias="lora_only" base biases are written too (PEFT 0.20.0 forgets them, bug #3306, fixed later;
+/// PEFT loads them back as base-model keys).
+inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& name, const LoraConfig& config) {
+  AdapterKeyMap map;
+  const std::string root = "base_model.model.";
+  std::map<std::string, std::shared_ptr<LoraLayer>> layers;
+  for (const auto& [key, layer] : pm.lora_layers()) layers[key] = layer;
+  for (const auto& [key, layer] : layers) {
+    const std::string prefix = root + (key.empty() ? "" : key + ".");
+    if (layer->has_adapter(name)) {
+      map.entries.emplace_back(prefix + "lora_A.weight", layer->lora_A(name)->weight);
+      map.entries.emplace_back(prefix + "lora_B.weight", layer->lora_B(name)->weight);
+      if (layer->settings(name).lora_bias) map.entries.emplace_back(prefix + "lora_B.bias", layer->lora_B(name)->bias);
+    }
+    if (layer->has_trainable_copy(name))
+      for (const auto& p : layer->trainable_copy(name).named_parameters(/*recurse=*/false))
+        map.entries.emplace_back(prefix + p.key(), p.value());
+  }
+  if (config.bias == Bias::none) return map;
+  // Base biases: `<m>.base_layer.bias` for layers that carry LoRA, `<m>.bias` elsewhere.
+  for (const auto& item : pm.model_ptr()->named_modules("", /*include_self=*/true)) {
+    const std::string& key = item.key();
+    bool inside_layer = false;
+    for (const auto& [lk, l] : layers)
+      inside_layer = inside_layer || (!lk.empty() && key.compare(0, lk.size() + 1, lk + ".") == 0);
+    if (inside_layer) continue;  // adapter containers and modules_to_save copies
+    auto it = layers.find(key);
+    const bool lora = it != layers.end() && !it->second->adapter_names().empty();
+    if (config.bias == Bias::lora_only && !lora) continue;
+    for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
+      if (p.key() != "bias") continue;
+      const std::string base = root + (key.empty() ? "" : key + ".");
+      map.entries.emplace_back(base + (lora ? "base_layer.bias" : "bias"), p.value());
+      map.optional.push_back(map.entries.back().first);
+    }
+  }
+  return map;
+}
+
+inline std::string shape_string(torch::IntArrayRef s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+}  // namespace detail
+
+/// PEFT's get_peft_model_state_dict: on-disk key -> tensor for adapter `name` (tensors are the
+/// model's own, not copies).
+inline std::vector<std::pair<std::string, torch::Tensor>> get_peft_model_state_dict(
+    const LoraModel& pm, const std::string& name = "default") {
+  return detail::adapter_key_map(pm, name, pm.peft_config(name)).entries;
+}
+
+struct SaveOptions {
+  /// auto_mapping.base_model_class written for configs without task_type (PEFT writes the Python
+  /// class name; C++ has none that Python could import, so this is informational).
+  std::string base_model_class = "peft_cpp_model";
+  std::string parent_library = "peft_cpp";
+};
+
+/// Write adapters (default: all) like PeftModel.save_pretrained: `default` into `dir`, every other
+/// adapter X into `dir/X/`; `inference_mode` is written as true. Every file is written atomically.
+inline void save_pretrained(const LoraModel& pm, const std::filesystem::path& dir,
+                            std::vector<std::string> names = {}, const SaveOptions& options = {}) {
+  if (names.empty()) names = pm.adapter_names();
+  for (const auto& name : names) {
+    LoraConfig cfg = pm.peft_config(name);
+    cfg.inference_mode = true;
+    if (!cfg.task_type) {
+      JsonValue mapping = JsonValue::object();
+      mapping.set("base_model_class", options.base_model_class);
+      mapping.set("parent_library", options.parent_library);
+      cfg.auto_mapping = mapping;
+    }
+    const auto out = name == "default" ? dir : dir / name;
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& [key, t] : get_peft_model_state_dict(pm, name)) tensors.emplace_back(key, t.detach());
+    save_safetensors(out / kAdapterWeightsFile, tensors, {{"format", "pt"}});
+    save_adapter_config(cfg, out);
+  }
+}
+
+/// Load adapter `name` from a PEFT adapter directory into `pm` (PEFT's load_adapter). The config
+/// and every tensor are checked against the model (strict: missing and unexpected keys are
+/// errors, listed by name); on error the model is left as it was. Loaded adapters are
+/// frozen unless `is_trainable`. Inits that rewrite the base (pissa, olora, corda) are refused:
+/// their saved form needs the residual base, see the README.
+inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const std::string& name,
+                         bool is_trainable = false) {
+  LoraConfig cfg = load_adapter_config(dir);
+  cfg.inference_mode = !is_trainable;
+  switch (cfg.init_method()) {
+    case InitMethod::Pissa:
+    case InitMethod::PissaNiter:
+    case InitMethod::Olora:
+    case InitMethod::Corda:
+      throw ConfigError("init_lora_weights", "\"" + cfg.init_lora_weights.name() + "\"",
+                        "this adapter was trained on a base rewritten by its init; loading it onto the "
+                        "original weights would be wrong",
+                        "load the base with the saved residual weights and set init_lora_weights=true, "
+                        "or save the adapter converted to plain LoRA");
+    case InitMethod::Default:
+    case InitMethod::Random:
+    case InitMethod::Gaussian:
+    case InitMethod::Orthogonal: break;
+    default:
+      cfg.init_lora_weights = true;  // eva/loftq/...: the file holds the trained A and B
+  }
+  const auto file = load_safetensors(dir / kAdapterWeightsFile);
+  const std::string where = (dir / kAdapterWeightsFile).string();
+  for (const auto& [key, t] : file.tensors)
+    if (!torch::isFloatingType(t.scalar_type()))
+      throw SerializationError(where + ": tensor `" + key + "` has a non-floating dtype");
+
+  // Inject, then check every key and shape against the injected layers; on any mismatch the
+  // adapter is deleted again, which restores the model's structure and tensors exactly.
+  pm.add_adapter(name, cfg);
+  const auto targets = detail::adapter_key_map(pm, name, cfg);
+  try {
+    std::vector<std::string> missing, unexpected;
+    for (const auto& [key, t] : targets.entries)
+      if (!file.find(key) &&
+          std::find(targets.optional.begin(), targets.optional.end(), key) == targets.optional.end())
+        missing.push_back(key);
+    for (const auto& [key, t] : file.tensors) {
+      const torch::Tensor* want = targets.find(key);
+      if (!want) {
+        unexpected.push_back(key);
+        continue;
+      }
+      if (want->sizes() != t.sizes())
+        throw SerializationError(where + ": `" + key + "` has shape " + detail::shape_string(t.sizes()) +
+                                 " but the model needs " + detail::shape_string(want->sizes()) +
+                                 " (is this adapter for another base model?)");
+    }
+    if (!missing.empty() || !unexpected.empty()) {
+      auto list = [](const std::vector<std::string>& keys) {
+        std::string out;
+        for (std::size_t i = 0; i < keys.size() && i < 8; ++i) out += " " + keys[i];
+        if (keys.size() > 8) out += " ... (" + std::to_string(keys.size()) + " in all)";
+        return out + ".";
+      };
+      std::string msg = where + ": adapter does not fit the model.";
+      if (!missing.empty()) msg += " Missing keys:" + list(missing);
+      if (!unexpected.empty()) msg += " Unexpected keys:" + list(unexpected);
+      throw SerializationError(msg);
+    }
+  } catch (...) {
+    pm.delete_adapter(name);
+    throw;
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [key, dst] : targets.entries)
+    if (const torch::Tensor* src = file.find(key)) const_cast<torch::Tensor&>(dst).copy_(*src);
+}
+
+/// PEFT's PeftModel.from_pretrained: a LoraModel over `model` with adapter `name` loaded from
+/// `dir` and active. Frozen unless `is_trainable`.
+inline LoraModel from_pretrained(std::shared_ptr<torch::nn::Module> model, const std::filesystem::path& dir,
+                                 const std::string& name = "default", bool is_trainable = false,
+                                 LoraModelOptions options = {}) {
+  LoraModel pm(std::move(model), std::move(options));
+  load_adapter(pm, dir, name, is_trainable);
+  pm.set_adapter(name);
+  return pm;
+}
+
+}  // namespace peft

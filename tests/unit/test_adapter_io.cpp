@@ -1,0 +1,162 @@
+// save_pretrained / load_adapter / from_pretrained (spec §9): PEFT's keys and layout, strict
+// validation, and a model left as it was when an adapter does not fit.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "peft/io/adapters.hpp"
+#include "peft/warnings.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct NetImpl : torch::nn::Module {
+  explicit NetImpl(std::int64_t hidden = 20)
+      : lin0(register_module("lin0", peft::Linear(10, hidden))), lin1(register_module("lin1", peft::Linear(hidden, 2))) {}
+  torch::Tensor forward(const torch::Tensor& x) { return lin1(torch::relu(lin0(x))); }
+  peft::Linear lin0, lin1;
+};
+TORCH_MODULE(Net);
+
+fs::path temp_dir(const std::string& name) {
+  const char* base = std::getenv("PEFT_TEST_TMP");
+  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("peft_io_" + name);
+  fs::remove_all(dir);
+  return dir;
+}
+
+peft::LoraConfig cfg(peft::ModuleSpec t) {
+  peft::LoraConfig c;
+  c.target_modules = std::move(t);
+  c.r = 4;
+  c.lora_alpha = 8;
+  return c;
+}
+
+std::vector<std::string> names(torch::nn::Module& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m.named_parameters()) out.push_back(p.key());
+  return out;
+}
+
+void train_a_little(peft::LoraModel& pm) {
+  torch::NoGradGuard g;
+  for (auto& [key, layer] : pm.lora_layers())
+    for (const auto& n : layer->adapter_names()) layer->lora_B(n)->weight.normal_(0, 0.5);
+}
+
+}  // namespace
+
+TEST(SavePretrained, WritesPeftKeysAndConfig) {
+  Net net;
+  auto pm = peft::get_peft_model(net, cfg({"lin0", "lin1"}));
+  const auto dir = temp_dir("keys");
+  peft::save_pretrained(pm, dir);
+  const auto f = peft::load_safetensors(dir / "adapter_model.safetensors");
+  std::vector<std::string> keys;
+  for (const auto& [k, t] : f.tensors) keys.push_back(k);
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"base_model.model.lin0.lora_A.weight", "base_model.model.lin0.lora_B.weight",
+                                            "base_model.model.lin1.lora_A.weight", "base_model.model.lin1.lora_B.weight"}));
+  ASSERT_EQ(f.metadata.size(), 1u);
+  EXPECT_EQ(f.metadata[0], (std::pair<std::string, std::string>{"format", "pt"}));
+  const auto c = peft::load_adapter_config(dir);
+  EXPECT_TRUE(c.inference_mode);
+  EXPECT_EQ(c.r, 4);
+}
+
+TEST(SavePretrained, OtherAdaptersGoToSubdirectoriesAndBiasAllSavesBiases) {
+  Net net;
+  auto c = cfg({"lin0"});
+  c.bias = peft::Bias::all;
+  auto pm = peft::get_peft_model(net, c);
+  pm.add_adapter("second", cfg({"lin1"}));
+  const auto dir = temp_dir("subdirs");
+  peft::save_pretrained(pm, dir);
+  EXPECT_TRUE(fs::exists(dir / "adapter_config.json"));
+  EXPECT_TRUE(fs::exists(dir / "second" / "adapter_model.safetensors"));
+  const auto f = peft::load_safetensors(dir / "adapter_model.safetensors");
+  EXPECT_NE(f.find("base_model.model.lin0.base_layer.bias"), nullptr);
+  // lin1 carries LoRA (of adapter "second"), so PEFT names its bias base_layer.bias too.
+  EXPECT_NE(f.find("base_model.model.lin1.base_layer.bias"), nullptr);
+  EXPECT_EQ(f.find("base_model.model.lin1.lora_A.weight"), nullptr);  // adapter "second"'s
+}
+
+TEST(LoadAdapter, RoundTripGivesIdenticalOutputs) {
+  torch::manual_seed(1);
+  Net net;
+  auto pm = peft::get_peft_model(net, cfg({"lin0", "lin1"}));
+  train_a_little(pm);
+  auto x = torch::randn({4, 10});
+  auto y = net(x);
+  const auto dir = temp_dir("roundtrip");
+  peft::save_pretrained(pm, dir);
+  pm.unload();
+  auto again = peft::from_pretrained(net.ptr(), dir);
+  EXPECT_TRUE(torch::equal(net(x), y));
+  EXPECT_EQ(again.get_nb_trainable_parameters().first, 0);  // frozen unless is_trainable
+  peft::LoraModel trainable(net.ptr(), peft::LoraModelOptions{});
+  peft::load_adapter(trainable, dir, "t", /*is_trainable=*/true);
+  trainable.set_adapter("t");
+  EXPECT_GT(trainable.get_nb_trainable_parameters().first, 0);
+}
+
+TEST(LoadAdapter, AWrongBaseModelNamesTheKeyAndBothShapesAndChangesNothing) {
+  Net small;
+  auto pm = peft::get_peft_model(small, cfg({"lin0"}));
+  const auto dir = temp_dir("wrong_base");
+  peft::save_pretrained(pm, dir);
+  Net wide(32);
+  peft::LoraModel target(wide.ptr(), peft::LoraModelOptions{});
+  const auto before = names(*wide);
+  try {
+    peft::load_adapter(target, dir, "default");
+    FAIL() << "accepted";
+  } catch (const peft::SerializationError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("base_model.model.lin0.lora_B.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("[20, 4]"), std::string::npos) << m;
+    EXPECT_NE(m.find("[32, 4]"), std::string::npos) << m;
+  }
+  EXPECT_EQ(names(*wide), before);
+  EXPECT_TRUE(target.adapter_names().empty());
+}
+
+TEST(LoadAdapter, MissingAndUnexpectedKeysAreListed) {
+  Net net;
+  auto pm = peft::get_peft_model(net, cfg({"lin0"}));
+  const auto dir = temp_dir("keys_off");
+  peft::save_pretrained(pm, dir);
+  auto f = peft::load_safetensors(dir / "adapter_model.safetensors");
+  std::vector<std::pair<std::string, torch::Tensor>> kept;
+  for (auto& [k, t] : f.tensors)
+    if (k.find("lora_B") == std::string::npos) kept.emplace_back(k, t);
+  kept.emplace_back("base_model.model.lin9.lora_A.weight", torch::zeros({4, 10}));
+  peft::save_safetensors(dir / "adapter_model.safetensors", kept);
+  Net other;
+  peft::LoraModel target(other.ptr(), peft::LoraModelOptions{});
+  try {
+    peft::load_adapter(target, dir, "default");
+    FAIL();
+  } catch (const peft::SerializationError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("Missing keys: base_model.model.lin0.lora_B.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("Unexpected keys: base_model.model.lin9.lora_A.weight"), std::string::npos) << m;
+  }
+  EXPECT_EQ(names(*other), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+}
+
+TEST(LoadAdapter, RefusesInitsThatRewroteTheBase) {
+  Net net;
+  auto pm = peft::get_peft_model(net, cfg({"lin0"}));
+  const auto dir = temp_dir("pissa");
+  peft::save_pretrained(pm, dir);
+  auto c = peft::load_adapter_config(dir);
+  c.init_lora_weights = "pissa";
+  peft::save_adapter_config(c, dir);
+  peft::LoraModel target(net.ptr(), peft::LoraModelOptions{});
+  EXPECT_THROW(peft::load_adapter(target, dir, "p"), peft::ConfigError);
+}
