@@ -6,6 +6,7 @@
 #include "peft/functional.hpp"
 #include "peft/injection.hpp"
 #include "peft/io/adapters.hpp"
+#include "peft/io/checkpoint.hpp"
 #include "peft/io/config_json.hpp"
 #include "peft/io/config_yaml.hpp"
 #include "peft/io/safetensors.hpp"

@@ -5,8 +5,10 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "peft/io/adapters.hpp"
+#include "peft/io/checkpoint.hpp"
 #include "peft/warnings.hpp"
 
 namespace fs = std::filesystem;
@@ -159,4 +161,51 @@ TEST(LoadAdapter, RefusesInitsThatRewroteTheBase) {
   peft::save_adapter_config(c, dir);
   peft::LoraModel target(net.ptr(), peft::LoraModelOptions{});
   EXPECT_THROW(peft::load_adapter(target, dir, "p"), peft::ConfigError);
+}
+
+TEST(LoadCheckpoint, ReadsASingleFileOrAShardedIndexByParameterName) {
+  torch::manual_seed(2);
+  Net source;
+  const auto dir = temp_dir("hf_single");
+  std::vector<std::pair<std::string, torch::Tensor>> all;
+  for (const auto& p : source->named_parameters()) all.emplace_back(p.key(), p.value().detach());
+  peft::save_safetensors(dir / "model.safetensors", all);
+  Net target;
+  peft::load_checkpoint(*target, dir);
+  auto x = torch::randn({3, 10});
+  EXPECT_TRUE(torch::equal(target(x), source(x)));
+
+  const auto sharded = temp_dir("hf_sharded");
+  peft::save_safetensors(sharded / "model-00001-of-00002.safetensors", {all[0], all[1]});
+  peft::save_safetensors(sharded / "model-00002-of-00002.safetensors", {all[2], all[3]});
+  std::ofstream(sharded / "model.safetensors.index.json")
+      << R"({"metadata": {}, "weight_map": {"lin0.weight": "model-00001-of-00002.safetensors",
+            "lin0.bias": "model-00001-of-00002.safetensors", "lin1.weight": "model-00002-of-00002.safetensors",
+            "lin1.bias": "model-00002-of-00002.safetensors"}})";
+  Net target2;
+  peft::load_checkpoint(*target2, sharded);
+  EXPECT_TRUE(torch::equal(target2(x), source(x)));
+}
+
+TEST(LoadCheckpoint, MismatchesChangeNothingAndNameTheKeys) {
+  Net source(32);
+  const auto dir = temp_dir("hf_wrong");
+  std::vector<std::pair<std::string, torch::Tensor>> all;
+  for (const auto& p : source->named_parameters()) all.emplace_back(p.key(), p.value().detach());
+  peft::save_safetensors(dir / "model.safetensors", all);
+  Net target;
+  auto w0 = target->lin0->weight.clone();
+  try {
+    peft::load_checkpoint(*target, dir);
+    FAIL();
+  } catch (const peft::SerializationError& e) {
+    EXPECT_NE(std::string(e.what()).find("lin0.weight"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(torch::equal(target->lin0->weight, w0));
+  peft::save_safetensors(dir / "model.safetensors", {all[0], all[1], {"extra.weight", torch::zeros({1})}});
+  Net narrow(32);
+  EXPECT_THROW(peft::load_checkpoint(*narrow, dir), peft::SerializationError);
+  const auto report = peft::load_checkpoint(*narrow, dir, /*strict=*/false);
+  EXPECT_EQ(report.unexpected, (std::vector<std::string>{"extra.weight"}));
+  EXPECT_EQ(report.missing, (std::vector<std::string>{"lin1.bias", "lin1.weight"}));
 }
