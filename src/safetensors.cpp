@@ -6,6 +6,14 @@
 
 #include "peft/io/safetensors.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <memory>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -267,24 +275,44 @@ const torch::Tensor* SafetensorsFile::find(const std::string& name) const {
   return nullptr;
 }
 
-SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& source_name) {
+namespace {
+
+/// A file mapped copy-on-write (PROT_WRITE + MAP_PRIVATE), so tensors viewing it may be written
+/// without touching the file.
+struct Mapping {
+  void* addr = nullptr;
+  std::size_t size = 0;
+  ~Mapping() {
+    if (addr) ::munmap(addr, size);
+  }
+};
+
+bool host_is_little_endian() {
+  const std::uint16_t one = 1;
+  return *reinterpret_cast<const unsigned char*>(&one) == 1;
+}
+
+/// Parses `size` bytes at `base`. With `mapping`, tensors whose data is aligned for their dtype
+/// (and a little-endian host) view the mapping without a copy and keep it alive.
+SafetensorsFile parse_bytes(const char* base, std::size_t size, const std::string& source_name,
+                            const std::shared_ptr<Mapping>& mapping) {
   const std::string& src = source_name;
-  if (bytes.size() < 8)
-    fail(src, "file is " + std::to_string(bytes.size()) +
+  if (size < 8)
+    fail(src, "file is " + std::to_string(size) +
                   " bytes, shorter than the 8-byte header length");
   std::uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i)
-    header_len = (header_len << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+    header_len = (header_len << 8) | static_cast<unsigned char>(base[static_cast<std::size_t>(i)]);
   if (header_len > kMaxHeaderBytes)
     fail(src, "header length " + std::to_string(header_len) + " exceeds the limit of " +
                   std::to_string(kMaxHeaderBytes) + " bytes");
-  const std::uint64_t rest = bytes.size() - 8;
+  const std::uint64_t rest = size - 8;
   if (header_len > rest)
     fail(src, "header length " + std::to_string(header_len) + " is larger than the " +
                   std::to_string(rest) + " bytes that follow it");
-  const std::string header_text = bytes.substr(8, static_cast<std::size_t>(header_len));
+  const std::string header_text(base + 8, static_cast<std::size_t>(header_len));
   const std::uint64_t data_size = rest - header_len;
-  const char* data = bytes.data() + 8 + header_len;
+  const char* data = base + 8 + header_len;
 
   // nlohmann's lexer takes a NUL byte for the end of the input, which would let anything after
   // "{...}\0" through; a JSON text can only hold one as a (rejected) raw control character.
@@ -346,6 +374,15 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& s
                         std::to_string(static_cast<unsigned char>(from[i])) + " at element " +
                         std::to_string(i) + "; only 0 and 1 are valid");
     torch::Tensor t;
+    if (mapping && nbytes > 0 && host_is_little_endian() &&
+        reinterpret_cast<std::uintptr_t>(from) % s.dtype->size == 0) {
+      // Zero-copy: a view of the mapping that keeps it alive.
+      std::shared_ptr<Mapping> keep = mapping;
+      t = torch::from_blob(const_cast<char*>(from), s.shape, [keep](void*) {},
+                           torch::TensorOptions().dtype(s.dtype->type));
+      file.tensors.emplace_back(s.name, std::move(t));
+      continue;
+    }
     try {
       t = torch::empty(s.shape, torch::TensorOptions().dtype(s.dtype->type));
     } catch (const c10::Error& e) {
@@ -362,8 +399,28 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& s
   return file;
 }
 
+}  // namespace
+
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& source_name) {
+  return parse_bytes(bytes.data(), bytes.size(), source_name, nullptr);
+}
+
 SafetensorsFile load_safetensors(const std::filesystem::path& path) {
-  return parse_safetensors(read_binary_file(path), path.string());
+  const std::string src = path.string();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return parse_safetensors(read_binary_file(path), src);  // reports the reason
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 8) {
+    ::close(fd);
+    return parse_safetensors(read_binary_file(path), src);
+  }
+  auto mapping = std::make_shared<Mapping>();
+  mapping->size = static_cast<std::size_t>(st.st_size);
+  void* addr = ::mmap(nullptr, mapping->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (addr == MAP_FAILED) return parse_safetensors(read_binary_file(path), src);
+  mapping->addr = addr;
+  return parse_bytes(static_cast<const char*>(addr), mapping->size, src, mapping);
 }
 
 std::string serialize_safetensors(

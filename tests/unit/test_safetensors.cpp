@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "peft/error.hpp"
+#include "peft/io/atomic_file.hpp"
 #include "peft/io/safetensors.hpp"
 #include "support/fixtures.hpp"
 
@@ -679,3 +680,24 @@ TEST(SafetensorsValidation, IgnoresUnknownFieldsOfAnEntry) {
 }
 
 }  // namespace
+
+TEST(SafetensorsMapped, AlignedTensorsViewTheFileWithoutACopyAndWritesStayPrivate) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "peft_st_mapped";
+  fs::remove_all(dir);
+  const auto a = torch::arange(16, torch::kFloat32);
+  const auto b = torch::arange(8, torch::kFloat64);
+  peft::save_safetensors(dir / "m.safetensors", {{"a", a}, {"b", b}});
+  const std::string before = peft::read_text_file(dir / "m.safetensors");
+  auto f = peft::load_safetensors(dir / "m.safetensors");
+  const auto& ta = f.tensors[0].second;
+  const auto& tb = f.tensors[1].second;
+  EXPECT_TRUE(torch::equal(ta, a));
+  EXPECT_TRUE(torch::equal(tb, b));
+  // Both view one mapping: their addresses are exactly the data offsets apart.
+  EXPECT_EQ(static_cast<const char*>(tb.data_ptr()) - static_cast<const char*>(ta.data_ptr()), 16 * 4);
+  f.tensors[0].second.add_(1.0);  // copy-on-write: the file is untouched
+  EXPECT_EQ(peft::read_text_file(dir / "m.safetensors"), before);
+  auto again = peft::load_safetensors(dir / "m.safetensors");
+  EXPECT_TRUE(torch::equal(again.tensors[0].second, a));
+}

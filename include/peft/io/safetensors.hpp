@@ -25,7 +25,9 @@ struct SafetensorsFile {
   const torch::Tensor* find(const std::string& name) const;
 };
 
-/// Read and validate a whole file. The tensors own their memory and are contiguous CPU tensors.
+/// Read and validate a whole file, memory-mapped copy-on-write: tensors whose data is aligned for
+/// their dtype view the mapping without a copy (and keep it alive); others are copied. All are
+/// contiguous CPU tensors; writing to them never changes the file.
 SafetensorsFile load_safetensors(const std::filesystem::path& path);
 
 /// Validate and decode a file already in memory; `source_name` names it in error messages.
