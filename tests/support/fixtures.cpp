@@ -20,6 +20,15 @@ std::filesystem::path fixtures_dir() {
   return root;
 }
 
+std::filesystem::path scratch_dir(const std::string& name) {
+  const char* base = std::getenv("PEFT_TEST_TMP");
+  auto dir = std::filesystem::path(base ? base : std::filesystem::temp_directory_path().string()) /
+             ("peft_" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 peft::JsonValue read_json(const std::filesystem::path& path) {
   return peft::JsonValue::parse(peft::read_text_file(path, 1u << 30));
 }

@@ -14,6 +14,9 @@ namespace peft_test {
 /// with a peft/ folder, or that folder itself), else the shared fixtures next to the checkout.
 std::filesystem::path fixtures_dir();
 
+/// A fresh, empty directory under $PEFT_TEST_TMP (set by ctest) or the system temp directory.
+std::filesystem::path scratch_dir(const std::string& name);
+
 /// Parse a JSON file with peft::JsonValue.
 peft::JsonValue read_json(const std::filesystem::path& path);
 

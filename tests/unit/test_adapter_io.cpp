@@ -10,6 +10,7 @@
 #include "peft/io/adapters.hpp"
 #include "peft/io/checkpoint.hpp"
 #include "peft/warnings.hpp"
+#include "support/test_helpers.hpp"
 
 namespace fs = std::filesystem;
 
@@ -23,12 +24,7 @@ struct NetImpl : torch::nn::Module {
 };
 TORCH_MODULE(Net);
 
-fs::path temp_dir(const std::string& name) {
-  const char* base = std::getenv("PEFT_TEST_TMP");
-  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("peft_io_" + name);
-  fs::remove_all(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return peft_test::scratch_dir("io_" + name); }
 
 peft::LoraConfig cfg(peft::ModuleSpec t) {
   peft::LoraConfig c;
@@ -38,17 +34,7 @@ peft::LoraConfig cfg(peft::ModuleSpec t) {
   return c;
 }
 
-std::vector<std::string> names(torch::nn::Module& m) {
-  std::vector<std::string> out;
-  for (const auto& p : m.named_parameters()) out.push_back(p.key());
-  return out;
-}
-
-void train_a_little(peft::LoraModel& pm) {
-  torch::NoGradGuard g;
-  for (auto& [key, layer] : pm.lora_layers())
-    for (const auto& n : layer->adapter_names()) layer->lora_B(n)->weight.normal_(0, 0.5);
-}
+using peft_test::param_names;
 
 }  // namespace
 
@@ -91,7 +77,7 @@ TEST(LoadAdapter, RoundTripGivesIdenticalOutputs) {
   torch::manual_seed(1);
   Net net;
   auto pm = peft::get_peft_model(net, cfg({"lin0", "lin1"}));
-  train_a_little(pm);
+  peft_test::randomise_lora_B(pm);
   auto x = torch::randn({4, 10});
   auto y = net(x);
   const auto dir = temp_dir("roundtrip");
@@ -113,7 +99,7 @@ TEST(LoadAdapter, AWrongBaseModelNamesTheKeyAndBothShapesAndChangesNothing) {
   peft::save_pretrained(pm, dir);
   Net wide(32);
   peft::LoraModel target(wide.ptr(), peft::LoraModelOptions{});
-  const auto before = names(*wide);
+  const auto before = param_names(*wide);
   try {
     peft::load_adapter(target, dir, "default");
     FAIL() << "accepted";
@@ -123,7 +109,7 @@ TEST(LoadAdapter, AWrongBaseModelNamesTheKeyAndBothShapesAndChangesNothing) {
     EXPECT_NE(m.find("[20, 4]"), std::string::npos) << m;
     EXPECT_NE(m.find("[32, 4]"), std::string::npos) << m;
   }
-  EXPECT_EQ(names(*wide), before);
+  EXPECT_EQ(param_names(*wide), before);
   EXPECT_TRUE(target.adapter_names().empty());
 }
 
@@ -148,7 +134,7 @@ TEST(LoadAdapter, MissingAndUnexpectedKeysAreListed) {
     EXPECT_NE(m.find("Missing keys: base_model.model.lin0.lora_B.weight"), std::string::npos) << m;
     EXPECT_NE(m.find("Unexpected keys: base_model.model.lin9.lora_A.weight"), std::string::npos) << m;
   }
-  EXPECT_EQ(names(*other), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+  EXPECT_EQ(param_names(*other), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
 }
 
 TEST(LoadAdapter, RefusesInitsThatRewroteTheBase) {

@@ -16,13 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  const char* base = std::getenv("PEFT_TEST_TMP");
-  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("peft_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return peft_test::scratch_dir(name); }
 
 peft::JsonValue kwargs(const std::string& json) { return peft::JsonValue::parse(json); }
 

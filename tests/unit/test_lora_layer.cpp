@@ -6,6 +6,7 @@
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/warnings.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
 
@@ -18,11 +19,7 @@ peft::AdapterSettings settings(std::int64_t r, double alpha, peft::InitMethod in
   return s;
 }
 
-std::vector<std::string> param_names(torch::nn::Module& m) {
-  std::vector<std::string> out;
-  for (const auto& p : m.named_parameters()) out.push_back(p.key());
-  return out;
-}
+using peft_test::param_names;
 
 /// A 2->2 layer with identity weight, zero bias, and one rank-1 adapter A=[1,1], B=[[1],[2]].
 peft::Linear hand_layer(double alpha = 2.0) {

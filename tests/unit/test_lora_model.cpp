@@ -5,6 +5,7 @@
 
 #include "peft/model.hpp"
 #include "peft/warnings.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
 
@@ -37,17 +38,8 @@ peft::LoraConfig targets(peft::ModuleSpec t, std::int64_t r = 8, double alpha = 
   return c;
 }
 
-std::vector<std::string> names(torch::nn::Module& m) {
-  std::vector<std::string> out;
-  for (const auto& p : m.named_parameters()) out.push_back(p.key());
-  return out;
-}
-
-void randomise_lora_B(peft::LoraModel& pm) {
-  torch::NoGradGuard g;
-  for (auto& [key, layer] : pm.lora_layers())
-    for (const auto& n : layer->adapter_names()) layer->lora_B(n)->weight.normal_(0, 0.5);
-}
+using peft_test::param_names;
+using peft_test::randomise_lora_B;
 
 }  // namespace
 
@@ -60,7 +52,7 @@ TEST(GetPeftModel, AttachesInPlaceToPeftLinearMembers) {
   randomise_lora_B(pm);
   EXPECT_FALSE(torch::allclose(mlp(x), before));  // the member mlp->lin0 sees the adapter
   EXPECT_EQ(pm.targeted_module_names(), (std::vector<std::string>{"lin0"}));
-  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin0.lora_A.default.weight",
+  EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin0.lora_A.default.weight",
                                                    "lin0.lora_B.default.weight", "lin1.weight", "lin1.bias"}));
 }
 
@@ -128,7 +120,7 @@ TEST(GetPeftModel, StockLinearsInContainersAreSwappedInPlace) {
 
 TEST(GetPeftModel, AStockLinearHeldByAMemberIsRefusedAndNothingChanges) {
   StockMlp m;
-  const auto before = names(*m);
+  const auto before = param_names(*m);
   try {
     peft::get_peft_model(m, targets({"lin0"}));
     FAIL() << "accepted a stale member";
@@ -136,13 +128,13 @@ TEST(GetPeftModel, AStockLinearHeldByAMemberIsRefusedAndNothingChanges) {
     EXPECT_NE(std::string(e.what()).find("peft::Linear"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("lin0"), std::string::npos);
   }
-  EXPECT_EQ(names(*m), before);
+  EXPECT_EQ(param_names(*m), before);
   EXPECT_NE(m->named_children()["lin0"]->as<torch::nn::LinearImpl>(), nullptr);
 }
 
 TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
   Mlp mlp;
-  const auto before = names(*mlp);
+  const auto before = param_names(*mlp);
   EXPECT_THROW(peft::get_peft_model(mlp, targets({"nope"})), peft::TargetNotFoundError);
   EXPECT_THROW(peft::get_peft_model(mlp, targets({"lin0", "relu"})), peft::UnsupportedModuleError);
   auto c = targets({"lin0", "lin1"});
@@ -154,7 +146,7 @@ TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
   auto dora = targets({"lin0", "lin1"});
   dora.use_dora = true;
   EXPECT_THROW(peft::get_peft_model(mlp, dora), peft::ConfigError);
-  EXPECT_EQ(names(*mlp), before);
+  EXPECT_EQ(param_names(*mlp), before);
 }
 
 TEST(LoraModelLifecycle, AddedAdaptersAreInactiveUntilSet) {
@@ -209,7 +201,7 @@ TEST(LoraModelLifecycle, MergeAndUnloadGivesAPlainModelWithTheSameOutput) {
   auto with = mlp(x);
   auto model = pm.merge_and_unload();
   EXPECT_EQ(model.get(), mlp.ptr().get());
-  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+  EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
   EXPECT_TRUE(torch::allclose(mlp(x), with, 1e-5, 1e-5));
   EXPECT_TRUE(pm.adapter_names().empty());
 }
@@ -251,7 +243,7 @@ TEST(LoraModelLifecycle, DeleteAdapterFallsBackToAnotherOne) {
   EXPECT_THROW(pm.delete_adapter("b"), peft::Error);
   pm.unmerge_adapter();
   pm.delete_adapter("b");
-  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+  EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
 }
 
 TEST(LoraModelLifecycle, OnlyOneAdapterMayTrainBiases) {
@@ -304,16 +296,16 @@ TEST(ModulesToSave, KeepsATrainableCopyThatReplacesTheLayerWhileActive) {
   }
   pm.merge_and_unload();  // the trained copy becomes lin1
   EXPECT_TRUE(torch::allclose(mlp(x), trained, 1e-6, 1e-6));
-  EXPECT_EQ(names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
+  EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
 }
 
 TEST(ModulesToSave, OnlyPeftLayersCanBeSavedWholeAndNothingChangesOtherwise) {
   Mlp mlp;
-  const auto before = names(*mlp);
+  const auto before = param_names(*mlp);
   auto c = targets({"lin0"});
   c.modules_to_save = std::vector<std::string>{"relu"};
   EXPECT_THROW(peft::get_peft_model(mlp, c), peft::UnsupportedModuleError);
-  EXPECT_EQ(names(*mlp), before);
+  EXPECT_EQ(param_names(*mlp), before);
 }
 
 TEST(MixedBatch, EachRowUsesItsOwnAdapter) {

@@ -1,0 +1,30 @@
+#pragma once
+// Small LibTorch helpers shared by the unit tests (scratch_dir is in fixtures.hpp).
+
+#include <torch/nn/module.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "peft/model.hpp"
+#include "support/fixtures.hpp"
+
+namespace peft_test {
+
+/// named_parameters() keys in order.
+inline std::vector<std::string> param_names(torch::nn::Module& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m.named_parameters()) out.push_back(p.key());
+  return out;
+}
+
+/// Stand-in for training: every lora_B gets N(0, 0.5) values, so adapters change outputs.
+inline void randomise_lora_B(peft::LoraModel& pm) {
+  torch::NoGradGuard g;
+  for (auto& [key, layer] : pm.lora_layers())
+    for (const auto& n : layer->adapter_names()) layer->lora_B(n)->weight.normal_(0, 0.5);
+}
+
+}  // namespace peft_test
