@@ -100,6 +100,7 @@ inline AdapterSettings adapter_settings(const PlannedLayer& layer, const LoraCon
   s.lora_bias = config.lora_bias;
   s.use_dora = config.use_dora;
   s.init = config.init_method();
+  s.pissa_niter = config.pissa_niter();
   return s;
 }
 

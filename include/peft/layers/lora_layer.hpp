@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -41,6 +42,7 @@ struct AdapterSettings {
   bool lora_bias = false;
   bool use_dora = false;
   InitMethod init = InitMethod::Default;
+  std::int64_t pissa_niter = 0;  ///< N of init "pissa_niter_N" (0: exact SVD)
 };
 
 namespace detail {
@@ -240,10 +242,14 @@ class LoraLayer : public torch::nn::Module {
   /// While non-empty, forward() runs forward_mixed_batch with these per-row adapter names
   /// (set by LoraModel::mixed_batch for the duration of a call).
   void set_batch_adapters(std::vector<std::string> names) { batch_adapters_ = std::move(names); }
+  /// Calibration hook (CorDA, EVA): while set, every forward first passes its input to `fn`
+  /// (also with adapters disabled). Pass nullptr to remove it.
+  void set_input_observer(std::function<void(const torch::Tensor&)> fn) { observer_ = std::move(fn); }
 
   // ---- forward ----
   /// The layer's forward (the concrete layers' forward() calls this).
   torch::Tensor lora_forward(const torch::Tensor& x) {
+    if (observer_) observer_(x);
     if (!batch_adapters_.empty()) return forward_mixed_batch(x, batch_adapters_);
     if (!disabled_ && !copies_.empty())
       for (const auto& name : active_) {
@@ -549,6 +555,7 @@ class LoraLayer : public torch::nn::Module {
   std::vector<std::string> merged_;
   bool disabled_ = false;
   std::vector<std::string> batch_adapters_;
+  std::function<void(const torch::Tensor&)> observer_;
   torch::nn::ModuleDict modules_to_save_{nullptr};
   std::map<std::string, std::shared_ptr<LoraLayer>> copies_;
 };
