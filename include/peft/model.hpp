@@ -185,6 +185,10 @@ class LoraModel {
     for (auto& [key, layer] : lora_layers())
       if (layer->merged())
         throw Error("Cannot use mixed-batch inference while adapters are merged (hint: unmerge_adapter())");
+    for (const auto& n : names)
+      if (configs_.count(n) && configs_.at(n).use_dora)
+        throw Error("Cannot pass `adapter_names` when DoRA is enabled (adapter `" + n +
+                    "`; hint: run one forward per adapter instead)");
     return MixedBatch(this, names);
   }
 

@@ -65,7 +65,6 @@ void load_state(torch::nn::Module& m, const peft::SafetensorsFile& f) {
 }
 
 bool supported_config(const peft::LoraConfig& c, std::string* why) {
-  if (c.use_dora) return (*why = "DoRA is not built yet"), false;
   switch (c.init_method()) {
     case peft::InitMethod::Default:
     case peft::InitMethod::Random:

@@ -145,6 +145,7 @@ TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
   EXPECT_THROW(peft::get_peft_model(mlp, pissa), peft::ConfigError);
   auto dora = targets({"lin0", "lin1"});
   dora.use_dora = true;
+  dora.lora_bias = true;  // PEFT: lora_bias is not supported with DoRA
   EXPECT_THROW(peft::get_peft_model(mlp, dora), peft::ConfigError);
   EXPECT_EQ(param_names(*mlp), before);
 }

@@ -62,6 +62,9 @@ inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& nam
       map.entries.emplace_back(prefix + "lora_A.weight", layer->lora_A(name)->weight);
       map.entries.emplace_back(prefix + "lora_B.weight", layer->lora_B(name)->weight);
       if (layer->settings(name).lora_bias) map.entries.emplace_back(prefix + "lora_B.bias", layer->lora_B(name)->bias);
+      // PEFT saves the DoRA magnitude without its ".weight" (spec §9.1).
+      if (layer->settings(name).use_dora)
+        map.entries.emplace_back(prefix + "lora_magnitude_vector", layer->lora_magnitude(name));
     }
     if (layer->has_trainable_copy(name))
       for (const auto& p : layer->trainable_copy(name).named_parameters(/*recurse=*/false))

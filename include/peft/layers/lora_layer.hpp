@@ -5,6 +5,7 @@
 ///
 ///   y = base(x) + sum_{a in active} scaling_a * B_a(A_a(dropout_a(x)))      A_a: [r, in], B_a: [out, r]
 ///   scaling_a = alpha / r   (alpha / sqrt(r) with use_rslora)
+///   DoRA adapters (use_dora) re-normalise that sum per output feature, see variants/dora.hpp.
 ///
 /// In-memory names are PEFT's: `lora_A.<adapter>.weight`, `lora_B.<adapter>.weight`
 /// (`.bias` with lora_bias), `lora_dropout.<adapter>`; the base keeps `weight`/`bias`, so a
@@ -28,6 +29,7 @@
 #include "peft/error.hpp"
 #include "peft/functional.hpp"
 #include "peft/patterns.hpp"
+#include "peft/variants/dora.hpp"
 #include "peft/warnings.hpp"
 
 namespace peft {
@@ -129,6 +131,12 @@ class LoraLayer : public torch::nn::Module {
     lora_dropout_->update({{name, dropout}});
     lora_A_->update({{name, A.ptr()}});
     lora_B_->update({{name, B.ptr()}});
+    if (s.use_dora) {  // after the init and the cast, as PEFT's dora_init
+      if (!lora_magnitude_vector_)
+        lora_magnitude_vector_ = register_module("lora_magnitude_vector", torch::nn::ModuleDict());
+      lora_magnitude_vector_->update({{name, std::make_shared<DoraMagnitudeImpl>(dora_init_magnitude(
+                                                 w, A->weight, B->weight, s.scaling, fan_in_fan_out()))}});
+    }
     names_.push_back(name);
     settings_[name] = s;
     set_requires_grad(name, false);
@@ -138,9 +146,6 @@ class LoraLayer : public torch::nn::Module {
   /// Throws ConfigError for settings no layer can be created with (so injection can check the
   /// whole plan before it changes anything).
   static void check_supported(const AdapterSettings& s) {
-    if (s.use_dora)
-      throw ConfigError("use_dora", "true", "DoRA is not implemented in peft-cpp yet",
-                        "set use_dora=false");
     if (s.r <= 0)
       throw ConfigError("r", std::to_string(s.r), "`r` should be a positive integer value",
                         "use a rank >= 1");
@@ -166,6 +171,12 @@ class LoraLayer : public torch::nn::Module {
       auto dt = (*m)->weight.scalar_type();
       if (dt == torch::kHalf || dt == torch::kBFloat16) (*m)->to(torch::kFloat32);
     }
+    if (settings_[name].use_dora) {
+      auto& m = lora_magnitude(name);
+      if (m.scalar_type() == torch::kHalf || m.scalar_type() == torch::kBFloat16)
+        magnitude_module(name).to(torch::kFloat32);
+      dora_cache_.erase(name);
+    }
   }
 
   bool has_adapter(const std::string& name) const { return settings_.count(name) != 0; }
@@ -183,6 +194,8 @@ class LoraLayer : public torch::nn::Module {
     require(name);
     return cache_holder(b_cache_, lora_B_, name);
   }
+  /// DoRA magnitude m [out] of adapter `name` (`lora_magnitude_vector.<name>.weight`).
+  torch::Tensor& lora_magnitude(const std::string& name) { return magnitude_module(name).weight; }
   /// Change the scaling of an adapter (PEFT's set_scale: factor * alpha / r).
   void set_scale(const std::string& name, double factor) {
     require(name);
@@ -270,9 +283,21 @@ class LoraLayer : public torch::nn::Module {
       auto& B = lora_B(name);
       if (h.scalar_type() != A->weight.scalar_type()) h = h.to(A->weight.scalar_type());
       const auto& s = settings_[name];
+      if (s.use_dora) {
+        result = dora_forward(name, result, h);
+        continue;
+      }
       torch::Tensor in = s.lora_dropout > 0.0 ? dropout(name).forward(h) : h;
+      const auto low = torch::linear(in, A->weight);  // [..., r]
+      if (!B->bias.defined() && result.scalar_type() == low.scalar_type() && result.dim() >= 2) {
+        // result + s·(low @ Bᵀ) as one addmm: no [tokens, out] temporaries besides the output.
+        const auto out = result.size(-1);
+        result = torch::addmm(result.reshape({-1, out}), low.reshape({-1, s.r}), B->weight.t(), 1, s.scaling)
+                     .view(result.sizes());
+        continue;
+      }
       // B's bias (lora_bias) is added before scaling, so it is scaled too.
-      result = result + torch::linear(torch::linear(in, A->weight), B->weight, B->bias) * s.scaling;
+      result = result + torch::linear(low, B->weight, B->bias) * s.scaling;
     }
     return result.scalar_type() == out_dtype ? result : result.to(out_dtype);
   }
@@ -287,6 +312,10 @@ class LoraLayer : public torch::nn::Module {
     if (merged())
       throw Error("mixed-batch forward: cannot pass adapter names while adapters are merged "
                   "(hint: call unmerge_adapter() first)");
+    for (const auto& n : adapter_names)
+      if (has_adapter(n) && settings_[n].use_dora)
+        throw Error("Cannot pass `adapter_names` when DoRA is enabled (adapter `" + n +
+                    "` uses DoRA; hint: run one forward per adapter instead)");
     torch::Tensor result = base_forward(x);
     if (disabled_) return result;
     auto rows_of = [&](const std::string& name) {
@@ -334,6 +363,22 @@ class LoraLayer : public torch::nn::Module {
     return upcast ? d.to(dt) : d;
   }
 
+  /// The base weight with adapter `name` merged into the current one (not written back), and for
+  /// DoRA the weight norm unmerge needs: W + Δ, or (DoRA) f ⊙ (W + Δ) with
+  /// f = m / ‖transpose(W + Δ, fifo)‖_row (spec §5.3).
+  std::pair<torch::Tensor, torch::Tensor> merged_weight(const std::string& name) {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor& W = base_weight();
+    auto delta = delta_weight(name);
+    if (!settings_[name].use_dora) {
+      auto out = W.clone();
+      out += delta;
+      return {out, torch::Tensor()};
+    }
+    auto [f, norm] = dora_merge_factor(W, delta, lora_magnitude(name), fan_in_fan_out());
+    return {(f * (W + delta)).to(W.scalar_type()), norm};
+  }
+
   /// Throws what merge(safe_merge, names) would throw, without changing anything: a lora_bias
   /// adapter on a layer without bias, and (safe_merge) a non-finite merged weight or bias.
   void check_merge(bool safe_merge, const std::vector<std::string>& names) {
@@ -346,8 +391,7 @@ class LoraLayer : public torch::nn::Module {
       if (s.lora_bias && !base_bias().defined())
         throw Error("Impossible to merge LoRA with `lora_bias=True` because the base layer has no bias");
       if (!safe_merge) continue;
-      const torch::Tensor& W = base_weight();
-      if (!torch::isfinite(W + delta_weight(name).to(W.scalar_type())).all().item<bool>())
+      if (!torch::isfinite(merged_weight(name).first).all().item<bool>())
         throw Error("NaNs detected in the merged weights. The adapter " + name +
                     " seems to be broken (nothing was merged)");
       if (s.lora_bias &&
@@ -377,20 +421,20 @@ class LoraLayer : public torch::nn::Module {
         throw Error("Impossible to merge LoRA with `lora_bias=True` because the base layer has no bias");
       torch::Tensor bias_delta;
       if (s.lora_bias) bias_delta = lora_B(name)->bias * s.scaling;
-      if (safe_merge) {
-        auto merged_w = W.clone();
-        merged_w += delta_weight(name).to(W.scalar_type());
-        if (!torch::isfinite(merged_w).all().item<bool>())
+      if (safe_merge || s.use_dora) {
+        auto [merged_w, norm] = merged_weight(name);
+        if (safe_merge && !torch::isfinite(merged_w).all().item<bool>())
           throw Error("NaNs detected in the merged weights. The adapter " + name +
                       " seems to be broken (nothing was merged)");
         torch::Tensor merged_b;
         if (s.lora_bias) {
           merged_b = (b + bias_delta).to(W.scalar_type());
-          if (!torch::isfinite(merged_b).all().item<bool>())
+          if (safe_merge && !torch::isfinite(merged_b).all().item<bool>())
             throw Error("NaNs detected in the merged bias. The adapter " + name + " seems to be broken");
         }
         W.copy_(merged_w);
         if (s.lora_bias) b.copy_(merged_b);
+        if (norm.defined()) dora_merge_norms_[name] = norm;  // unmerge cannot recompute it
       } else {
         W.add_(delta_weight(name));
         if (s.lora_bias) b.add_(bias_delta);
@@ -411,6 +455,14 @@ class LoraLayer : public torch::nn::Module {
       merged_.pop_back();
       if (!has_adapter(name)) continue;
       torch::Tensor& W = base_weight();
+      if (settings_[name].use_dora) {
+        // W = W_merged / f - Δ with the factor f of merge time (PEFT's cached weight norm).
+        const auto norm = dora_merge_norms_.at(name);
+        dora_merge_norms_.erase(name);
+        const auto f = transpose_if((lora_magnitude(name) / norm).view({-1, 1}), fan_in_fan_out());
+        W.copy_((W / f - delta_weight(name)).to(W.scalar_type()));
+        continue;
+      }
       W.sub_(delta_weight(name).to(W.scalar_type()));
       if (settings_[name].lora_bias) base_bias().sub_(lora_B(name)->bias * settings_[name].scaling);
     }
@@ -435,6 +487,15 @@ class LoraLayer : public torch::nn::Module {
       if (!has_adapter(name)) {
         active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
         return;
+      }
+    }
+    if (settings_[name].use_dora) {
+      lora_magnitude_vector_->pop(name);
+      dora_cache_.erase(name);
+      dora_merge_norms_.erase(name);
+      if (lora_magnitude_vector_->size() == 0) {
+        unregister_module("lora_magnitude_vector");
+        lora_magnitude_vector_ = nullptr;
       }
     }
     lora_dropout_->pop(name);
@@ -466,6 +527,12 @@ class LoraLayer : public torch::nn::Module {
       modules_to_save_ = nullptr;
     }
     a_cache_.clear();
+    dora_cache_.clear();
+    dora_merge_norms_.clear();
+    if (lora_magnitude_vector_) {
+      unregister_module("lora_magnitude_vector");
+      lora_magnitude_vector_ = nullptr;
+    }
     b_cache_.clear();
     settings_.clear();
     names_.clear();
@@ -493,11 +560,18 @@ class LoraLayer : public torch::nn::Module {
       dst.lora_dropout_->update({{n, (*lora_dropout_.get())[n]->clone(device)}});
       dst.lora_A_->update({{n, (*lora_A_.get())[n]->clone(device)}});
       dst.lora_B_->update({{n, (*lora_B_.get())[n]->clone(device)}});
+      if (settings_.at(n).use_dora) {
+        if (!dst.lora_magnitude_vector_)
+          dst.lora_magnitude_vector_ = dst.register_module("lora_magnitude_vector", torch::nn::ModuleDict());
+        dst.lora_magnitude_vector_->update({{n, (*lora_magnitude_vector_.get())[n]->clone(device)}});
+      }
     }
     dst.settings_ = settings_;
     dst.names_ = names_;
     dst.active_ = active_;
     dst.merged_ = merged_;
+    for (const auto& [n, norm] : dora_merge_norms_)
+      dst.dora_merge_norms_[n] = device ? norm.to(*device) : norm.clone();
     dst.disabled_ = disabled_;
   }
 
@@ -517,9 +591,35 @@ class LoraLayer : public torch::nn::Module {
   };
   DropoutRef dropout(const std::string& name) { return DropoutRef{lora_dropout_[name]}; }
 
+  DoraMagnitudeImpl& magnitude_module(const std::string& name) {
+    require(name);
+    if (!settings_[name].use_dora || !lora_magnitude_vector_)
+      throw Error("adapter `" + name + "` of this layer does not use DoRA (it has no magnitude vector)");
+    return *std::dynamic_pointer_cast<DoraMagnitudeImpl>(lora_magnitude_vector_[name]);
+  }
+
+  /// One DoRA adapter added to the running output `result` (spec §5.2); `h` is the input in the
+  /// adapter dtype. Without active dropout the base output inside `result` is reused; with
+  /// dropout (training) the base is recomputed on the dropped input, as PEFT does.
+  torch::Tensor dora_forward(const std::string& name, const torch::Tensor& result, const torch::Tensor& h) {
+    const auto& s = settings_[name];
+    const auto& A = lora_A(name)->weight;
+    const auto& B = lora_B(name)->weight;
+    const auto& m = lora_magnitude(name);
+    const auto dt = A.scalar_type();
+    const torch::Tensor r = result.scalar_type() == dt ? result : result.to(dt);
+    const bool drop = s.lora_dropout > 0.0 && is_training();
+    const torch::Tensor xd = drop ? dropout(name).forward(h) : h;
+    torch::Tensor base;
+    if (drop) base = torch::linear(xd, transpose_if(base_weight(), fan_in_fan_out()).to(dt));
+    const auto norm = dora_cache_[name].norm(base_weight(), A, B, s.scaling, fan_in_fan_out());
+    return dora_apply(r, xd, base, drop ? torch::Tensor() : base_bias(), A, B, m, norm, s.scaling);
+  }
+
   void set_requires_grad(const std::string& name, bool on) {
     for (auto& p : lora_A_[name]->parameters()) p.set_requires_grad(on);
     for (auto& p : lora_B_[name]->parameters()) p.set_requires_grad(on);
+    if (settings_[name].use_dora) lora_magnitude(name).set_requires_grad(on);
   }
   void ensure_containers() {
     if (lora_A_) return;
@@ -548,6 +648,9 @@ class LoraLayer : public torch::nn::Module {
   torch::nn::ModuleDict lora_dropout_{nullptr};
   torch::nn::ModuleDict lora_A_{nullptr};
   torch::nn::ModuleDict lora_B_{nullptr};
+  torch::nn::ModuleDict lora_magnitude_vector_{nullptr};  // DoRA adapters only
+  std::map<std::string, DoraNormCache> dora_cache_;
+  std::map<std::string, torch::Tensor> dora_merge_norms_;  // PEFT's "<name>-weight_norm" cache
   std::map<std::string, torch::nn::Linear> a_cache_, b_cache_;
   std::map<std::string, AdapterSettings> settings_;
   std::vector<std::string> names_;
