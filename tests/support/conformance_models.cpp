@@ -116,6 +116,7 @@ void check_weighted(const fs::path& dir, const JsonValue& c, const peft::Safeten
     if (get(call, "svd_rank").is_number()) o.svd_rank = get(call, "svd_rank").as_int();
     if (get(call, "svd_clamp").is_number()) o.svd_clamp = get(call, "svd_clamp").as_double();
     if (get(call, "majority_sign_method").is_string()) o.majority_sign_method = get(call, "majority_sign_method").as_string();
+    if (get(call, "svd_full_matrices").is_bool()) o.svd_full_matrices = get(call, "svd_full_matrices").as_bool();
     std::vector<double> weights;
     for (const auto& w : get(call, "weights").as_array()) weights.push_back(w.as_double());
     torch::manual_seed(static_cast<std::uint64_t>(get(call, "torch_manual_seed").as_int()));
@@ -128,9 +129,16 @@ void check_weighted(const fs::path& dir, const JsonValue& c, const peft::Safeten
                      get(call, "adapters").as_array().size() > 1;
     const auto theirs_w = peft::load_safetensors(saved / peft::kAdapterWeightsFile);
     std::size_t compared = 0;
+    const JsonValue& layer_info = get(get(c, "layers"), name.c_str());
     for (auto& [key, layer] : pm.lora_layers()) {
       if (!layer->has_adapter(name)) continue;
       ++compared;
+      if (const JsonValue* info = layer_info.find(key)) {
+        const auto& s = layer->settings(name);
+        if (s.r != get(*info, "r").as_int() || s.lora_alpha.value != get(*info, "lora_alpha").as_double() ||
+            s.scaling != get(*info, "scaling").as_double())
+          throw Mismatch(what + "layer settings of " + key + " differ");
+      }
       if (svd) {
         const torch::Tensor* d = expected.find("weighted." + name + "." + key + ".delta");
         if (!d) throw Mismatch(what + "expected.safetensors lacks weighted." + name + "." + key + ".delta");
@@ -142,7 +150,7 @@ void check_weighted(const fs::path& dir, const JsonValue& c, const peft::Safeten
         const torch::Tensor* t = theirs_w.find(k);
         if (!t) throw Mismatch(what + "adapter/" + name + " lacks `" + k + "`");
         auto& mine = std::string(f) == "lora_A" ? layer->lora_A(name)->weight : layer->lora_B(name)->weight;
-        expect_close(what + k, mine, *t, 1e-5);
+        expect_close(what + k, mine, *t, atol_for(checks, "adapter/<adapter>/adapter_model.safetensors", 1e-5));
       }
     }
     std::size_t saved_layers = 0;
