@@ -255,12 +255,16 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
   cfg.lora_alpha = Number(static_cast<long long>(plan.rank));
   cfg.rank_pattern = {};
   cfg.alpha_pattern = {};
-  cfg.validate();
-  plan.config = cfg;
-
   // Dry run of the injection: every layer that will get the new adapter must hold a source.
+  // Its warnings are dropped: add_adapter repeats the same validation and planning.
   const ModuleTree tree(pm.model_ptr());
-  const TargetPlan targets = plan_targets(cfg, tree.infos);
+  TargetPlan targets;
+  {
+    ScopedWarningCapture dry_run;
+    cfg.validate();
+    targets = plan_targets(cfg, tree.infos);
+  }
+  plan.config = cfg;
   for (const auto& planned : targets.layers) {
     auto layer = std::dynamic_pointer_cast<LoraLayer>(tree.find(planned.key));
     std::vector<std::string> present;

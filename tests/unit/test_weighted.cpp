@@ -356,3 +356,73 @@ TEST(AddWeightedAdapter, AnExistingNameWarnsAndChangesNothing) {
   before.expect_same(pm, net, x);
   EXPECT_TRUE(torch::equal(layer(pm, "lin1")->lora_A("other")->weight, old_A));
 }
+
+namespace {
+struct GptBlockImpl : torch::nn::Module {
+  GptBlockImpl() : c_attn(register_module("c_attn", peft::Conv1D(6, 10))) {}
+  torch::Tensor forward(const torch::Tensor& x) { return c_attn(x); }
+  peft::Conv1D c_attn;
+};
+TORCH_MODULE(GptBlock);
+}  // namespace
+
+TEST(AddWeightedAdapter, SvdTransposesFanInFanOutDeltasBeforeDecomposing) {
+  GptBlock net;
+  torch::manual_seed(1);
+  auto c = lora({"c_attn"}, 2, 4);
+  c.fan_in_fan_out = true;
+  auto pm = peft::get_peft_model(net, c);
+  c.lora_alpha = 3LL;
+  pm.add_adapter("other", c);
+  peft_test::randomise_lora_B(pm);
+  peft::WeightedAdapterOptions o;
+  o.svd_rank = 4;
+  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {0.7, 0.5}, "w", o));
+  auto l = layer(pm, "c_attn");
+  EXPECT_EQ(l->lora_A("w")->weight.sizes(), (std::vector<std::int64_t>{4, 10}));  // [R, in]
+  EXPECT_EQ(l->lora_B("w")->weight.sizes(), (std::vector<std::int64_t>{6, 4}));   // [out, R]
+  const double s0 = l->settings("default").scaling, s1 = l->settings("other").scaling;
+  auto want = 0.7 * s0 * l->delta_weight("default") + 0.5 * s1 * l->delta_weight("other");  // [in, out]
+  EXPECT_TRUE(torch::allclose(l->delta_weight("w"), want, 1e-4, 1e-5));
+}
+
+TEST(AddWeightedAdapter, ALayerTheCopiedConfigTargetsWithoutAnySourceIsAnError) {
+  TwoLayer net;
+  torch::manual_seed(0);
+  auto pm = peft::get_peft_model(net, lora({"lin0"}, 4, 4));
+  auto b = lora({"lin0", "lin1"}, 4, 4);
+  b.exclude_modules = peft::ModuleSpec({"lin1"});  // b sits on lin0 only, but names lin1
+  pm.add_adapter("b", b);
+  auto x = torch::randn({3, 10});
+  const Snapshot before(pm, net, x);
+  // the new config is default's (no exclusions) with targets {lin0, lin1}: lin1 has no source
+  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{"linear"}),
+               peft::Error);
+  before.expect_same(pm, net, x);
+  // with b first, its exclusion is copied too and the combination works
+  EXPECT_TRUE(peft::add_weighted_adapter(pm, {"b", "default"}, {1, 1}, "w", peft::WeightedAdapterOptions{"linear"}));
+  EXPECT_EQ(pm.targeted_module_names("w"), std::vector<std::string>{"lin0"});
+}
+
+TEST(AddWeightedAdapter, RankPatternRaisesTheSourceRankAndCatKeepsEveryLayersRank) {
+  TwoLayer net;
+  torch::manual_seed(0);
+  auto a = lora({"lin0", "lin1"}, 4, 4);
+  a.rank_pattern.set("lin1", 2);
+  auto pm = peft::get_peft_model(net, a);
+  pm.add_adapter("b", lora({"lin0", "lin1"}, 4, 8));
+  peft_test::randomise_lora_B(pm);
+  auto x = torch::randn({3, 10});
+  const Snapshot before(pm, net, x);
+  // equal ρ (max(4, 2) = 4) passes the rank rule, but lin1 holds ranks 2 and 4: cannot stack
+  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{"linear"}),
+               peft::ConfigError);
+  before.expect_same(pm, net, x);
+  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {0.5, 2}, "w", peft::WeightedAdapterOptions{"cat"}));
+  EXPECT_EQ(pm.peft_config("w").r, 8);
+  auto l = layer(pm, "lin1");
+  EXPECT_EQ(l->lora_A("w")->weight.size(0), 8);
+  EXPECT_TRUE(torch::equal(l->lora_A("w")->weight.slice(0, 6), torch::zeros({2, 20})));  // 2 + 4 used
+  EXPECT_TRUE(torch::allclose(l->delta_weight("w"), 0.5 * l->delta_weight("default") + 2 * l->delta_weight("b"),
+                              1e-5, 1e-6));
+}
