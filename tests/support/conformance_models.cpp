@@ -15,6 +15,7 @@
 #include "peft/io/adapters.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/model.hpp"
+#include "peft/weighted.hpp"
 #include "peft/warnings.hpp"
 #include "support/catalogue_models.hpp"
 #include "support/conformance.hpp"
@@ -87,6 +88,91 @@ std::vector<std::string> strings(const JsonValue& v) {
   if (v.is_array())
     for (const auto& e : v.as_array()) out.push_back(e.as_string());
   return out;
+}
+
+/// add_weighted_adapter (case.json `weighted_adapters`): the source adapters (non-null
+/// lora_config) loaded into a fresh model, every combination recomputed after the generator's
+/// torch::manual_seed, then compared with what PEFT saved and computed.
+void check_weighted(const fs::path& dir, const JsonValue& c, const peft::SafetensorsFile& expected,
+                    const torch::Tensor& input, bool bf16, double atol_default) {
+  const JsonValue& calls = get(c, "weighted_adapters");
+  if (!calls.is_array() || calls.as_array().empty()) return;
+  CatalogueModel model = build_catalogue_model(get(c, "model").as_string(), get(c, "model_dims"));
+  if (bf16) model.module->to(torch::kBFloat16);
+  model.module->eval();
+  load_state(*model.module, peft::load_safetensors(dir / "base_model.safetensors"));
+  peft::LoraModel pm(model.module, peft::LoraModelOptions{});
+  for (const auto& a : get(c, "adapters").as_array())
+    if (!get(a, "lora_config").is_null())
+      peft::load_adapter(pm, dir / get(a, "dir").as_string(), get(a, "name").as_string());
+  const JsonValue& checks = get(c, "checks");
+  for (const auto& call : calls.as_array()) {
+    const std::string name = get(call, "name").as_string();
+    const std::string type = get(call, "combination_type").as_string();
+    peft::WeightedAdapterOptions o;
+    o.combination_type = type;
+    if (get(call, "density").is_number()) o.density = get(call, "density").as_double();
+    if (get(call, "svd_rank").is_number()) o.svd_rank = get(call, "svd_rank").as_int();
+    if (get(call, "svd_clamp").is_number()) o.svd_clamp = get(call, "svd_clamp").as_double();
+    if (get(call, "majority_sign_method").is_string()) o.majority_sign_method = get(call, "majority_sign_method").as_string();
+    if (get(call, "svd_full_matrices").is_bool()) o.svd_full_matrices = get(call, "svd_full_matrices").as_bool();
+    std::vector<double> weights;
+    for (const auto& w : get(call, "weights").as_array()) weights.push_back(w.as_double());
+    torch::manual_seed(static_cast<std::uint64_t>(get(call, "torch_manual_seed").as_int()));
+    peft::add_weighted_adapter(pm, strings(get(call, "adapters")), weights, name, o);
+    const std::string what = "weighted " + name + ": ";
+    // Factors: deterministic types (dare_* too: the Bernoulli masks come from the same generator
+    // state, so they match PEFT's bit for bit). svd factors have arbitrary signs: compare deltas.
+    const fs::path saved = dir / "adapter" / name;
+    const bool svd = type.size() >= 3 && type.compare(type.size() - 3, 3, "svd") == 0 &&
+                     get(call, "adapters").as_array().size() > 1;
+    const auto theirs_w = peft::load_safetensors(saved / peft::kAdapterWeightsFile);
+    std::size_t compared = 0;
+    const JsonValue& layer_info = get(get(c, "layers"), name.c_str());
+    for (auto& [key, layer] : pm.lora_layers()) {
+      if (!layer->has_adapter(name)) continue;
+      ++compared;
+      if (const JsonValue* info = layer_info.find(key)) {
+        const auto& s = layer->settings(name);
+        if (s.r != get(*info, "r").as_int() || s.lora_alpha.value != get(*info, "lora_alpha").as_double() ||
+            s.scaling != get(*info, "scaling").as_double())
+          throw Mismatch(what + "layer settings of " + key + " differ");
+      }
+      if (svd) {
+        const torch::Tensor* d = expected.find("weighted." + name + "." + key + ".delta");
+        if (!d) throw Mismatch(what + "expected.safetensors lacks weighted." + name + "." + key + ".delta");
+        expect_close(what + key + " delta", layer->delta_weight(name), *d, atol_for(checks, "weighted.<adapter>.<module>.delta", 1e-4));
+        continue;
+      }
+      for (const char* f : {"lora_A", "lora_B"}) {
+        const std::string k = "base_model.model." + key + "." + f + ".weight";
+        const torch::Tensor* t = theirs_w.find(k);
+        if (!t) throw Mismatch(what + "adapter/" + name + " lacks `" + k + "`");
+        auto& mine = std::string(f) == "lora_A" ? layer->lora_A(name)->weight : layer->lora_B(name)->weight;
+        expect_close(what + k, mine, *t, atol_for(checks, "adapter/<adapter>/adapter_model.safetensors", 1e-5));
+      }
+    }
+    std::size_t saved_layers = 0;
+    for (const auto& [key, t] : theirs_w.tensors)
+      saved_layers += key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_A.weight") == 0 ? 1 : 0;
+    if (compared != saved_layers)
+      throw Mismatch(what + std::to_string(compared) + " layers vs " + std::to_string(saved_layers) + " in adapter/" + name);
+    const peft::LoraConfig theirs_cfg = peft::load_adapter_config(saved);
+    if (pm.peft_config(name).target_modules != theirs_cfg.target_modules)  // sets: any order
+      throw Mismatch(what + "target_modules differ from adapter/" + name + "/adapter_config.json");
+    auto ours_c = peft::to_json_value(pm.peft_config(name));
+    auto theirs_c = peft::to_json_value(theirs_cfg);
+    for (auto* cfg : {&ours_c, &theirs_c}) {
+      cfg->erase("auto_mapping");
+      cfg->erase("target_modules");
+      cfg->erase("inference_mode");  // save_pretrained writes true
+    }
+    if (!(ours_c == theirs_c)) throw Mismatch(what + "config means something else than adapter/" + name + "/adapter_config.json: " + ours_c.dump() + " vs " + theirs_c.dump());
+    if (const torch::Tensor* out = expected.find("out_adapter." + name)) {
+      pm.set_adapter(name);
+      expect_close(what + "out_adapter." + name, model.forward(input), *out, atol_for(checks, "out_adapter." + name, atol_default));
+    }
+  }
 }
 
 std::string check(const fs::path& dir, const std::string& resave_dir) {
@@ -165,6 +251,8 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
       pm->unload();
     }
   }
+
+  check_weighted(dir, c, expected, input, bf16, atol_default);
 
   // Phase B: the adapters PEFT saved, loaded into the base model with peft::load_adapter.
   peft::LoraModel loaded(model.module, peft::LoraModelOptions{});
