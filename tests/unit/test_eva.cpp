@@ -38,7 +38,7 @@ torch::Tensor low_rank_data(std::int64_t n = 200) {
   torch::manual_seed(11);
   const torch::Tensor basis = std::get<0>(torch::linalg_qr(torch::randn({10, 3}, torch::kDouble))).t();  // [3, 10]
   const torch::Tensor scales = torch::tensor({6.0, 3.0, 1.0}, torch::kDouble);
-  return torch::randn({n, 3}, torch::kDouble) * scales @ basis + 0.5;
+  return torch::matmul(torch::randn({n, 3}, torch::kDouble) * scales, basis) + 0.5;
 }
 
 // Two layers on the same input x (a, b) and one on x2 (c): PEFT's shared-input case.
@@ -170,11 +170,13 @@ TEST(EvaRankDistribution, CountsTheLargestPooledRatiosPerLayer) {
 }
 
 TEST(EvaRankDistribution, TheLayerOwningASharedPcaGetsTheGroupsLargestRank) {
-  // Entry 2 shares entry 0's PCA (same ratios): 3 slots go to {0, 2} whichever way the tie falls,
-  // and the owner ends with the larger count.
-  const torch::Tensor shared = torch::tensor({0.6, 0.3, 0.08});
-  const std::vector<torch::Tensor> ratios = {shared, torch::tensor({0.01, 0.005, 0.001}), shared};
+  // Entry 2 shares entry 0's PCA (in EVA with equal ratios, so the tie may fall either way).
+  // Here entry 2 wins outright (2 of the 3 slots); the counts are swapped so the owner gets 2.
+  const std::vector<torch::Tensor> ratios = {torch::tensor({0.6, 0.3, 0.08}), torch::tensor({0.01, 0.005, 0.001}),
+                                             torch::tensor({0.61, 0.31, 0.09})};
   EXPECT_EQ(peft::eva_rank_distribution(ratios, {0, 1, 0}, 3), (std::vector<std::int64_t>{2, 0, 1}));
+  // Without sharing the same ratios give entry 2 the larger count.
+  EXPECT_EQ(peft::eva_rank_distribution(ratios, {0, 1, 2}, 3), (std::vector<std::int64_t>{1, 0, 2}));
 }
 
 TEST(EvaRankDistribution, RoundsLikePython) {
