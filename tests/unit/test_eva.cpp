@@ -390,3 +390,78 @@ TEST(InitializeLoraEvaWeights, StopsAtTheEndOfTheDataWhenNotCycling) {
   for (auto& [key, layer] : pm.lora_layers()) total += layer->settings("default").r;
   EXPECT_EQ(total, 6);  // the budget is spread in full
 }
+
+TEST(InitializeLoraEvaWeights, LeavesLabelMaskedPositionsOut) {
+  Calibration data;
+  Net net;
+  auto pm = peft::get_peft_model(net, eva_config());
+  const torch::Tensor junk_dir = torch::ones({8}) / std::sqrt(8.0);
+  peft::initialize_lora_eva_weights(pm, [&](peft::EvaBatch& b) {
+    if (b.index >= static_cast<std::int64_t>(data.x.size())) return false;
+    torch::Tensor x = data.x[b.index].clone();
+    x.select(1, 0).copy_(100.0 * torch::randn({4, 1}) * junk_dir);
+    b.labels = torch::full({4, 8}, 3, torch::kLong);
+    b.labels.select(1, 0).fill_(-100);  // eva_config.label_mask_value
+    net->forward(x, data.x2[b.index]);
+    return true;
+  });
+  EXPECT_LT(span_residual(net->a->lora_A("default")->weight, data.W), 1e-4);
+}
+
+TEST(GetEvaStateDict, ComputesRowsWithoutChangingTheModelAndWhitensOnRequest) {
+  Calibration data;
+  Net plain_net, white_net;
+  auto plain = peft::get_peft_model(plain_net, eva_config());
+  auto white_cfg = eva_config();
+  white_cfg.eva_config->whiten = true;
+  auto white = peft::get_peft_model(white_net, white_cfg);
+  const torch::Tensor A_before = plain_net->a->lora_A("default")->weight.clone();
+
+  const auto rows = peft::get_eva_state_dict(plain, data.feed(plain_net));
+  const auto whitened = peft::get_eva_state_dict(white, data.feed(white_net));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].first, "a");
+  EXPECT_EQ(rows[1].first, "b");
+  EXPECT_EQ(rows[2].first, "c");
+  EXPECT_EQ(rows[0].second.size(0) + rows[1].second.size(0) + rows[2].second.size(0), 6);  // the budget
+  EXPECT_TRUE(torch::equal(plain_net->a->lora_A("default")->weight, A_before));          // model untouched
+  EXPECT_EQ(plain_net->a->settings("default").r, 2);
+
+  // Whitening divides row i by sqrt(S_i): same directions, norms growing as S falls (once, also
+  // for b, which shares a's PCA).
+  for (std::size_t k = 0; k < 2; ++k) {
+    const torch::Tensor& u = rows[k].second;
+    const torch::Tensor& w = whitened[k].second;
+    ASSERT_EQ(u.sizes(), w.sizes());
+    const torch::Tensor norms = w.norm(2, {1});
+    EXPECT_LT(row_mismatch(w / norms.unsqueeze(1), u), 1e-9);
+    for (std::int64_t i = 1; i < norms.size(0); ++i) EXPECT_GT(norms[i].item<double>(), norms[i - 1].item<double>());
+  }
+  EXPECT_TRUE(torch::allclose(whitened[1].second, whitened[0].second.slice(0, 0, whitened[1].second.size(0))));
+}
+
+TEST(InitializeLoraEvaWeights, CudaModelGivesTheCpuSubspaces) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  Calibration data;
+  Net cpu_net, gpu_net;
+  gpu_net->to(torch::kCUDA);
+  auto cpu = peft::get_peft_model(cpu_net, eva_config());
+  auto gpu = peft::get_peft_model(gpu_net, eva_config());
+  peft::initialize_lora_eva_weights(cpu, data.feed(cpu_net));
+  torch::manual_seed(3);
+  const torch::Tensor draw = torch::rand({2}, torch::kCUDA).cpu();
+  torch::manual_seed(3);
+  peft::initialize_lora_eva_weights(gpu, [&](peft::EvaBatch& b) {
+    if (b.index >= static_cast<std::int64_t>(data.x.size())) return false;
+    gpu_net->forward(data.x[b.index].cuda(), data.x2[b.index].cuda());
+    return true;
+  });
+  EXPECT_TRUE(torch::equal(torch::rand({2}, torch::kCUDA).cpu(), draw));  // the CUDA stream did not move
+  for (auto* name : {"a", "b", "c"}) {
+    auto& l_cpu = *std::dynamic_pointer_cast<peft::LoraLayer>(cpu_net->named_children()[name]);
+    auto& l_gpu = *std::dynamic_pointer_cast<peft::LoraLayer>(gpu_net->named_children()[name]);
+    ASSERT_EQ(l_cpu.settings("default").r, l_gpu.settings("default").r) << name;
+    EXPECT_LT(row_mismatch(l_gpu.lora_A("default")->weight.cpu(), l_cpu.lora_A("default")->weight), 1e-4) << name;
+    EXPECT_TRUE(l_gpu.lora_A("default")->weight.is_cuda());
+  }
+}
