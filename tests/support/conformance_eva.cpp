@@ -82,7 +82,8 @@ void run_eva_and_check(peft::LoraModel& pm, const std::function<torch::Tensor(co
     const double principal = (1.0 - torch::linalg_svdvals(M)).abs().max().item<double>();
     if (report)
       std::cerr << "eva " << key << " rank " << A.size(0) << ": max|1-|diag||=" << diag << " max|offdiag|=" << off
-                << " max|1-sigma|=" << principal << "\n";
+                << " max|1-sigma|=" << principal << " max|A - sign*A_ref|="
+                << (A - M.diagonal().sign().unsqueeze(1) * R).abs().max().item<double>() << "\n";
     if (!(diag <= 1e-4 && off <= 1e-4))
       fail("init." + key + ".lora_A: rows are not PEFT's principal directions up to sign (max |1-|M_ii|| = " +
            std::to_string(diag) + ", max |M_ij| = " + std::to_string(off) + ")");
