@@ -97,6 +97,16 @@ class LoraModel {
     return targeted_.at(name);
   }
 
+  /// After an init that re-creates layers (EVA's rank redistribution): adapter `name` now has
+  /// `config` (as it will be saved) and lives in the layers `targeted`; activation and
+  /// trainability are re-applied to the re-created adapters.
+  void reconfigure_adapter(const std::string& name, LoraConfig config, std::vector<std::string> targeted) {
+    peft_config(name);
+    configs_[name] = std::move(config);
+    targeted_[name] = std::move(targeted);
+    refresh_trainable();
+  }
+
   /// Remove an adapter everywhere (it must not be merged).
   void delete_adapter(const std::string& name) {
     peft_config(name);

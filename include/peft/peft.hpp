@@ -4,6 +4,8 @@
 #include "peft/config.hpp"
 #include "peft/error.hpp"
 #include "peft/functional.hpp"
+#include "peft/init/eva.hpp"
+#include "peft/init/incremental_pca.hpp"
 #include "peft/injection.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/io/checkpoint.hpp"

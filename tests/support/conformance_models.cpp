@@ -19,6 +19,7 @@
 #include "peft/warnings.hpp"
 #include "support/catalogue_models.hpp"
 #include "support/conformance.hpp"
+#include "support/conformance_eva.hpp"
 #include "support/fixtures.hpp"
 
 namespace peft_test {
@@ -70,7 +71,8 @@ bool supported_config(const peft::LoraConfig& c, std::string* why) {
     case peft::InitMethod::Default:
     case peft::InitMethod::Random:
     case peft::InitMethod::Gaussian:
-    case peft::InitMethod::Orthogonal: return true;
+    case peft::InitMethod::Orthogonal:
+    case peft::InitMethod::Eva: return true;
     default: return (*why = "init_lora_weights=" + c.init_lora_weights.describe() + " is not built yet"), false;
   }
 }
@@ -217,6 +219,9 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
       const std::string name = get(a, "name").as_string();
       if (!pm) pm = std::make_unique<peft::LoraModel>(model.module, cfg, name);
       else pm->add_adapter(name, cfg);
+      // EVA (PEFT: get_peft_model, then initialize_lora_eva_weights) before the layer checks.
+      if (cfg.init_method() == peft::InitMethod::Eva)
+        run_eva_and_check(*pm, model.forward, dir, saved[&a - &adapters.front()], expected);
       auto ours = pm->targeted_module_names(name);
       std::sort(ours.begin(), ours.end());
       if (ours != strings(get(get(c, "targeted_modules"), name.c_str())))

@@ -157,7 +157,8 @@ inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const 
     case InitMethod::Default:
     case InitMethod::Random:
     case InitMethod::Gaussian:
-    case InitMethod::Orthogonal: break;
+    case InitMethod::Orthogonal:
+    case InitMethod::Eva: break;  // created with B = 0 like PEFT, then A and B come from the file
     default:
       cfg.init_lora_weights = true;  // eva/loftq/...: the file holds the trained A and B
   }

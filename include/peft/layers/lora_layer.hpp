@@ -117,6 +117,10 @@ class LoraLayer : public torch::nn::Module {
           B->weight.copy_(torch::matmul(torch::randn({h, out_features()}).t(), q_even) / 10.0);
           break;
         }
+        case InitMethod::Eva:  // A keeps the constructor's values until EVA installs the PCA rows
+          B->weight.zero_();
+          if (s.lora_bias) B->bias.zero_();
+          break;
         default: break;  // Random: keep the constructors' values
       }
     }
@@ -156,7 +160,8 @@ class LoraLayer : public torch::nn::Module {
       case InitMethod::Default:
       case InitMethod::Random:
       case InitMethod::Gaussian:
-      case InitMethod::Orthogonal: return;
+      case InitMethod::Orthogonal:
+      case InitMethod::Eva: return;
       default:
         throw ConfigError("init_lora_weights", "",
                           "this initialisation is not implemented in peft-cpp yet",
