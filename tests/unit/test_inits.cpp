@@ -395,3 +395,59 @@ TEST(Loftq, RunsThroughGetPeftModelAndReplacesTheBaseByItsQuantisedForm) {
   EXPECT_FALSE(torch::equal(net->lin0->weight, w0));
   EXPECT_LT((net->lin0->weight - w0).abs().max().item<float>(), 0.05f);  // 8-bit levels
 }
+
+TEST(InitLoading, PissaNiterAsSavedReproducesTheResidualWithTheSameSeed) {
+  const auto dir = peft_test::scratch_dir("inits_niter");
+  torch::manual_seed(8);
+  Net original;
+  auto x = torch::randn({2, 6});
+  auto copy_of_original = [&] {
+    Net n;
+    torch::NoGradGuard g;
+    for (auto& p : n->named_parameters()) p.value().copy_(original->named_parameters()[p.key()]);
+    return n;
+  };
+  peft::ScopedWarningCapture quiet;
+  Net net = copy_of_original();
+  torch::manual_seed(9);
+  auto pm = peft::get_peft_model(net, config("pissa_niter_1"));
+  peft_test::randomise_lora_B(pm);
+  const auto trained = net->forward(x);
+  peft::save_pretrained(pm, dir);
+  Net n = copy_of_original();
+  peft::LoadOptions o;
+  o.base_rewrite = peft::BaseRewriteLoad::AsSaved;
+  torch::manual_seed(9);
+  auto lm = peft::from_pretrained(n.ptr(), dir, "default", o);
+  EXPECT_TRUE(torch::allclose(n->lin0->weight, net->lin0->weight, 0.0, 1e-6));
+  EXPECT_TRUE(close(n->forward(x), trained));
+}
+
+TEST(InitConversion, RsloraWithPatternsIsRejectedBeforeAnyFileIsWritten) {
+  const auto dir = peft_test::scratch_dir("inits_conv_reject");
+  Net net;
+  auto c = config("pissa");
+  c.use_rslora = true;
+  c.rank_pattern.set("lin1", 1);
+  peft::ScopedWarningCapture quiet;
+  auto pm = peft::get_peft_model(net, c);
+  peft::save_pretrained(pm, dir / "initial");
+  peft::SaveOptions so;
+  so.path_initial_model_for_weight_conversion = dir / "initial";
+  EXPECT_THROW(peft::save_pretrained(pm, dir / "out", {}, so), peft::ConfigError);
+  EXPECT_FALSE(fs::exists(dir / "out" / peft::kAdapterWeightsFile));
+}
+
+TEST(Corda, ATargetThatSawNoInputAttachesNothingAndRemovesTheObservers) {
+  Net net;
+  peft::ScopedWarningCapture quiet;
+  // run_model that only reaches lin0: lin1 gets no covariance.
+  EXPECT_THROW(peft::preprocess_corda(net.ptr(), config("corda"), [&] { net->lin0->forward(torch::randn({3, 6})); }),
+               peft::Error);
+  EXPECT_FALSE(net->lin0->corda_eigens().has_value());
+  EXPECT_FALSE(net->lin1->corda_eigens().has_value());
+  // No observer left behind: an exception in run_model would otherwise recur here.
+  EXPECT_THROW(peft::preprocess_corda(net.ptr(), config("corda"), [&] { throw std::runtime_error("boom"); }),
+               std::runtime_error);
+  EXPECT_NO_THROW(net->forward(torch::zeros({1, 6})));  // all-zero input would throw inside an observer
+}
