@@ -119,7 +119,9 @@ void run_calibration(const fs::path& dir, CatalogueModel& model) {
 /// Phase A checks of an init that rewrites the base (fixtures README §4.2): delta and residual
 /// against PEFT's, residual + delta == original, and the factors up to sign.
 void check_base_rewrite_init(peft::LoraModel& pm, const peft::SafetensorsFile& expected,
-                             const peft::SafetensorsFile& base, const JsonValue& checks) {
+                             const peft::SafetensorsFile& base, const JsonValue& checks, double floor) {
+  // `floor`: a bf16 residual may round one ulp apart from PEFT's (same math, another fp32 sum order).
+  auto tol = [&](const char* key) { return std::max(atol_for(checks, key, 1e-4), floor); };
   // PEFT marks pissa_niter's init as RNG-dependent (exact: false), but svd_lowrank.hpp draws the
   // same randn as torch 1.13, so after the same manual_seed we compare it as strictly as the rest.
   for (auto& [key, layer] : pm.lora_layers()) {
@@ -129,14 +131,15 @@ void check_base_rewrite_init(peft::LoraModel& pm, const peft::SafetensorsFile& e
     const torch::Tensor* w0 = base.find(key + ".weight");
     if (!d || !w || !w0) throw Mismatch("expected.safetensors lacks init tensors of " + key);
     const torch::Tensor ours_d = layer->delta_weight("default");
-    expect_close("residual + delta of " + key, layer->base_weight().to(torch::kFloat32) + ours_d, *w0, 1e-4);
-    expect_close("init." + key + ".delta", ours_d, *d, atol_for(checks, "init.<module>.delta", 1e-4));
-    expect_close("init." + key + ".base_weight", layer->base_weight(), *w, atol_for(checks, "init.<module>.base_weight", 1e-4));
+    expect_close("residual + delta of " + key, layer->base_weight().to(torch::kFloat32) + ours_d, *w0,
+                 std::max(1e-4, floor));
+    expect_close("init." + key + ".delta", ours_d, *d, tol("init.<module>.delta"));
+    expect_close("init." + key + ".base_weight", layer->base_weight(), *w, tol("init.<module>.base_weight"));
     const torch::Tensor* a = expected.find("init." + key + ".lora_A");
     const torch::Tensor* b = expected.find("init." + key + ".lora_B");
     if (a && b)
       expect_close_up_to_sign("init." + key, layer->lora_A("default")->weight, layer->lora_B("default")->weight, *a, *b,
-                              1e-4);
+                              tol("init.<module>.lora_A / lora_B"));
   }
 }
 
@@ -194,6 +197,12 @@ std::string check_base_rewrite_recipes(const fs::path& dir, const JsonValue& c, 
     peft::LoadOptions o;
     o.base_rewrite = recipe == Recipe::Residual ? peft::BaseRewriteLoad::ResidualBase : peft::BaseRewriteLoad::AsSaved;
     const fs::path adir = dir / (recipe == Recipe::Converted ? "adapter_converted" : "adapter");
+    // Further adapters of the case (each from its own dir, same load choice) after `default`.
+    auto load_others = [&] {
+      for (const auto& a : get(c, "adapters").as_array())
+        if (get(a, "name").as_string() != "default")
+          peft::load_adapter(pm, dir / get(a, "dir").as_string(), get(a, "name").as_string(), o);
+    };
     if (recipe == Recipe::AsSaved) {
       torch::manual_seed(static_cast<std::uint64_t>(get(get(c, "seeds"), "rng").as_int()));  // pissa_niter
       const JsonValue& as = get(get(c, "reload"), "as_saved");
@@ -211,7 +220,9 @@ std::string check_base_rewrite_recipes(const fs::path& dir, const JsonValue& c, 
       }
     }
     peft::load_adapter(pm, adir, "default", o);
-    pm.set_adapter("default");
+    load_others();
+    const auto active = strings(get(c, "active_adapters"));
+    pm.set_adapter(active);
     if (recipe != Recipe::Converted) {
       // What we save is what PEFT saved (the residual recipe's config says init true, as PEFT's does).
       fs::remove_all(scratch / "resave");
@@ -231,13 +242,22 @@ std::string check_base_rewrite_recipes(const fs::path& dir, const JsonValue& c, 
       peft::SaveOptions so;
       so.path_initial_model_for_weight_conversion = scratch / "initial";
       fs::remove_all(scratch / "converted");
-      peft::save_pretrained(pm, scratch / "converted", {}, so);
+      peft::save_pretrained(pm, scratch / "converted", {"default"}, so);
       expect_same_adapter("converted on save", scratch / "converted", dir / "adapter_converted",
                           atol_for(checks, "out_adapter", atol), true);
       if (!peft::load_adapter_config(scratch / "converted").init_lora_weights.as_bool())
         throw Mismatch("converted on save: init_lora_weights is not true");
     }
     expect_close(tag + ": out_adapter", model.forward(input), want("out_adapter"), atol_for(checks, "out_adapter", atol));
+    for (const auto& [key, t] : expected.tensors) {
+      if (key.rfind("out_adapter.", 0) != 0) continue;
+      std::vector<std::string> names;
+      std::stringstream ss(key.substr(12));
+      for (std::string n; std::getline(ss, n, '+');) names.push_back(n);
+      pm.set_adapter(names);
+      expect_close(tag + ": " + key, model.forward(input), t, atol_for(checks, "out_adapter", atol));
+    }
+    pm.set_adapter(active);
     {
       auto off = pm.disable_adapter();
       const char* key = recipe == Recipe::Converted ? "out_base" : "out_disabled";
@@ -338,7 +358,7 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
         if (const auto* b = expected.find("rng_init." + key + ".lora_B"))
           expect_close("rng_init." + key + ".lora_B", layer->lora_B("default")->weight, *b, 1e-6);
       }
-      if (rewrites) check_base_rewrite_init(*pm, expected, base_file, checks);
+      if (rewrites) check_base_rewrite_init(*pm, expected, base_file, checks, bf16 ? 3e-2 : 0.0);
       pm->unload();
     }
   }

@@ -451,3 +451,46 @@ TEST(Corda, ATargetThatSawNoInputAttachesNothingAndRemovesTheObservers) {
                std::runtime_error);
   EXPECT_NO_THROW(net->forward(torch::zeros({1, 6})));  // all-zero input would throw inside an observer
 }
+
+namespace {
+struct GptNetImpl : torch::nn::Module {
+  GptNetImpl() : c_fc(register_module("c_fc", peft::Conv1D(7, 5))) {}  // weight [in=5, out=7]
+  torch::Tensor forward(const torch::Tensor& x) { return c_fc(x); }
+  peft::Conv1D c_fc;
+};
+TORCH_MODULE(GptNet);
+}  // namespace
+
+TEST(BaseRewriteInits, PissaOnAConv1DWorksInItsStoredLayoutWhileOloraAndCordaAreRefused) {
+  torch::manual_seed(10);
+  GptNet net;
+  auto x = torch::randn({2, 5});
+  auto before = net->forward(x);
+  auto w0 = net->c_fc->weight.clone();
+  peft::ScopedWarningCapture quiet;
+  for (const std::string init : {"olora", "corda"}) {
+    auto c = config(init);
+    c.target_modules = peft::ModuleSpec({"c_fc"});
+    EXPECT_THROW(peft::get_peft_model(net, c), peft::ConfigError) << init;
+    EXPECT_TRUE(torch::equal(net->c_fc->weight, w0)) << init;
+  }
+  auto c = config("pissa");
+  c.target_modules = peft::ModuleSpec({"c_fc"});
+  auto pm = peft::get_peft_model(net, c);
+  EXPECT_EQ(net->c_fc->lora_A("default")->weight.sizes(), (std::vector<int64_t>{2, 5}));
+  EXPECT_TRUE(close(net->forward(x), before));
+  EXPECT_TRUE(close(net->c_fc->weight + net->c_fc->delta_weight("default"), w0));
+}
+
+TEST(BaseRewriteInits, ABf16BaseGetsABf16ResidualAndFp32Adapters) {
+  torch::manual_seed(11);
+  Net net;
+  net->to(torch::kBFloat16);
+  auto x = torch::randn({2, 6}).to(torch::kBFloat16);
+  auto before = net->forward(x);
+  peft::ScopedWarningCapture quiet;
+  auto pm = peft::get_peft_model(net, config("pissa"));
+  EXPECT_EQ(net->lin0->weight.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(net->lin0->lora_A("default")->weight.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(close(net->forward(x), before, 3e-2));
+}
