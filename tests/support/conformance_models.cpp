@@ -171,7 +171,9 @@ void expect_same_adapter(const std::string& what, const fs::path& ours, const fs
 /// three recipes (as saved, residual base, converted), each on a fresh model, plus our own
 /// save-time conversion compared with adapter_converted/.
 std::string check_base_rewrite_recipes(const fs::path& dir, const JsonValue& c, const peft::SafetensorsFile& base_file,
-                                       const peft::SafetensorsFile& expected, const torch::Tensor& input) {
+                                       const peft::SafetensorsFile& expected, const torch::Tensor& input,
+                                       const std::string& resave_dir) {
+  bool resaved = false;  // --resave: the first recipe that loads `adapter/` writes it back
   const JsonValue& checks = get(c, "checks");
   const bool bf16 = get(c, "dtype").is_string() && get(c, "dtype").as_string() == "bfloat16";
   const double atol = bf16 ? 3e-2 : 1e-5;
@@ -228,6 +230,12 @@ std::string check_base_rewrite_recipes(const fs::path& dir, const JsonValue& c, 
       fs::remove_all(scratch / "resave");
       peft::save_pretrained(pm, scratch / "resave");
       expect_same_adapter(tag + " re-saved", scratch / "resave", adir, 0.0, recipe == Recipe::Residual);
+      if (!resave_dir.empty() && !resaved) {
+        const fs::path out = fs::path(resave_dir) / dir.filename().string();
+        fs::remove_all(out);
+        peft::save_pretrained(pm, out);
+        resaved = true;
+      }
     }
     if (recipe == Recipe::Residual) {
       // Our save-time conversion against PEFT's, with PEFT's initial factors as the initial adapter.
@@ -362,7 +370,7 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
       pm->unload();
     }
   }
-  if (rewrites) return check_base_rewrite_recipes(dir, c, base_file, expected, input);
+  if (rewrites) return check_base_rewrite_recipes(dir, c, base_file, expected, input, resave_dir);
 
   // Phase B: the adapters PEFT saved, loaded into the base model with peft::load_adapter.
   peft::LoraModel loaded(model.module, peft::LoraModelOptions{});
