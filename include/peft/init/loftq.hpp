@@ -56,7 +56,7 @@ inline double normal_ppf(double p) {
         (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
   }
   const double e = 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
-  const double u = e * std::sqrt(2 * M_PI) * std::exp(x * x / 2);
+  const double u = e * std::sqrt(2 * std::acos(-1.0)) * std::exp(x * x / 2);
   return x - u / (1 + x * u / 2);
 }
 }  // namespace detail
