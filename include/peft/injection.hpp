@@ -101,7 +101,25 @@ inline AdapterSettings adapter_settings(const PlannedLayer& layer, const LoraCon
   s.use_dora = config.use_dora;
   s.init = config.init_method();
   s.pissa_niter = config.pissa_niter();
+  if (config.loftq_config) {
+    s.loftq_bits = config.loftq_config->loftq_bits;
+    s.loftq_iter = config.loftq_config->loftq_iter;
+  }
   return s;
+}
+
+/// The per-layer checks of inits that rewrite the base (dtype, layout, rank, CorDA eigens), so a
+/// failing layer stops the injection before any layer changed.
+inline void check_init_target(const AdapterSettings& s, const torch::nn::Module& module, const std::string& key) {
+  if (!rewrites_base_weight(s.init)) return;
+  if (const auto* l = dynamic_cast<const LoraLayer*>(&module)) {
+    auto* layer = const_cast<LoraLayer*>(l);
+    check_base_rewrite(s.init, layer->base_weight(), s.r, s.pissa_niter, layer->fan_in_fan_out(),
+                       layer->corda_eigens() ? &*layer->corda_eigens() : nullptr, key, s.loftq_bits, s.loftq_iter);
+  } else if (const auto* stock = dynamic_cast<const torch::nn::LinearImpl*>(&module)) {
+    // A stock Linear cannot carry eigens (preprocess_corda observes peft::Linear layers only).
+    check_base_rewrite(s.init, stock->weight, s.r, s.pissa_niter, false, nullptr, key, s.loftq_bits, s.loftq_iter);
+  }
 }
 
 struct InjectionResult {
@@ -121,8 +139,10 @@ inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& 
     ModuleTree tree(root);
     out.plan = plan_targets(config, tree.infos, options);
     for (const auto& layer : out.plan.layers) {
-      LoraLayer::check_supported(adapter_settings(layer, out.plan.config));
+      const AdapterSettings settings = adapter_settings(layer, out.plan.config);
+      LoraLayer::check_supported(settings);
       auto module = tree.find(layer.key);
+      check_init_target(settings, *module, layer.key);
       if (auto* existing = dynamic_cast<LoraLayer*>(module.get())) {
         if (existing->has_adapter(adapter_name))
           throw ConfigError("adapter_name", "\"" + adapter_name + "\"",

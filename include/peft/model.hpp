@@ -45,6 +45,7 @@ class LoraModel {
       : model_(std::move(model)), options_(std::move(options)) {}
 
   torch::nn::Module& model() { return *model_; }
+  const LoraModelOptions& options() const { return options_; }
   const std::shared_ptr<torch::nn::Module>& model_ptr() const { return model_; }
 
   // ---- adapters ----
@@ -62,6 +63,11 @@ class LoraModel {
                               "` already has bias=" + to_string(c.bias),
                           "set bias=\"none\" for all but one adapter");
     const auto copies = modules_to_save_targets(config);
+    {
+      std::vector<InitLoraWeights> inits{config.init_lora_weights};
+      for (const auto& [other, c] : configs_) inits.push_back(c.init_lora_weights);
+      warn_base_rewrite_with_other_adapters(inits);
+    }
     InjectionResult r = inject_adapter(model_, config, name, options_.plan);
     for (auto& layer : copies) layer->add_trainable_copy(name);
     configs_[name] = r.plan.config;

@@ -15,12 +15,16 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "peft/error.hpp"
+#include "peft/init/base_rewrite.hpp"
 #include "peft/io/config_json.hpp"
+#include "peft/io/init_conversion.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/model.hpp"
 
@@ -111,6 +115,10 @@ struct SaveOptions {
   /// class name; C++ has none that Python could import, so this is informational).
   std::string base_model_class = "peft_cpp_model";
   std::string parent_library = "peft_cpp";
+  /// PEFT's path_initial_model_for_weight_conversion: a directory with the adapter as saved right
+  /// after creation (PiSSA/OLoRA/CorDA). When set, every saved adapter is converted to a plain
+  /// LoRA for the original base (io/init_conversion.hpp: rank 2r, alpha 2 alpha, init true).
+  std::filesystem::path path_initial_model_for_weight_conversion;
 };
 
 /// Write adapters (default: all) like PeftModel.save_pretrained: `default` into `dir`, every other
@@ -118,6 +126,11 @@ struct SaveOptions {
 inline void save_pretrained(const LoraModel& pm, const std::filesystem::path& dir,
                             std::vector<std::string> names = {}, const SaveOptions& options = {}) {
   if (names.empty()) names = pm.adapter_names();
+  // Everything is computed (and the conversion validated) before the first file is written.
+  std::vector<std::tuple<std::filesystem::path, LoraConfig, std::vector<std::pair<std::string, torch::Tensor>>>> todo;
+  const auto& initial_dir = options.path_initial_model_for_weight_conversion;
+  std::optional<SafetensorsFile> initial;
+  if (!initial_dir.empty()) initial = load_safetensors(initial_dir / kAdapterWeightsFile);
   for (const auto& name : names) {
     LoraConfig cfg = pm.peft_config(name);
     cfg.inference_mode = true;
@@ -127,33 +140,86 @@ inline void save_pretrained(const LoraModel& pm, const std::filesystem::path& di
       mapping.set("parent_library", options.parent_library);
       cfg.auto_mapping = mapping;
     }
-    const auto out = name == "default" ? dir : dir / name;
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
     for (const auto& [key, t] : get_peft_model_state_dict(pm, name)) tensors.emplace_back(key, t.detach());
+    if (initial) {
+      cfg = converted_lora_config(cfg);
+      tensors = convert_mutated_to_lora(tensors, *initial, (initial_dir / kAdapterWeightsFile).string());
+    }
+    todo.emplace_back(name == "default" ? dir : dir / name, std::move(cfg), std::move(tensors));
+  }
+  for (const auto& [out, cfg, tensors] : todo) {
     save_safetensors(out / kAdapterWeightsFile, tensors, {{"format", "pt"}});
     save_adapter_config(cfg, out);
   }
 }
 
+/// How load_adapter treats an adapter whose init rewrote the base weights (pissa,
+/// pissa_niter_N, olora, corda): its A and B were trained on the *residual* base.
+enum class BaseRewriteLoad {
+  /// Default: ConfigError asking the caller to choose one of the two below, because either one
+  /// silently gives wrong outputs when used on the wrong base weights.
+  Refuse,
+  /// PEFT's behaviour: the model holds the *original* base; the init is re-run (rewriting every
+  /// targeted base weight to the residual), then A and B are overwritten from the file.
+  /// Deterministic for pissa/olora; pissa_niter_N needs the same torch::manual_seed (and RNG
+  /// stream) as when the adapter was created; corda needs preprocess_corda first.
+  AsSaved,
+  /// The model already holds the residual base (e.g. saved after creating the adapter):
+  /// the adapter is created with init_lora_weights = true (PEFT's recommended recipe), so the
+  /// base is left alone; the config then says true, like PEFT's after that recipe.
+  ResidualBase,
+};
+
+struct LoadOptions {
+  bool is_trainable = false;  ///< loaded adapters are frozen unless true
+  BaseRewriteLoad base_rewrite = BaseRewriteLoad::Refuse;
+};
+
 /// Load adapter `name` from a PEFT adapter directory into `pm` (PEFT's load_adapter). The config
 /// and every tensor are checked against the model (strict: missing and unexpected keys are
-/// errors, listed by name); on error the model is left as it was. Loaded adapters are
-/// frozen unless `is_trainable`. Inits that rewrite the base (pissa, olora, corda) are refused:
-/// their saved form needs the residual base, see the README.
+/// errors, listed by name); on error the model is left as it was (base weights rewritten by an
+/// AsSaved init are restored). Adapters whose init rewrote the base (pissa, pissa_niter_N,
+/// olora, corda) need an explicit `options.base_rewrite` (BaseRewriteLoad; README "Inits that
+/// rewrite the base"); an adapter saved converted (init true) needs nothing.
 inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const std::string& name,
-                         bool is_trainable = false) {
+                         const LoadOptions& options) {
   LoraConfig cfg = load_adapter_config(dir);
-  cfg.inference_mode = !is_trainable;
+  cfg.inference_mode = !options.is_trainable;
+  // AsSaved: the targeted base weights (and CorDA eigens) as they were, to restore on failure.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_weights;
+  std::vector<std::pair<LoraLayer*, std::optional<CordaEigens>>> saved_eigens;
   switch (cfg.init_method()) {
     case InitMethod::Pissa:
     case InitMethod::PissaNiter:
     case InitMethod::Olora:
     case InitMethod::Corda:
-      throw ConfigError("init_lora_weights", "\"" + cfg.init_lora_weights.name() + "\"",
-                        "this adapter was trained on a base rewritten by its init; loading it onto the "
-                        "original weights would be wrong",
-                        "load the base with the saved residual weights and set init_lora_weights=true, "
-                        "or save the adapter converted to plain LoRA");
+      if (options.base_rewrite == BaseRewriteLoad::Refuse)
+        throw ConfigError("init_lora_weights", "\"" + cfg.init_lora_weights.name() + "\"",
+                          "this adapter was trained on a base rewritten by its init; peft-cpp does not guess "
+                          "whether the model holds the original or the residual weights",
+                          "pass LoadOptions{.base_rewrite = BaseRewriteLoad::AsSaved} for the original base "
+                          "(PEFT's behaviour: the init is re-run) or BaseRewriteLoad::ResidualBase when the model "
+                          "already holds the residual weights; or save the adapter converted to plain LoRA");
+      if (options.base_rewrite == BaseRewriteLoad::ResidualBase) {
+        cfg.init_lora_weights = true;
+      } else {
+        LoraConfig planned = cfg;
+        ScopedWarningCapture quiet;  // add_adapter below validates (and warns) for real
+        planned.validate();
+        ModuleTree tree(pm.model_ptr());
+        torch::NoGradGuard no_grad;
+        for (const auto& l : plan_targets(planned, tree.infos, pm.options().plan).layers) {
+          auto module = tree.find(l.key);
+          if (auto* layer = dynamic_cast<LoraLayer*>(module.get())) {
+            saved_weights.emplace_back(layer->base_weight(), layer->base_weight().clone());
+            saved_eigens.emplace_back(layer, layer->corda_eigens());
+          } else if (auto* stock = dynamic_cast<torch::nn::LinearImpl*>(module.get())) {
+            saved_weights.emplace_back(stock->weight, stock->weight.clone());
+          }
+        }
+      }
+      break;
     case InitMethod::Default:
     case InitMethod::Random:
     case InitMethod::Gaussian:
@@ -203,11 +269,22 @@ inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const 
     }
   } catch (...) {
     pm.delete_adapter(name);
+    torch::NoGradGuard no_grad;
+    for (auto& [w, copy] : saved_weights) w.copy_(copy);
+    for (auto& [layer, e] : saved_eigens) layer->set_corda_eigens(e);
     throw;
   }
   torch::NoGradGuard no_grad;
   for (const auto& [key, dst] : targets.entries)
     if (const torch::Tensor* src = file.find(key)) const_cast<torch::Tensor&>(dst).copy_(*src);
+}
+
+/// load_adapter with only `is_trainable` (base-rewriting inits are refused, see LoadOptions).
+inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const std::string& name,
+                         bool is_trainable = false) {
+  LoadOptions o;
+  o.is_trainable = is_trainable;
+  load_adapter(pm, dir, name, o);
 }
 
 /// PEFT's PeftModel.from_pretrained: a LoraModel over `model` with adapter `name` loaded from
@@ -217,6 +294,14 @@ inline LoraModel from_pretrained(std::shared_ptr<torch::nn::Module> model, const
                                  LoraModelOptions options = {}) {
   LoraModel pm(std::move(model), std::move(options));
   load_adapter(pm, dir, name, is_trainable);
+  pm.set_adapter(name);
+  return pm;
+}
+/// from_pretrained with LoadOptions (e.g. BaseRewriteLoad for PiSSA/OLoRA/CorDA adapters).
+inline LoraModel from_pretrained(std::shared_ptr<torch::nn::Module> model, const std::filesystem::path& dir,
+                                 const std::string& name, const LoadOptions& load, LoraModelOptions options = {}) {
+  LoraModel pm(std::move(model), std::move(options));
+  load_adapter(pm, dir, name, load);
   pm.set_adapter(name);
   return pm;
 }

@@ -22,12 +22,14 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "peft/config.hpp"
 #include "peft/error.hpp"
 #include "peft/functional.hpp"
+#include "peft/init/base_rewrite.hpp"
 #include "peft/patterns.hpp"
 #include "peft/variants/dora.hpp"
 #include "peft/warnings.hpp"
@@ -45,6 +47,8 @@ struct AdapterSettings {
   bool use_dora = false;
   InitMethod init = InitMethod::Default;
   std::int64_t pissa_niter = 0;  ///< N of init "pissa_niter_N" (0: exact SVD)
+  std::int64_t loftq_bits = 4;   ///< loftq_config.loftq_bits (init "loftq")
+  std::int64_t loftq_iter = 1;   ///< loftq_config.loftq_iter
 };
 
 namespace detail {
@@ -81,11 +85,16 @@ class LoraLayer : public torch::nn::Module {
   /// lora_B = Linear(r, out, bias=lora_bias) drawn from the global CPU generator in fp32, then the
   /// init, then cast to the base weight's device and (floating) dtype. The new adapter is inactive
   /// and frozen; call set_adapter to activate it.
+  /// pissa / pissa_niter_N / olora / corda / loftq replace the base weight by the residual (spec §6.1,
+  /// init/base_rewrite.hpp); corda consumes the eigens that preprocess_corda attached.
   void update_layer(const std::string& name, const AdapterSettings& s) {
     check_supported(s);
     if (has_adapter(name))
       throw ConfigError("adapter_name", "\"" + name + "\"", "this layer already has that adapter",
                         "delete it first or use another name");
+    if (rewrites_base_weight(s.init))  // before any change: dtype, layout, rank, eigens
+      check_base_rewrite(s.init, base_weight(), s.r, s.pissa_niter, fan_in_fan_out(),
+                         corda_eigens_ ? &*corda_eigens_ : nullptr, "", s.loftq_bits, s.loftq_iter);
     ensure_containers();
     std::shared_ptr<torch::nn::Module> dropout;
     if (s.lora_dropout > 0.0)
@@ -121,6 +130,19 @@ class LoraLayer : public torch::nn::Module {
           B->weight.zero_();
           if (s.lora_bias) B->bias.zero_();
           break;
+        case InitMethod::Pissa:
+        case InitMethod::PissaNiter:
+        case InitMethod::Olora:
+        case InitMethod::Corda:
+        case InitMethod::Loftq: {  // after the constructors' draws, like PEFT (pissa_niter draws next)
+          auto f = base_rewrite_init(s.init, base_weight(), s.r, s.scaling, s.pissa_niter, fan_in_fan_out(),
+                                     corda_eigens_ ? &*corda_eigens_ : nullptr, s.loftq_bits, s.loftq_iter);
+          A->weight.copy_(f.lora_A);
+          B->weight.copy_(f.lora_B);
+          base_weight().copy_(f.base_weight);  // in place: holders sharing the weight see the residual
+          if (s.init == InitMethod::Corda) corda_eigens_.reset();
+          break;
+        }
         default: break;  // Random: keep the constructors' values
       }
     }
@@ -162,10 +184,16 @@ class LoraLayer : public torch::nn::Module {
       case InitMethod::Gaussian:
       case InitMethod::Orthogonal:
       case InitMethod::Eva: return;
+      case InitMethod::Pissa:
+      case InitMethod::PissaNiter:
+      case InitMethod::Olora:
+      case InitMethod::Corda:
+      case InitMethod::Loftq: return;
       default:
         throw ConfigError("init_lora_weights", "",
                           "this initialisation is not implemented in peft-cpp yet",
-                          "use true, false, \"gaussian\" or \"orthogonal\"");
+                          "use true, false, \"gaussian\", \"orthogonal\", \"pissa\", \"pissa_niter_N\", "
+                          "\"olora\", \"corda\" or \"loftq\"");
     }
   }
 
@@ -263,6 +291,9 @@ class LoraLayer : public torch::nn::Module {
   /// Calibration hook (CorDA, EVA): while set, every forward first passes its input to `fn`
   /// (also with adapters disabled). Pass nullptr to remove it.
   void set_input_observer(std::function<void(const torch::Tensor&)> fn) { observer_ = std::move(fn); }
+  /// CorDA eigens (PEFT's `module.eigens`): set by preprocess_corda, consumed by a "corda" update_layer.
+  void set_corda_eigens(std::optional<CordaEigens> e) { corda_eigens_ = std::move(e); }
+  const std::optional<CordaEigens>& corda_eigens() const { return corda_eigens_; }
 
   // ---- forward ----
   /// The layer's forward (the concrete layers' forward() calls this).
@@ -664,6 +695,7 @@ class LoraLayer : public torch::nn::Module {
   bool disabled_ = false;
   std::vector<std::string> batch_adapters_;
   std::function<void(const torch::Tensor&)> observer_;
+  std::optional<CordaEigens> corda_eigens_;
   torch::nn::ModuleDict modules_to_save_{nullptr};
   std::map<std::string, std::shared_ptr<LoraLayer>> copies_;
 };
