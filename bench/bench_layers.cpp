@@ -4,11 +4,15 @@
 //           LoRA layer inside a network must pass it on; the base weight is frozen)
 //   fwd   = inference forward (eval, no autograd)
 //   merge = merge + unmerge of one adapter
+//   paired_step = frozen, lora and the variant stepped in turn inside one benchmark; its counters
+//           x_frozen / x_lora are medians of per-iteration ratios (robust on a noisy machine)
 // The default run (scripts/bench.sh) filters to the 2048x2048 shapes; --benchmark_filter=. runs all.
 
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -103,6 +107,51 @@ void bench_merge(benchmark::State& st, Shape sh, std::int64_t r, Variant v, torc
   }
 }
 
+/// One training step of `layer` on x (forward, backward with gradient g), in milliseconds.
+double timed_step(peft::Linear& layer, torch::Tensor& x, const torch::Tensor& g, const torch::Device& dev) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto y = layer(x);
+  y.backward(g);
+  sync(dev);
+  const auto t1 = std::chrono::steady_clock::now();
+  clear_grads(*layer, x);
+  return std::chrono::duration<double, std::milli>(t1 - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+/// Paired training steps: every iteration runs the frozen baseline, plain LoRA and the variant
+/// once each, in a rotating order, so that slow drift and noisy neighbours hit all three alike.
+/// Counters: the median over iterations of the per-iteration ratios (x_frozen, x_lora).
+void bench_step_paired(benchmark::State& st, Shape sh, std::int64_t r, Variant v, torch::Device dev,
+                       torch::ScalarType dt) {
+  auto frozen = make_layer(sh, r, Variant::Frozen, dev, dt);
+  auto lora = make_layer(sh, r, Variant::Lora, dev, dt);
+  auto variant = make_layer(sh, r, v, dev, dt);
+  for (auto* l : {&frozen, &lora, &variant}) (*l)->train();
+  auto x = torch::randn({sh.tokens, sh.in}, torch::TensorOptions().device(dev).dtype(dt)).requires_grad_(true);
+  auto g = torch::randn({sh.tokens, sh.out}, torch::TensorOptions().device(dev).dtype(dt));
+  std::vector<double> vs_frozen, vs_lora;
+  int turn = 0;
+  for (auto _ : st) {
+    double t[3] = {0, 0, 0};
+    peft::Linear* layers[3] = {&frozen, &lora, &variant};
+    for (int k = 0; k < 3; ++k) {
+      const int i = (turn + k) % 3;
+      t[i] = timed_step(*layers[i], x, g, dev);
+    }
+    ++turn;
+    st.SetIterationTime(t[2] / 1000.0);
+    vs_frozen.push_back(t[2] / t[0]);
+    vs_lora.push_back(t[2] / t[1]);
+  }
+  st.counters["x_frozen"] = median(vs_frozen);
+  st.counters["x_lora"] = median(vs_lora);
+}
+
 std::string shape_name(const Shape& sh, std::int64_t r) {
   return std::to_string(sh.in) + "x" + std::to_string(sh.out) + "/t" + std::to_string(sh.tokens) + "/r" +
          std::to_string(r);
@@ -129,6 +178,11 @@ int register_all() {
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime()
               ->MinTime(1.0);
+          benchmark::RegisterBenchmark((where + "paired_step/" + group + variant_name(v)).c_str(), bench_step_paired,
+                                       sh, r, v, dev, dt)
+              ->Unit(benchmark::kMillisecond)
+              ->UseManualTime()
+              ->Iterations(sh.in * sh.out >= 4096 * 4096 ? 6 : 15);
           if (v == Variant::Lora || v == Variant::Dora)
             benchmark::RegisterBenchmark((where + "merge/" + group + variant_name(v)).c_str(), bench_merge, sh, r, v,
                                          dev, dt)

@@ -24,11 +24,21 @@ class RatioReporter : public benchmark::ConsoleReporter {
       if (cut == std::string::npos) continue;
       const std::string group = name.substr(0, cut), variant = name.substr(cut + 1);
       times_[group][variant] = r.GetAdjustedRealTime();
+      if (r.counters.count("x_frozen")) {
+        paired_[group][variant] = {r.counters.at("x_frozen").value, r.counters.at("x_lora").value};
+        continue;
+      }
       if (std::find(order_.begin(), order_.end(), group) == order_.end()) order_.push_back(group);
     }
   }
   void Finalize() override {
     ConsoleReporter::Finalize();
+    if (!paired_.empty()) {
+      std::printf("\nPaired steps (median of per-iteration ratios, same iterations):\n");
+      std::printf("%-40s %-16s %10s %10s\n", "group", "variant", "x frozen", "x lora");
+      for (const auto& [g, vs] : paired_)
+        for (const auto& [v, ratio] : vs) std::printf("%-40s %-16s %10.3f %10.3f\n", g.c_str(), v.c_str(), ratio.first, ratio.second);
+    }
     std::printf("\n%-34s %-16s %12s %10s %10s\n", "group", "variant", "time (ms)", "x frozen", "x lora");
     for (const auto& g : order_) {
       const auto& t = times_[g];
@@ -44,6 +54,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
  private:
   std::map<std::string, std::map<std::string, double>> times_;
+  std::map<std::string, std::map<std::string, std::pair<double, double>>> paired_;
   std::vector<std::string> order_;
 };
 
