@@ -10,6 +10,9 @@
 /// In-memory names are PEFT's: `lora_A.<adapter>.weight`, `lora_B.<adapter>.weight`
 /// (`.bias` with lora_bias), `lora_dropout.<adapter>`; the base keeps `weight`/`bias`, so a
 /// layer without adapters has exactly the parameters (and cost) of the plain layer.
+///
+/// The forward paths are defined in layers/lora_forward.hpp and merging in layers/lora_merge.hpp
+/// (both included at the end of this header).
 
 #include <torch/nn/module.h>
 #include <torch/nn/init.h>
@@ -297,212 +300,32 @@ class LoraLayer : public torch::nn::Module {
 
   // ---- forward ----
   /// The layer's forward (the concrete layers' forward() calls this).
-  torch::Tensor lora_forward(const torch::Tensor& x) {
-    if (observer_) observer_(x);
-    if (!batch_adapters_.empty()) return forward_mixed_batch(x, batch_adapters_);
-    if (!disabled_ && !copies_.empty())
-      for (const auto& name : active_) {
-        auto it = copies_.find(name);
-        if (it != copies_.end()) return it->second->base_forward(x);
-      }
-    if (disabled_) {
-      if (merged()) unmerge();
-      return base_forward(x);
-    }
-    if (merged()) return base_forward(x);
-    torch::Tensor result = base_forward(x);
-    const auto out_dtype = result.scalar_type();
-    torch::Tensor h = x;
-    for (const auto& name : active_) {
-      if (!has_adapter(name)) continue;
-      auto& A = lora_A(name);
-      auto& B = lora_B(name);
-      if (h.scalar_type() != A->weight.scalar_type()) h = h.to(A->weight.scalar_type());
-      const auto& s = settings_[name];
-      if (s.use_dora) {
-        result = dora_forward(name, result, h);
-        continue;
-      }
-      torch::Tensor in = s.lora_dropout > 0.0 ? dropout(name).forward(h) : h;
-      const auto low = torch::linear(in, A->weight);  // [..., r]
-      if (!B->bias.defined() && result.scalar_type() == low.scalar_type() && result.dim() >= 2) {
-        // result + s·(low @ Bᵀ) as one addmm: no [tokens, out] temporaries besides the output.
-        const auto out = result.size(-1);
-        result = torch::addmm(result.reshape({-1, out}), low.reshape({-1, s.r}), B->weight.t(), 1, s.scaling)
-                     .view(result.sizes());
-        continue;
-      }
-      // B's bias (lora_bias) is added before scaling, so it is scaled too.
-      result = result + torch::linear(low, B->weight, B->bias) * s.scaling;
-    }
-    return result.scalar_type() == out_dtype ? result : result.to(out_dtype);
-  }
+  torch::Tensor lora_forward(const torch::Tensor& x);
 
   /// Mixed-batch inference (spec §7.8): row i of x uses adapter adapter_names[i]
   /// ("__base__" = no adapter). Eval only; rounds each delta to the output dtype before adding.
-  torch::Tensor forward_mixed_batch(const torch::Tensor& x, const std::vector<std::string>& adapter_names) {
-    if (static_cast<std::int64_t>(adapter_names.size()) != x.size(0))
-      throw Error("mixed-batch forward: " + std::to_string(adapter_names.size()) +
-                  " adapter names for a batch of " + std::to_string(x.size(0)) +
-                  " (hint: give one name per row, \"__base__\" for none)");
-    if (merged())
-      throw Error("mixed-batch forward: cannot pass adapter names while adapters are merged "
-                  "(hint: call unmerge_adapter() first)");
-    for (const auto& n : adapter_names)
-      if (has_adapter(n) && settings_[n].use_dora)
-        throw Error("Cannot pass `adapter_names` when DoRA is enabled (adapter `" + n +
-                    "` uses DoRA; hint: run one forward per adapter instead)");
-    torch::Tensor result = base_forward(x);
-    if (disabled_) return result;
-    auto rows_of = [&](const std::string& name) {
-      std::vector<std::int64_t> rows;
-      for (std::size_t i = 0; i < adapter_names.size(); ++i)
-        if (adapter_names[i] == name) rows.push_back(static_cast<std::int64_t>(i));
-      return torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
-    };
-    std::vector<std::string> distinct;
-    for (const auto& n : adapter_names)
-      if (std::find(distinct.begin(), distinct.end(), n) == distinct.end()) distinct.push_back(n);
-    for (const auto& name : distinct) {
-      auto copy = copies_.find(name);
-      if (copy != copies_.end()) {  // modules_to_save rows run through that adapter's copy
-        auto idx = rows_of(name);
-        result = result.index_copy(0, idx, copy->second->base_forward(x.index_select(0, idx)));
-        continue;
-      }
-      if (name == "__base__" || !has_adapter(name)) continue;
-      auto idx = rows_of(name);
-      auto& A = lora_A(name);
-      auto& B = lora_B(name);
-      const auto& s = settings_[name];
-      torch::Tensor sub = x.index_select(0, idx).to(A->weight.scalar_type());
-      if (s.lora_dropout > 0.0) sub = dropout(name).forward(sub);
-      auto delta = torch::linear(torch::linear(sub, A->weight), B->weight, B->bias) * s.scaling;
-      result = result.index_add(0, idx, delta.to(result.scalar_type()));
-    }
-    return result;
-  }
+  torch::Tensor forward_mixed_batch(const torch::Tensor& x, const std::vector<std::string>& adapter_names);
 
   // ---- merging ----
   /// PEFT's get_delta_weight: transpose(B @ A, fan_in_fan_out) * scaling, in the adapter dtype
   /// (half adapters on the CPU are multiplied in fp32).
-  torch::Tensor delta_weight(const std::string& name) {
-    auto A = lora_A(name)->weight;
-    auto B = lora_B(name)->weight;
-    const auto dt = A.scalar_type();
-    const bool upcast = A.device().is_cpu() && (dt == torch::kHalf || dt == torch::kBFloat16);
-    if (upcast) {
-      A = A.to(torch::kFloat32);
-      B = B.to(torch::kFloat32);
-    }
-    auto d = lora_delta_weight(A, B, settings_[name].scaling, fan_in_fan_out());
-    return upcast ? d.to(dt) : d;
-  }
+  torch::Tensor delta_weight(const std::string& name);
 
   /// The base weight with adapter `name` merged into the current one (not written back), and for
   /// DoRA the weight norm unmerge needs: W + Δ, or (DoRA) f ⊙ (W + Δ) with
   /// f = m / ‖transpose(W + Δ, fifo)‖_row (spec §5.3).
-  std::pair<torch::Tensor, torch::Tensor> merged_weight(const std::string& name) {
-    torch::NoGradGuard no_grad;
-    const torch::Tensor& W = base_weight();
-    auto delta = delta_weight(name);
-    if (!settings_[name].use_dora) {
-      auto out = W.clone();
-      out += delta;
-      return {out, torch::Tensor()};
-    }
-    auto [f, norm] = dora_merge_factor(W, delta, lora_magnitude(name), fan_in_fan_out());
-    return {(f * (W + delta)).to(W.scalar_type()), norm};
-  }
+  std::pair<torch::Tensor, torch::Tensor> merged_weight(const std::string& name);
 
   /// Throws what merge(safe_merge, names) would throw, without changing anything: a lora_bias
   /// adapter on a layer without bias, and (safe_merge) a non-finite merged weight or bias.
-  void check_merge(bool safe_merge, const std::vector<std::string>& names) {
-    torch::NoGradGuard no_grad;
-    for (const auto& name : names) {
-      if (!has_adapter(name) ||
-          std::find(merged_.begin(), merged_.end(), name) != merged_.end())
-        continue;
-      const auto& s = settings_[name];
-      if (s.lora_bias && !base_bias().defined())
-        throw Error("Impossible to merge LoRA with `lora_bias=True` because the base layer has no bias");
-      if (!safe_merge) continue;
-      if (!torch::isfinite(merged_weight(name).first).all().item<bool>())
-        throw Error("NaNs detected in the merged weights. The adapter " + name +
-                    " seems to be broken (nothing was merged)");
-      if (s.lora_bias &&
-          !torch::isfinite(base_bias() + lora_B(name)->bias * s.scaling).all().item<bool>())
-        throw Error("NaNs detected in the merged bias. The adapter " + name + " seems to be broken");
-    }
-  }
+  void check_merge(bool safe_merge, const std::vector<std::string>& names);
 
   /// Fold adapters (default: the active ones) into the base weight. safe_merge checks the result
   /// for NaN/Inf before writing it (the base stays untouched on failure).
-  void merge(bool safe_merge = false, std::vector<std::string> names = {}) {
-    if (names.empty()) names = active_;
-    std::vector<std::string> todo;
-    for (const auto& n : names)
-      if (std::find(merged_.begin(), merged_.end(), n) == merged_.end()) todo.push_back(n);
-    if (todo.empty()) {
-      if (!names.empty()) warn("All adapters are already merged, nothing to do.");
-      return;
-    }
-    torch::NoGradGuard no_grad;
-    for (const auto& name : todo) {
-      if (!has_adapter(name)) continue;
-      const auto& s = settings_[name];
-      torch::Tensor& W = base_weight();
-      torch::Tensor& b = base_bias();
-      if (s.lora_bias && !b.defined())
-        throw Error("Impossible to merge LoRA with `lora_bias=True` because the base layer has no bias");
-      torch::Tensor bias_delta;
-      if (s.lora_bias) bias_delta = lora_B(name)->bias * s.scaling;
-      if (safe_merge || s.use_dora) {
-        auto [merged_w, norm] = merged_weight(name);
-        if (safe_merge && !torch::isfinite(merged_w).all().item<bool>())
-          throw Error("NaNs detected in the merged weights. The adapter " + name +
-                      " seems to be broken (nothing was merged)");
-        torch::Tensor merged_b;
-        if (s.lora_bias) {
-          merged_b = (b + bias_delta).to(W.scalar_type());
-          if (safe_merge && !torch::isfinite(merged_b).all().item<bool>())
-            throw Error("NaNs detected in the merged bias. The adapter " + name + " seems to be broken");
-        }
-        W.copy_(merged_w);
-        if (s.lora_bias) b.copy_(merged_b);
-        if (norm.defined()) dora_merge_norms_[name] = norm;  // unmerge cannot recompute it
-      } else {
-        W.add_(delta_weight(name));
-        if (s.lora_bias) b.add_(bias_delta);
-      }
-      merged_.push_back(name);
-    }
-  }
+  void merge(bool safe_merge = false, std::vector<std::string> names = {});
 
   /// Undo merge(), last merged first.
-  void unmerge() {
-    if (merged_.empty()) {
-      warn("Already unmerged. Nothing to do.");
-      return;
-    }
-    torch::NoGradGuard no_grad;
-    while (!merged_.empty()) {
-      const std::string name = merged_.back();
-      merged_.pop_back();
-      if (!has_adapter(name)) continue;
-      torch::Tensor& W = base_weight();
-      if (settings_[name].use_dora) {
-        // W = W_merged / f - Δ with the factor f of merge time (PEFT's cached weight norm).
-        const auto norm = dora_merge_norms_.at(name);
-        dora_merge_norms_.erase(name);
-        const auto f = transpose_if((lora_magnitude(name) / norm).view({-1, 1}), fan_in_fan_out());
-        W.copy_((W / f - delta_weight(name)).to(W.scalar_type()));
-        continue;
-      }
-      W.sub_(delta_weight(name).to(W.scalar_type()));
-      if (settings_[name].lora_bias) base_bias().sub_(lora_B(name)->bias * settings_[name].scaling);
-    }
-  }
+  void unmerge();
   bool merged() const { return !merged_.empty(); }
   const std::vector<std::string>& merged_adapters() const { return merged_; }
 
@@ -637,20 +460,7 @@ class LoraLayer : public torch::nn::Module {
   /// One DoRA adapter added to the running output `result` (spec §5.2); `h` is the input in the
   /// adapter dtype. Without active dropout the base output inside `result` is reused; with
   /// dropout (training) the base is recomputed on the dropped input, as PEFT does.
-  torch::Tensor dora_forward(const std::string& name, const torch::Tensor& result, const torch::Tensor& h) {
-    const auto& s = settings_[name];
-    const auto& A = lora_A(name)->weight;
-    const auto& B = lora_B(name)->weight;
-    const auto& m = lora_magnitude(name);
-    const auto dt = A.scalar_type();
-    const torch::Tensor r = result.scalar_type() == dt ? result : result.to(dt);
-    const bool drop = s.lora_dropout > 0.0 && is_training();
-    const torch::Tensor xd = drop ? dropout(name).forward(h) : h;
-    torch::Tensor base;
-    if (drop) base = torch::linear(xd, transpose_if(base_weight(), fan_in_fan_out()).to(dt));
-    const auto norm = dora_cache_[name].norm(base_weight(), A, B, s.scaling, fan_in_fan_out());
-    return dora_apply(r, xd, base, drop ? torch::Tensor() : base_bias(), A, B, m, norm, s.scaling);
-  }
+  torch::Tensor dora_forward(const std::string& name, const torch::Tensor& result, const torch::Tensor& h);
 
   void set_requires_grad(const std::string& name, bool on) {
     for (auto& p : lora_A_[name]->parameters()) p.set_requires_grad(on);
@@ -701,3 +511,6 @@ class LoraLayer : public torch::nn::Module {
 };
 
 }  // namespace peft
+
+#include "peft/layers/lora_forward.hpp"
+#include "peft/layers/lora_merge.hpp"
