@@ -30,7 +30,13 @@ JsonValue from_nlohmann(const nlohmann::ordered_json& j) {
         throw SerializationError("JSON integer " + std::to_string(u) + " does not fit in int64");
       return JsonValue(static_cast<std::int64_t>(u));
     }
-    case ordered_json::value_t::number_float: return JsonValue(j.get<double>());
+    case ordered_json::value_t::number_float: {
+      // 1e999 parses to infinity, which no config field can use and which we could not write
+      // back as valid JSON; reject it here rather than carry it around.
+      const double d = j.get<double>();
+      if (!std::isfinite(d)) throw SerializationError("JSON number out of the range of a double");
+      return JsonValue(d);
+    }
     case ordered_json::value_t::string: return JsonValue(j.get<std::string>());
     case ordered_json::value_t::array: {
       JsonValue::Array a;
@@ -189,6 +195,11 @@ void dump_into(const JsonValue& v, std::string& out, int indent, bool sort_keys,
 }  // namespace
 
 JsonValue JsonValue::parse(const std::string& text) {
+  // nlohmann's lexer takes a NUL byte for the end of the input, which would accept anything
+  // after `{...}\0`; valid JSON text holds none (control characters must be escaped).
+  const auto nul = text.find('\0');
+  if (nul != std::string::npos)
+    throw SerializationError("invalid JSON: NUL byte at offset " + std::to_string(nul));
   // Reject pathological nesting before handing the text to the parser.
   int depth = 0;
   bool in_string = false;

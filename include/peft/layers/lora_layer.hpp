@@ -22,11 +22,13 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "peft/config.hpp"
+#include "peft/copyable_mutex.hpp"
 #include "peft/error.hpp"
 #include "peft/functional.hpp"
 #include "peft/init/base_rewrite.hpp"
@@ -221,11 +223,11 @@ class LoraLayer : public torch::nn::Module {
   }
   torch::nn::Linear& lora_A(const std::string& name) {
     require(name);
-    return cache_holder(a_cache_, lora_A_, name);
+    return cache_holder(a_cache_, lora_A_, name, cache_mutex_);
   }
   torch::nn::Linear& lora_B(const std::string& name) {
     require(name);
-    return cache_holder(b_cache_, lora_B_, name);
+    return cache_holder(b_cache_, lora_B_, name, cache_mutex_);
   }
   /// DoRA magnitude m [out] of adapter `name` (`lora_magnitude_vector.<name>.weight`).
   torch::Tensor& lora_magnitude(const std::string& name) { return magnitude_module(name).weight; }
@@ -318,7 +320,7 @@ class LoraLayer : public torch::nn::Module {
       auto& A = lora_A(name);
       auto& B = lora_B(name);
       if (h.scalar_type() != A->weight.scalar_type()) h = h.to(A->weight.scalar_type());
-      const auto& s = settings_[name];
+      const auto& s = settings_.at(name);
       if (s.use_dora) {
         result = dora_forward(name, result, h);
         continue;
@@ -634,11 +636,16 @@ class LoraLayer : public torch::nn::Module {
     return *std::dynamic_pointer_cast<DoraMagnitudeImpl>(lora_magnitude_vector_[name]);
   }
 
+  DoraNormCache& dora_norm_cache(const std::string& name) {
+    std::lock_guard<CopyableMutex> lock(cache_mutex_);
+    return dora_cache_[name];
+  }
+
   /// One DoRA adapter added to the running output `result` (spec §5.2); `h` is the input in the
   /// adapter dtype. Without active dropout the base output inside `result` is reused; with
   /// dropout (training) the base is recomputed on the dropped input, as PEFT does.
   torch::Tensor dora_forward(const std::string& name, const torch::Tensor& result, const torch::Tensor& h) {
-    const auto& s = settings_[name];
+    const auto& s = settings_.at(name);
     const auto& A = lora_A(name)->weight;
     const auto& B = lora_B(name)->weight;
     const auto& m = lora_magnitude(name);
@@ -648,7 +655,7 @@ class LoraLayer : public torch::nn::Module {
     const torch::Tensor xd = drop ? dropout(name).forward(h) : h;
     torch::Tensor base;
     if (drop) base = torch::linear(xd, transpose_if(base_weight(), fan_in_fan_out()).to(dt));
-    const auto norm = dora_cache_[name].norm(base_weight(), A, B, s.scaling, fan_in_fan_out());
+    const auto norm = dora_norm_cache(name).norm(base_weight(), A, B, s.scaling, fan_in_fan_out());
     return dora_apply(r, xd, base, drop ? torch::Tensor() : base_bias(), A, B, m, norm, s.scaling);
   }
 
@@ -672,9 +679,13 @@ class LoraLayer : public torch::nn::Module {
     lora_A_ = nullptr;
     lora_B_ = nullptr;
   }
-  // Typed holders of the dict entries, so the hot path does not dynamic_cast per call.
+  // Typed holders of the dict entries, so the hot path does not dynamic_cast per call. Filled
+  // lazily under `cache_mutex_`, so concurrent eval forwards may fill them (map nodes are stable;
+  // erasing happens only in adapter changes, which must not run concurrently with forward).
   static torch::nn::Linear& cache_holder(std::map<std::string, torch::nn::Linear>& cache,
-                                         torch::nn::ModuleDict& dict, const std::string& name) {
+                                         torch::nn::ModuleDict& dict, const std::string& name,
+                                         CopyableMutex& mutex) {
+    std::lock_guard<CopyableMutex> lock(mutex);
     auto it = cache.find(name);
     if (it == cache.end())
       it = cache.emplace(name, torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(dict[name]))).first;
@@ -688,6 +699,7 @@ class LoraLayer : public torch::nn::Module {
   std::map<std::string, DoraNormCache> dora_cache_;
   std::map<std::string, torch::Tensor> dora_merge_norms_;  // PEFT's "<name>-weight_norm" cache
   std::map<std::string, torch::nn::Linear> a_cache_, b_cache_;
+  CopyableMutex cache_mutex_;  // guards lazy insertion into a_cache_, b_cache_, dora_cache_
   std::map<std::string, AdapterSettings> settings_;
   std::vector<std::string> names_;
   std::vector<std::string> active_;
