@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 
 #include "peft/error.hpp"
 #include "peft/io/atomic_file.hpp"
@@ -447,7 +448,14 @@ JsonValue to_json_value(const LoraConfig& c) {
   o.set("use_qalora", c.use_qalora);
   o.set("use_rslora", c.use_rslora);
   o.set("velora_config", opt(c.velora_config));
-  for (const auto& [k, v] : c.extra_fields) o.set(k, v);
+  // Extra keys are appended through a hash set: a config with a million unknown keys must not
+  // cost a million² comparisons (set() searches linearly).
+  std::unordered_set<std::string> present;
+  for (const auto& kv : o.as_object()) present.insert(kv.first);
+  for (const auto& [k, v] : c.extra_fields) {
+    if (present.insert(k).second) o.as_object().emplace_back(k, v);
+    else o.set(k, v);
+  }
   return o;
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -305,3 +306,20 @@ INSTANTIATE_TEST_SUITE_P(
       std::string n = info.param.file;
       return n.substr(0, n.find('.'));
     });
+
+TEST(BadInputsCorpus, AConfigWithManyUnknownKeysIsReadInLinearTime) {
+  // Quadratic key handling (ordered maps, linear set()) would take minutes here.
+  std::string text = "{\"peft_type\": \"LORA\", \"target_modules\": [\"lin0\"]";
+  for (int i = 0; i < 200000; ++i) text += ", \"k" + std::to_string(i) + "\": " + std::to_string(i);
+  text += ", \"k7\": -1}";  // a duplicate: first position, last value (Python's dict)
+  const auto start = std::chrono::steady_clock::now();
+  peft::ScopedWarningCapture quiet;
+  const peft::LoraConfig c = peft::lora_config_from_json(text);
+  const std::string back = peft::to_json(c);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(secs, 5.0);
+  ASSERT_EQ(c.extra_fields.size(), 200000u);
+  EXPECT_EQ(c.extra_fields[7].first, "k7");
+  EXPECT_EQ(c.extra_fields[7].second.as_int(), -1);
+  EXPECT_FALSE(quiet.messages().empty());  // the unknown keys are reported
+}
