@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 build_dir="${PEFT_ASAN_BUILD_DIR:-build-asan}"
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-sanitize=vptr -fno-omit-frame-pointer"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEFT_BUILD_EXAMPLES=OFF \
-  -DCMAKE_CXX_FLAGS="-O1 -g $san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DCMAKE_SHARED_LINKER_FLAGS="$san" >/dev/null
+  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DCMAKE_SHARED_LINKER_FLAGS="$san" >/dev/null
 cmake --build "$build_dir" -j"$(nproc)" --target peft_unit_tests peft_conformance peft-inspect
 
 # Leaks: LibTorch keeps global registries alive until exit; report only leaks in our code.

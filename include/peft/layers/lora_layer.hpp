@@ -631,7 +631,7 @@ class LoraLayer : public torch::nn::Module {
 
   DoraMagnitudeImpl& magnitude_module(const std::string& name) {
     require(name);
-    if (!settings_[name].use_dora || !lora_magnitude_vector_)
+    if (!settings_.at(name).use_dora || !lora_magnitude_vector_)
       throw Error("adapter `" + name + "` of this layer does not use DoRA (it has no magnitude vector)");
     return *std::dynamic_pointer_cast<DoraMagnitudeImpl>(lora_magnitude_vector_[name]);
   }
