@@ -349,7 +349,9 @@ LoraConfig lora_config_from_json_value(const JsonValue& object, ConfigSource sou
   if (!unknown.empty()) {
     std::sort(unknown.begin(), unknown.end());
     std::string list;
-    for (const auto& u : unknown) list += (list.empty() ? "'" : ", '") + u + "'";
+    for (std::size_t i = 0; i < unknown.size() && i < 20; ++i)
+      list += (list.empty() ? "'" : ", '") + unknown[i] + "'";
+    if (unknown.size() > 20) list += ", ... (" + std::to_string(unknown.size()) + " in all)";
     warn("Unexpected keyword arguments [" + list + "] for class LoraConfig: they are ignored but "
          "kept when the config is saved again. The file was probably written by a newer PEFT.");
   }
@@ -361,7 +363,8 @@ JsonValue to_json_value(const LoraConfig& c) {
   JsonValue o = JsonValue::object();
   o.set("alora_invocation_tokens", c.alora_invocation_tokens ? ints_json(*c.alora_invocation_tokens) : JsonValue());
   JsonValue alpha = JsonValue::object();
-  for (const auto& [p, a] : c.alpha_pattern) alpha.set(p, number_json(a));
+  // PatternMap keys are unique: append (set() would search linearly, quadratic in the patterns).
+  for (const auto& [p, a] : c.alpha_pattern) alpha.as_object().emplace_back(p, number_json(a));
   o.set("alpha_pattern", alpha);
   o.set("arrow_config", opt(c.arrow_config));
   o.set("auto_mapping", opt(c.auto_mapping));
@@ -436,7 +439,7 @@ JsonValue to_json_value(const LoraConfig& c) {
   o.set("qalora_group_size", c.qalora_group_size);
   o.set("r", c.r);
   JsonValue rank = JsonValue::object();
-  for (const auto& [p, r] : c.rank_pattern) rank.set(p, r);
+  for (const auto& [p, r] : c.rank_pattern) rank.as_object().emplace_back(p, r);
   o.set("rank_pattern", rank);
   o.set("revision", opt(c.revision));
   o.set("target_modules", module_spec_json(c.target_modules));

@@ -308,11 +308,13 @@ INSTANTIATE_TEST_SUITE_P(
       return n.substr(0, n.find('.'));
     });
 
-TEST(BadInputsCorpus, AConfigWithManyUnknownKeysIsReadInLinearTime) {
-  // Quadratic key handling (ordered maps, linear set()) would take minutes here.
+TEST(BadInputsCorpus, AConfigWithManyKeysAndPatternsIsReadAndWrittenInLinearTime) {
+  // Quadratic key handling (ordered maps, linear set(), PatternMap::set) took minutes here.
   std::string text = "{\"peft_type\": \"LORA\", \"target_modules\": [\"lin0\"]";
   for (int i = 0; i < 200000; ++i) text += ", \"k" + std::to_string(i) + "\": " + std::to_string(i);
-  text += ", \"k7\": -1}";  // a duplicate: first position, last value (Python's dict)
+  text += ", \"rank_pattern\": {\"p0\": 4";
+  for (int i = 1; i < 100000; ++i) text += ", \"p" + std::to_string(i) + "\": 2";
+  text += "}, \"k7\": -1}";  // a duplicate: first position, last value (Python's dict)
   const auto start = std::chrono::steady_clock::now();
   peft::ScopedWarningCapture quiet;
   const peft::LoraConfig c = peft::lora_config_from_json(text);
@@ -322,5 +324,8 @@ TEST(BadInputsCorpus, AConfigWithManyUnknownKeysIsReadInLinearTime) {
   ASSERT_EQ(c.extra_fields.size(), 200000u);
   EXPECT_EQ(c.extra_fields[7].first, "k7");
   EXPECT_EQ(c.extra_fields[7].second.as_int(), -1);
+  ASSERT_EQ(c.rank_pattern.size(), 100000u);
+  EXPECT_EQ(*c.rank_pattern.find("p0"), 4);
+  EXPECT_EQ(c.rank_pattern.entries()[99999].first, "p99999");
   EXPECT_FALSE(quiet.messages().empty());  // the unknown keys are reported
 }
