@@ -223,12 +223,18 @@ bool set_field(LoraConfig& c, const std::string& k, const JsonValue& v) {
   else if (k == "trainable_token_indices") {
     if (!v.is_null() && !v.is_array() && !v.is_object())
       wrong_type(k, v, "null, a list of token ids or an object {module: [ids]}");
+    if (v.is_array()) get_int_list(k, v);  // type-checks the ids
+    if (v.is_object())
+      for (const auto& [m, ids] : v.as_object()) get_int_list(k + "[\"" + m + "\"]", ids);
     c.trainable_token_indices = opt_json(v);
   } else if (k == "loftq_config") c.loftq_config = get_loftq(v);
   else if (k == "eva_config") c.eva_config = v.is_null() ? std::nullopt : std::optional<EvaConfig>(get_eva(v));
   else if (k == "corda_config")
     c.corda_config = v.is_null() ? std::nullopt : std::optional<CordaConfig>(get_corda(v));
-  else if (k == "lora_ga_config") c.lora_ga_config = opt_json(v);
+  else if (k == "lora_ga_config") {
+    if (!v.is_null() && !v.is_object()) wrong_type(k, v, "null or an object");
+    c.lora_ga_config = opt_json(v);
+  }
   else if (k == "use_dora") c.use_dora = get_bool(k, v);
   else if (k == "velora_config") c.velora_config = opt_json(v);
   else if (k == "alora_invocation_tokens") {
