@@ -1,4 +1,7 @@
-// File reading with a size limit, and atomic replacement (temp file + fsync + rename).
+// File reading with a size limit, and atomic replacement (temp file + fsync + rename + fsync of
+// the directory). A process killed at any point leaves either the old or the new file under the
+// final name (plus, at worst, a stray `<name>.tmp-*` that no reader looks at); the directory
+// fsync makes the rename itself survive a power loss, not only a killed process.
 
 #include "peft/io/atomic_file.hpp"
 
@@ -69,6 +72,15 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
     int err = errno;
     std::filesystem::remove(tmp, ec);
     throw SerializationError(path.string() + ": cannot replace (" + std::strerror(err) + ")");
+  }
+  // Persist the directory entry. Failure here is not reported: the file is complete and in
+  // place for every reader; only durability across a power loss is weaker (some filesystems
+  // refuse fsync on a directory).
+  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
   }
 }
 

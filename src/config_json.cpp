@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 
 #include "peft/error.hpp"
 #include "peft/io/atomic_file.hpp"
@@ -222,12 +223,18 @@ bool set_field(LoraConfig& c, const std::string& k, const JsonValue& v) {
   else if (k == "trainable_token_indices") {
     if (!v.is_null() && !v.is_array() && !v.is_object())
       wrong_type(k, v, "null, a list of token ids or an object {module: [ids]}");
+    if (v.is_array()) get_int_list(k, v);  // type-checks the ids
+    if (v.is_object())
+      for (const auto& [m, ids] : v.as_object()) get_int_list(k + "[\"" + m + "\"]", ids);
     c.trainable_token_indices = opt_json(v);
   } else if (k == "loftq_config") c.loftq_config = get_loftq(v);
   else if (k == "eva_config") c.eva_config = v.is_null() ? std::nullopt : std::optional<EvaConfig>(get_eva(v));
   else if (k == "corda_config")
     c.corda_config = v.is_null() ? std::nullopt : std::optional<CordaConfig>(get_corda(v));
-  else if (k == "lora_ga_config") c.lora_ga_config = opt_json(v);
+  else if (k == "lora_ga_config") {
+    if (!v.is_null() && !v.is_object()) wrong_type(k, v, "null or an object");
+    c.lora_ga_config = opt_json(v);
+  }
   else if (k == "use_dora") c.use_dora = get_bool(k, v);
   else if (k == "velora_config") c.velora_config = opt_json(v);
   else if (k == "alora_invocation_tokens") {
@@ -348,7 +355,9 @@ LoraConfig lora_config_from_json_value(const JsonValue& object, ConfigSource sou
   if (!unknown.empty()) {
     std::sort(unknown.begin(), unknown.end());
     std::string list;
-    for (const auto& u : unknown) list += (list.empty() ? "'" : ", '") + u + "'";
+    for (std::size_t i = 0; i < unknown.size() && i < 20; ++i)
+      list += (list.empty() ? "'" : ", '") + unknown[i] + "'";
+    if (unknown.size() > 20) list += ", ... (" + std::to_string(unknown.size()) + " in all)";
     warn("Unexpected keyword arguments [" + list + "] for class LoraConfig: they are ignored but "
          "kept when the config is saved again. The file was probably written by a newer PEFT.");
   }
@@ -360,7 +369,8 @@ JsonValue to_json_value(const LoraConfig& c) {
   JsonValue o = JsonValue::object();
   o.set("alora_invocation_tokens", c.alora_invocation_tokens ? ints_json(*c.alora_invocation_tokens) : JsonValue());
   JsonValue alpha = JsonValue::object();
-  for (const auto& [p, a] : c.alpha_pattern) alpha.set(p, number_json(a));
+  // PatternMap keys are unique: append (set() would search linearly, quadratic in the patterns).
+  for (const auto& [p, a] : c.alpha_pattern) alpha.as_object().emplace_back(p, number_json(a));
   o.set("alpha_pattern", alpha);
   o.set("arrow_config", opt(c.arrow_config));
   o.set("auto_mapping", opt(c.auto_mapping));
@@ -435,7 +445,7 @@ JsonValue to_json_value(const LoraConfig& c) {
   o.set("qalora_group_size", c.qalora_group_size);
   o.set("r", c.r);
   JsonValue rank = JsonValue::object();
-  for (const auto& [p, r] : c.rank_pattern) rank.set(p, r);
+  for (const auto& [p, r] : c.rank_pattern) rank.as_object().emplace_back(p, r);
   o.set("rank_pattern", rank);
   o.set("revision", opt(c.revision));
   o.set("target_modules", module_spec_json(c.target_modules));
@@ -447,7 +457,14 @@ JsonValue to_json_value(const LoraConfig& c) {
   o.set("use_qalora", c.use_qalora);
   o.set("use_rslora", c.use_rslora);
   o.set("velora_config", opt(c.velora_config));
-  for (const auto& [k, v] : c.extra_fields) o.set(k, v);
+  // Extra keys are appended through a hash set: a config with a million unknown keys must not
+  // cost a million² comparisons (set() searches linearly).
+  std::unordered_set<std::string> present;
+  for (const auto& kv : o.as_object()) present.insert(kv.first);
+  for (const auto& [k, v] : c.extra_fields) {
+    if (present.insert(k).second) o.as_object().emplace_back(k, v);
+    else o.set(k, v);
+  }
   return o;
 }
 

@@ -5,7 +5,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <regex>
 
@@ -78,11 +80,54 @@ JsonValue convert(const YAML::Node& node, const std::string& path, Located& loc)
   return JsonValue();
 }
 
+/// Offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlongs,
+/// surrogates or code points past U+10FFFF), or npos. yaml-cpp passes such bytes through, and
+/// they would end up in module names and adapter_config.json.
+std::size_t invalid_utf8_at(const std::string& s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else return i;
+    if (i + len > n) return i;
+    for (std::size_t k = 1; k < len; ++k) {
+      const unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if (d < (k == 1 ? lo : 0x80) || d > (k == 1 ? hi : 0xBF)) return i;
+    }
+    i += len;
+  }
+  return std::string::npos;
+}
+
 }  // namespace
 
 LoraConfig lora_config_from_yaml(const std::string& text, const std::string& section,
                                  const std::string& source_name) {
   Located loc{source_name, {}};
+  const std::size_t bad = invalid_utf8_at(text);
+  if (bad != std::string::npos) {
+    YAML::Mark m;
+    m.line = static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
+    const auto nl = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    m.column = static_cast<int>(bad == 0 || nl == std::string::npos ? bad : bad - nl - 1);
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[bad]));
+    throw SerializationError(loc.where(m) + ": invalid UTF-8 (byte " + hex + "); YAML text must be UTF-8");
+  }
   YAML::Node root;
   try {
     root = YAML::Load(text);

@@ -1,4 +1,4 @@
-// JsonValue parsing (nlohmann::ordered_json, kept private to this file) and Python-compatible
+// JsonValue parsing (nlohmann SAX events, kept private to this file) and Python-compatible
 // printing (json.dumps with ensure_ascii and repr floats), so adapter_config.json we write reads
 // like the file PEFT writes.
 
@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 
 #include "peft/error.hpp"
 
@@ -18,34 +19,92 @@ namespace {
 
 constexpr int kMaxDepth = 512;
 
-JsonValue from_nlohmann(const nlohmann::ordered_json& j) {
-  using nlohmann::ordered_json;
-  switch (j.type()) {
-    case ordered_json::value_t::null: return JsonValue();
-    case ordered_json::value_t::boolean: return JsonValue(j.get<bool>());
-    case ordered_json::value_t::number_integer: return JsonValue(j.get<std::int64_t>());
-    case ordered_json::value_t::number_unsigned: {
-      auto u = j.get<std::uint64_t>();
-      if (u > static_cast<std::uint64_t>(INT64_MAX))
-        throw SerializationError("JSON integer " + std::to_string(u) + " does not fit in int64");
-      return JsonValue(static_cast<std::int64_t>(u));
+/// Builds a JsonValue straight from nlohmann's SAX events. Objects index their keys in a hash
+/// map while they are built, so an object of n keys costs O(n), not the O(n²) of ordered_json
+/// or JsonValue::set (a hostile file of millions of keys must not hang a reader). Duplicate
+/// keys keep the first position and the last value, like Python's json.loads into a dict.
+class Builder : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  std::string error;
+  JsonValue root;
+
+  bool null() override { return put(JsonValue()); }
+  bool boolean(bool b) override { return put(JsonValue(b)); }
+  bool number_integer(number_integer_t i) override { return put(JsonValue(static_cast<std::int64_t>(i))); }
+  bool number_unsigned(number_unsigned_t u) override {
+    if (u > static_cast<std::uint64_t>(INT64_MAX)) {
+      error = "JSON integer " + std::to_string(u) + " does not fit in int64";
+      return false;
     }
-    case ordered_json::value_t::number_float: return JsonValue(j.get<double>());
-    case ordered_json::value_t::string: return JsonValue(j.get<std::string>());
-    case ordered_json::value_t::array: {
-      JsonValue::Array a;
-      a.reserve(j.size());
-      for (const auto& e : j) a.push_back(from_nlohmann(e));
-      return JsonValue(std::move(a));
-    }
-    case ordered_json::value_t::object: {
-      JsonValue out = JsonValue::object();
-      for (auto it = j.begin(); it != j.end(); ++it) out.set(it.key(), from_nlohmann(it.value()));
-      return out;
-    }
-    default: throw SerializationError("unsupported JSON value (binary or discarded)");
+    return put(JsonValue(static_cast<std::int64_t>(u)));
   }
-}
+  bool number_float(number_float_t d, const string_t&) override {
+    // 1e999 parses to infinity, which no config field can use and which we could not write
+    // back as valid JSON; reject it here rather than carry it around.
+    if (!std::isfinite(d)) {
+      error = "JSON number out of the range of a double";
+      return false;
+    }
+    return put(JsonValue(static_cast<double>(d)));
+  }
+  bool string(string_t& v) override { return put(JsonValue(std::move(v))); }
+  bool binary(binary_t&) override {
+    error = "unsupported JSON value (binary)";
+    return false;
+  }
+  bool start_object(std::size_t) override {
+    stack_.push_back(Frame{JsonValue::object(), {}, {}, true});
+    return true;
+  }
+  bool key(string_t& k) override {
+    stack_.back().pending_key = std::move(k);
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override {
+    stack_.push_back(Frame{JsonValue::array(), {}, {}, false});
+    return true;
+  }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) override {
+    error = std::string("invalid JSON: ") + ex.what();
+    return false;
+  }
+
+ private:
+  struct Frame {
+    JsonValue value;
+    std::unordered_map<std::string, std::size_t> index;
+    std::string pending_key;
+    bool is_object;
+  };
+  bool put(JsonValue v) {
+    if (stack_.empty()) {
+      root = std::move(v);
+      return true;
+    }
+    Frame& f = stack_.back();
+    if (!f.is_object) {
+      f.value.as_array().push_back(std::move(v));
+      return true;
+    }
+    auto& obj = f.value.as_object();
+    auto it = f.index.find(f.pending_key);
+    if (it != f.index.end()) {
+      obj[it->second].second = std::move(v);
+    } else {
+      f.index.emplace(f.pending_key, obj.size());
+      obj.emplace_back(std::move(f.pending_key), std::move(v));
+    }
+    return true;
+  }
+  bool close() {
+    JsonValue v = std::move(stack_.back().value);
+    stack_.pop_back();
+    return put(std::move(v));
+  }
+  std::vector<Frame> stack_;
+};
 
 // Python's float repr: shortest round-trip digits; fixed notation for 1e-4 <= |v| < 1e16,
 // scientific otherwise with a sign and at least two exponent digits; always a '.0' or exponent.
@@ -189,6 +248,11 @@ void dump_into(const JsonValue& v, std::string& out, int indent, bool sort_keys,
 }  // namespace
 
 JsonValue JsonValue::parse(const std::string& text) {
+  // nlohmann's lexer takes a NUL byte for the end of the input, which would accept anything
+  // after `{...}\0`; valid JSON text holds none (control characters must be escaped).
+  const auto nul = text.find('\0');
+  if (nul != std::string::npos)
+    throw SerializationError("invalid JSON: NUL byte at offset " + std::to_string(nul));
   // Reject pathological nesting before handing the text to the parser.
   int depth = 0;
   bool in_string = false;
@@ -207,13 +271,15 @@ JsonValue JsonValue::parse(const std::string& text) {
       --depth;
     }
   }
-  nlohmann::ordered_json j;
+  Builder builder;
+  bool ok = false;
   try {
-    j = nlohmann::ordered_json::parse(text);
+    ok = nlohmann::json::sax_parse(text, &builder);
   } catch (const nlohmann::json::exception& e) {
     throw SerializationError(std::string("invalid JSON: ") + e.what());
   }
-  return from_nlohmann(j);
+  if (!ok) throw SerializationError(builder.error.empty() ? "invalid JSON" : builder.error);
+  return std::move(builder.root);
 }
 
 std::string JsonValue::dump(int indent, bool sort_keys) const {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -171,18 +172,19 @@ class PatternMap {
   PatternMap(std::initializer_list<Entry> entries) {
     for (const auto& e : entries) set(e.first, e.second);
   }
+  /// O(1) on average: a config file with 100k patterns must not cost 100k² comparisons.
   void set(const std::string& key, V value) {
-    for (auto& e : entries_)
-      if (e.first == key) {
-        e.second = std::move(value);
-        return;
-      }
+    auto it = index_.find(key);
+    if (it != index_.end()) {
+      entries_[it->second].second = std::move(value);
+      return;
+    }
+    index_.emplace(key, entries_.size());
     entries_.emplace_back(key, std::move(value));
   }
   const V* find(const std::string& key) const {
-    for (const auto& e : entries_)
-      if (e.first == key) return &e.second;
-    return nullptr;
+    auto it = index_.find(key);
+    return it == index_.end() ? nullptr : &entries_[it->second].second;
   }
   bool empty() const noexcept { return entries_.empty(); }
   std::size_t size() const noexcept { return entries_.size(); }
@@ -193,6 +195,7 @@ class PatternMap {
 
  private:
   std::vector<Entry> entries_;
+  std::unordered_map<std::string, std::size_t> index_;  // key -> position in entries_
 };
 
 }  // namespace peft

@@ -215,7 +215,13 @@ class LoraModel {
   void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false) {
     const auto& which = names.empty() ? active_ : names;
     const auto layers = lora_layers();
-    for (auto& [key, layer] : layers) layer->check_merge(safe_merge, which);
+    for (auto& [key, layer] : layers) {
+      try {
+        layer->check_merge(safe_merge, which);
+      } catch (const Error& e) {  // name the layer: "NaNs detected" alone does not say where
+        throw Error("layer `" + key + "`: " + e.what());
+      }
+    }
     for (auto& [key, layer] : layers) layer->merge(safe_merge, which);
   }
   void unmerge_adapter() {

@@ -2,6 +2,7 @@
 /// Umbrella header: everything peft-cpp offers.
 
 #include "peft/config.hpp"
+#include "peft/copyable_mutex.hpp"
 #include "peft/error.hpp"
 #include "peft/functional.hpp"
 #include "peft/init/base_rewrite.hpp"
@@ -21,6 +22,7 @@
 #include "peft/io/config_yaml.hpp"
 #include "peft/io/init_conversion.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/io/safetensors_header.hpp"
 #include "peft/json_value.hpp"
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"

@@ -23,6 +23,7 @@
 
 #include "peft/error.hpp"
 #include "peft/init/base_rewrite.hpp"
+#include "peft/io/atomic_file.hpp"
 #include "peft/io/config_json.hpp"
 #include "peft/io/init_conversion.hpp"
 #include "peft/io/safetensors.hpp"
@@ -148,9 +149,24 @@ inline void save_pretrained(const LoraModel& pm, const std::filesystem::path& di
     }
     todo.emplace_back(name == "default" ? dir : dir / name, std::move(cfg), std::move(tensors));
   }
+  // Crash safety (README "Crash safety"): each file is replaced atomically, weights first. Two
+  // files cannot be replaced in one step, so a kill between the two renames leaves the new
+  // weights beside the previous config; an unchanged config is therefore not rewritten (repeated
+  // checkpoints of one adapter can never tear), and a changed one that tears fails to load with
+  // a shape error when r or the targets changed.
   for (const auto& [out, cfg, tensors] : todo) {
     save_safetensors(out / kAdapterWeightsFile, tensors, {{"format", "pt"}});
-    save_adapter_config(cfg, out);
+    std::error_code ec;
+    const auto config_path = out / kAdapterConfigFile;
+    bool same = false;
+    if (std::filesystem::is_regular_file(config_path, ec)) {
+      try {
+        same = read_text_file(config_path) == to_json(cfg);
+      } catch (const Error&) {
+        same = false;
+      }
+    }
+    if (!same) save_adapter_config(cfg, out);
   }
 }
 

@@ -11,9 +11,11 @@ namespace peft {
 /// or larger than `max_bytes`.
 std::string read_text_file(const std::filesystem::path& path, std::size_t max_bytes = 64u << 20);
 
-/// Write `bytes` to `path` atomically: write `path`.tmp-<pid> in the same directory, flush, then
-/// rename over `path`. Creates missing parent directories. On failure the previous file is left
-/// untouched and the temporary file removed; throws SerializationError.
+/// Write `bytes` to `path` atomically: write `path`.tmp-<pid> in the same directory, fsync,
+/// rename over `path`, fsync the directory. A kill at any moment leaves the old or the new file,
+/// never a torn one. Creates missing parent directories. On failure the previous file is left
+/// untouched and the temporary file removed; throws SerializationError. Not for two threads of
+/// one process writing the same path at once (they share the temporary name).
 void write_file_atomically(const std::filesystem::path& path, const std::string& bytes);
 
 }  // namespace peft

@@ -28,7 +28,7 @@ inline torch::Tensor LoraLayer::lora_forward(const torch::Tensor& x) {
     auto& A = lora_A(name);
     auto& B = lora_B(name);
     if (h.scalar_type() != A->weight.scalar_type()) h = h.to(A->weight.scalar_type());
-    const auto& s = settings_[name];
+    const auto& s = settings_.at(name);
     if (s.use_dora) {
       result = dora_forward(name, result, h);
       continue;
@@ -57,7 +57,7 @@ inline torch::Tensor LoraLayer::forward_mixed_batch(const torch::Tensor& x, cons
     throw Error("mixed-batch forward: cannot pass adapter names while adapters are merged "
                 "(hint: call unmerge_adapter() first)");
   for (const auto& n : adapter_names)
-    if (has_adapter(n) && settings_[n].use_dora)
+    if (has_adapter(n) && settings_.at(n).use_dora)
       throw Error("Cannot pass `adapter_names` when DoRA is enabled (adapter `" + n +
                   "` uses DoRA; hint: run one forward per adapter instead)");
   torch::Tensor result = base_forward(x);
@@ -82,7 +82,7 @@ inline torch::Tensor LoraLayer::forward_mixed_batch(const torch::Tensor& x, cons
     auto idx = rows_of(name);
     auto& A = lora_A(name);
     auto& B = lora_B(name);
-    const auto& s = settings_[name];
+    const auto& s = settings_.at(name);
     torch::Tensor sub = x.index_select(0, idx).to(A->weight.scalar_type());
     if (s.lora_dropout > 0.0) sub = dropout(name).forward(sub);
     auto delta = torch::linear(torch::linear(sub, A->weight), B->weight, B->bias) * s.scaling;
@@ -92,7 +92,7 @@ inline torch::Tensor LoraLayer::forward_mixed_batch(const torch::Tensor& x, cons
 }
 
 inline torch::Tensor LoraLayer::dora_forward(const std::string& name, const torch::Tensor& result, const torch::Tensor& h) {
-  const auto& s = settings_[name];
+  const auto& s = settings_.at(name);
   const auto& A = lora_A(name)->weight;
   const auto& B = lora_B(name)->weight;
   const auto& m = lora_magnitude(name);
@@ -102,7 +102,7 @@ inline torch::Tensor LoraLayer::dora_forward(const std::string& name, const torc
   const torch::Tensor xd = drop ? dropout(name).forward(h) : h;
   torch::Tensor base;
   if (drop) base = torch::linear(xd, transpose_if(base_weight(), fan_in_fan_out()).to(dt));
-  const auto norm = dora_cache_[name].norm(base_weight(), A, B, s.scaling, fan_in_fan_out());
+  const auto norm = dora_norm_cache(name).norm(base_weight(), A, B, s.scaling, fan_in_fan_out());
   return dora_apply(r, xd, base, drop ? torch::Tensor() : base_bias(), A, B, m, norm, s.scaling);
 }
 

@@ -25,11 +25,13 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "peft/config.hpp"
+#include "peft/copyable_mutex.hpp"
 #include "peft/error.hpp"
 #include "peft/functional.hpp"
 #include "peft/init/base_rewrite.hpp"
@@ -224,11 +226,11 @@ class LoraLayer : public torch::nn::Module {
   }
   torch::nn::Linear& lora_A(const std::string& name) {
     require(name);
-    return cache_holder(a_cache_, lora_A_, name);
+    return cache_holder(a_cache_, lora_A_, name, cache_mutex_);
   }
   torch::nn::Linear& lora_B(const std::string& name) {
     require(name);
-    return cache_holder(b_cache_, lora_B_, name);
+    return cache_holder(b_cache_, lora_B_, name, cache_mutex_);
   }
   /// DoRA magnitude m [out] of adapter `name` (`lora_magnitude_vector.<name>.weight`).
   torch::Tensor& lora_magnitude(const std::string& name) { return magnitude_module(name).weight; }
@@ -452,9 +454,14 @@ class LoraLayer : public torch::nn::Module {
 
   DoraMagnitudeImpl& magnitude_module(const std::string& name) {
     require(name);
-    if (!settings_[name].use_dora || !lora_magnitude_vector_)
+    if (!settings_.at(name).use_dora || !lora_magnitude_vector_)
       throw Error("adapter `" + name + "` of this layer does not use DoRA (it has no magnitude vector)");
     return *std::dynamic_pointer_cast<DoraMagnitudeImpl>(lora_magnitude_vector_[name]);
+  }
+
+  DoraNormCache& dora_norm_cache(const std::string& name) {
+    std::lock_guard<CopyableMutex> lock(cache_mutex_);
+    return dora_cache_[name];
   }
 
   /// One DoRA adapter added to the running output `result` (spec §5.2); `h` is the input in the
@@ -482,9 +489,13 @@ class LoraLayer : public torch::nn::Module {
     lora_A_ = nullptr;
     lora_B_ = nullptr;
   }
-  // Typed holders of the dict entries, so the hot path does not dynamic_cast per call.
+  // Typed holders of the dict entries, so the hot path does not dynamic_cast per call. Filled
+  // lazily under `cache_mutex_`, so concurrent eval forwards may fill them (map nodes are stable;
+  // erasing happens only in adapter changes, which must not run concurrently with forward).
   static torch::nn::Linear& cache_holder(std::map<std::string, torch::nn::Linear>& cache,
-                                         torch::nn::ModuleDict& dict, const std::string& name) {
+                                         torch::nn::ModuleDict& dict, const std::string& name,
+                                         CopyableMutex& mutex) {
+    std::lock_guard<CopyableMutex> lock(mutex);
     auto it = cache.find(name);
     if (it == cache.end())
       it = cache.emplace(name, torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(dict[name]))).first;
@@ -498,6 +509,7 @@ class LoraLayer : public torch::nn::Module {
   std::map<std::string, DoraNormCache> dora_cache_;
   std::map<std::string, torch::Tensor> dora_merge_norms_;  // PEFT's "<name>-weight_norm" cache
   std::map<std::string, torch::nn::Linear> a_cache_, b_cache_;
+  CopyableMutex cache_mutex_;  // guards lazy insertion into a_cache_, b_cache_, dora_cache_
   std::map<std::string, AdapterSettings> settings_;
   std::vector<std::string> names_;
   std::vector<std::string> active_;

@@ -15,8 +15,10 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <string>
 
+#include "peft/copyable_mutex.hpp"
 #include "peft/functional.hpp"
 
 namespace peft {
@@ -82,11 +84,13 @@ inline torch::Tensor dora_base_row_sq(const torch::Tensor& W, bool fan_in_fan_ou
 /// Cache of what DoRA's forward needs that does not change between steps: ‖W_i‖² of the frozen
 /// base, and the whole norm while W, A, B and the scaling are unchanged (eval, or several
 /// forwards between optimiser steps). Validity is checked by tensor identity and version
-/// counters, so an in-place optimiser update or a merge invalidates it.
+/// counters, so an in-place optimiser update or a merge invalidates it. Thread-safe: forwards of
+/// one model from several threads (eval, no adapter changes) share it under a mutex.
 class DoraNormCache {
  public:
   torch::Tensor norm(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, double scaling,
                      bool fan_in_fan_out) {
+    std::lock_guard<CopyableMutex> lock(mutex_);
     const Key w_key{W.unsafeGetTensorImpl(), W._version(), A.scalar_type()};
     if (!(w_key == w_key_) || !w_sq_.defined()) {
       w_sq_ = dora_base_row_sq(W, fan_in_fan_out, A.scalar_type());
@@ -101,6 +105,7 @@ class DoraNormCache {
     return norm_;
   }
   void clear() {
+    std::lock_guard<CopyableMutex> lock(mutex_);
     w_sq_ = torch::Tensor();
     norm_ = torch::Tensor();
   }
@@ -122,6 +127,7 @@ class DoraNormCache {
       return a == o.a && a_version == o.a_version && b == o.b && b_version == o.b_version && scaling == o.scaling;
     }
   };
+  CopyableMutex mutex_;
   Key w_key_;
   NormKey n_key_;
   torch::Tensor w_sq_, norm_;

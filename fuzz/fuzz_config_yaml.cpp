@@ -1,0 +1,28 @@
+// libFuzzer target: YAML training config (`lora:` section, and the whole document) -> LoraConfig
+// via yaml-cpp and the shared keyword reader. Rejections must be peft::Error.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "peft/error.hpp"
+#include "peft/io/config_json.hpp"
+#include "peft/io/config_yaml.hpp"
+#include "peft/warnings.hpp"
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  peft::set_warning_handler([](const std::string&) {});
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  for (const char* section : {"lora", ""}) {
+    try {
+      const peft::LoraConfig cfg = peft::lora_config_from_yaml(text, section, "fuzz.yaml");
+      (void)peft::to_json(cfg);
+    } catch (const peft::Error&) {
+    }
+  }
+  return 0;
+}

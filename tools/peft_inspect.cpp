@@ -1,0 +1,311 @@
+// peft-inspect: summarise a PEFT adapter directory (adapter_config.json +
+// adapter_model.safetensors) and check it as far as possible without the model:
+//
+//   peft-inspect [--base BASE] ADAPTER_DIR
+//
+// Prints the config (peft_type, r, alpha, targets, init, DoRA...), each adapted module with its
+// rank and shapes, the parameter count and the file sizes. Checks: config valid, safetensors
+// valid, every lora_A has its lora_B (and the reverse) with matching ranks, ranks equal `r`
+// (when there is no rank_pattern), DoRA magnitudes present with the right length, floating
+// dtypes, finite values, and — when the base model is a local safetensors file (`--base`, or
+// base_model_name_or_path relative to the adapter directory or the working directory) — that
+// every module exists in the base with fitting shapes.
+//
+// Exit codes: 0 fine; 1 any problem (one line on stderr); 2 usage. Built without LibTorch (only
+// the header-level safetensors reader), so it starts in milliseconds.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "peft/error.hpp"
+#include "peft/io/config_json.hpp"
+#include "peft/io/safetensors_header.hpp"
+#include "peft/warnings.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A read-only private mapping of a whole file (empty files map to nothing).
+class MappedFile {
+ public:
+  explicit MappedFile(const fs::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw peft::SerializationError(path.string() + ": cannot open (" + std::strerror(errno) + ")");
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw peft::SerializationError(path.string() + ": not a regular file");
+    }
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        ::close(fd);
+        throw peft::SerializationError(path.string() + ": cannot map (" + std::strerror(errno) + ")");
+      }
+      data_ = static_cast<const char*>(p);
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (data_) ::munmap(const_cast<char*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const char* data() const { return data_ ? data_ : ""; }
+  std::size_t size() const { return size_; }
+
+ private:
+  const char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+std::string shape_str(const std::vector<std::int64_t>& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+bool is_float(const std::string& dtype) {
+  return dtype == "F32" || dtype == "F16" || dtype == "BF16" || dtype == "F64";
+}
+
+/// Index of the first NaN/Inf element of a floating tensor's little-endian bytes, or -1.
+std::int64_t first_non_finite(const peft::SafetensorsEntry& e, const char* data) {
+  const char* p = data + e.begin;
+  const std::uint64_t n = e.numel();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    bool bad = false;
+    if (e.dtype == "F32") {
+      std::uint32_t u;
+      std::memcpy(&u, p + 4 * i, 4);
+      bad = (u & 0x7f800000u) == 0x7f800000u;
+    } else if (e.dtype == "F64") {
+      std::uint64_t u;
+      std::memcpy(&u, p + 8 * i, 8);
+      bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    } else if (e.dtype == "F16") {
+      std::uint16_t u;
+      std::memcpy(&u, p + 2 * i, 2);
+      bad = (u & 0x7c00u) == 0x7c00u;
+    } else if (e.dtype == "BF16") {
+      std::uint16_t u;
+      std::memcpy(&u, p + 2 * i, 2);
+      bad = (u & 0x7f80u) == 0x7f80u;
+    }
+    if (bad) return static_cast<std::int64_t>(i);
+  }
+  return -1;
+}
+
+struct Module {
+  const peft::SafetensorsEntry* a = nullptr;
+  const peft::SafetensorsEntry* b = nullptr;
+  const peft::SafetensorsEntry* b_bias = nullptr;
+  const peft::SafetensorsEntry* magnitude = nullptr;
+};
+
+[[noreturn]] void fail(const fs::path& file, const std::string& problem) {
+  throw peft::SerializationError(file.string() + ": " + problem);
+}
+
+/// The base model file to check shapes against, if one is on this machine.
+std::optional<fs::path> find_base(const fs::path& dir, const peft::LoraConfig& cfg, const std::string& flag) {
+  std::error_code ec;
+  if (!flag.empty()) {
+    fs::path p = flag;
+    if (fs::is_directory(p, ec)) p /= "model.safetensors";
+    if (!fs::is_regular_file(p, ec)) throw peft::SerializationError(flag + ": --base is not a safetensors file");
+    return p;
+  }
+  if (!cfg.base_model_name_or_path || cfg.base_model_name_or_path->empty()) return std::nullopt;
+  for (fs::path p : {dir / *cfg.base_model_name_or_path, fs::path(*cfg.base_model_name_or_path)}) {
+    if (fs::is_directory(p, ec)) p /= "model.safetensors";
+    if (fs::is_regular_file(p, ec)) return p;
+  }
+  return std::nullopt;
+}
+
+int inspect(const fs::path& dir, const std::string& base_flag) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw peft::SerializationError(dir.string() + ": not a directory");
+  peft::ScopedWarningCapture warnings;
+  const peft::LoraConfig cfg = peft::load_adapter_config(dir);
+  const fs::path wpath = dir / "adapter_model.safetensors";
+  if (!fs::exists(wpath, ec)) fail(wpath, "no such file");
+  const MappedFile wfile(wpath);
+  const peft::SafetensorsHeader header = peft::parse_safetensors_header(wfile.data(), wfile.size(), wpath.string());
+  const char* data = wfile.data() + header.data_start;
+
+  const std::string root = "base_model.model.";
+  const std::vector<std::pair<std::string, int>> suffixes = {
+      {".lora_A.weight", 0}, {".lora_B.weight", 1}, {".lora_B.bias", 2}, {".lora_magnitude_vector", 3}};
+  std::map<std::string, Module> modules;
+  std::vector<const peft::SafetensorsEntry*> other;
+  std::uint64_t params = 0;
+  for (const auto& e : header.entries) {
+    params += e.numel();
+    bool placed = false;
+    if (e.name.compare(0, root.size(), root) == 0) {
+      for (const auto& [suffix, slot] : suffixes) {
+        if (e.name.size() <= root.size() + suffix.size() ||
+            e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+          continue;
+        const std::string m = e.name.substr(root.size(), e.name.size() - root.size() - suffix.size());
+        Module& mod = modules[m];
+        (slot == 0 ? mod.a : slot == 1 ? mod.b : slot == 2 ? mod.b_bias : mod.magnitude) = &e;
+        placed = true;
+        break;
+      }
+    }
+    if (!placed) other.push_back(&e);
+    if (!is_float(e.dtype))
+      fail(wpath, "tensor `" + e.name + "` has dtype " + e.dtype + "; adapter weights must be floating point");
+    const std::int64_t bad = first_non_finite(e, data);
+    if (bad >= 0)
+      fail(wpath, "tensor `" + e.name + "` holds a NaN or infinite value at element " + std::to_string(bad));
+  }
+  if (modules.empty()) fail(wpath, "holds no LoRA weights (no `base_model.model.*.lora_A.weight` keys)");
+
+  for (const auto& [m, mod] : modules) {
+    const std::string key = root + m;
+    if (!mod.a) fail(wpath, "`" + key + ".lora_A.weight` is missing (the file has its lora_B)");
+    if (!mod.b) fail(wpath, "`" + key + ".lora_B.weight` is missing (the file has its lora_A)");
+    if (mod.a->shape.size() != 2 || mod.b->shape.size() != 2)
+      fail(wpath, "`" + key + "` lora_A " + shape_str(mod.a->shape) + " / lora_B " + shape_str(mod.b->shape) +
+                      " are not matrices (Linear/Conv1D adapters only)");
+    const std::int64_t r = mod.a->shape[0];
+    if (mod.b->shape[1] != r)
+      fail(wpath, "`" + key + "`: lora_A " + shape_str(mod.a->shape) + " has rank " + std::to_string(r) +
+                      " but lora_B " + shape_str(mod.b->shape) + " has rank " + std::to_string(mod.b->shape[1]));
+    if (cfg.rank_pattern.empty() && r != cfg.r)
+      fail(wpath, "`" + key + ".lora_A.weight` has rank " + std::to_string(r) + " but adapter_config.json says r = " +
+                      std::to_string(cfg.r));
+    if (cfg.use_dora && !mod.magnitude)
+      fail(wpath, "`" + key + ".lora_magnitude_vector` is missing (adapter_config.json says use_dora = true)");
+    if (!cfg.use_dora && mod.magnitude)
+      fail(wpath, "`" + key + ".lora_magnitude_vector` is present but adapter_config.json says use_dora = false");
+    if (mod.magnitude && mod.magnitude->shape != std::vector<std::int64_t>{mod.b->shape[0]})
+      fail(wpath, "`" + key + ".lora_magnitude_vector` has shape " + shape_str(mod.magnitude->shape) +
+                      ", lora_B needs [" + std::to_string(mod.b->shape[0]) + "]");
+  }
+
+  // Base model shapes (Linear weight [out, in]; Conv1D with fan_in_fan_out [in, out]).
+  std::string base_line = "not found on this machine; shapes not checked against it";
+  const auto base = find_base(dir, cfg, base_flag);
+  if (base) {
+    const MappedFile bfile(*base);
+    const auto bheader = peft::parse_safetensors_header(bfile.data(), bfile.size(), base->string());
+    std::map<std::string, const peft::SafetensorsEntry*> weights;
+    for (const auto& e : bheader.entries) weights[e.name] = &e;
+    for (const auto& [m, mod] : modules) {
+      auto it = weights.find(m + ".weight");
+      if (it == weights.end()) it = weights.find(m + ".base_layer.weight");
+      if (it == weights.end())
+        fail(wpath, "module `" + m + "` is not in the base model " + base->string() +
+                        " (is this adapter for another base model?)");
+      const auto& w = it->second->shape;
+      if (w.size() != 2)
+        fail(wpath, "base weight `" + it->first + "` " + shape_str(w) + " is not a matrix");
+      const std::int64_t out = cfg.fan_in_fan_out ? w[1] : w[0];
+      const std::int64_t in = cfg.fan_in_fan_out ? w[0] : w[1];
+      if (mod.a->shape[1] != in || mod.b->shape[0] != out)
+        fail(wpath, "`" + root + m + "` lora_A " + shape_str(mod.a->shape) + " / lora_B " + shape_str(mod.b->shape) +
+                        " do not fit the base weight `" + it->first + "` " + shape_str(w) + " of " + base->string() +
+                        " (is this adapter for another base model?)");
+    }
+    base_line = base->string() + " (all " + std::to_string(modules.size()) + " modules fit)";
+  }
+
+  // Everything checked: print the summary (stdout only on success).
+  const peft::JsonValue j = peft::to_json_value(cfg);
+  auto field = [&](const char* k) {
+    const peft::JsonValue* v = j.find(k);
+    return v ? v->dump() : std::string("-");
+  };
+  std::ostringstream o;
+  o << "adapter: " << dir.string() << "\n";
+  for (const char* k : {"peft_type", "task_type", "r", "lora_alpha", "use_rslora", "target_modules",
+                        "exclude_modules", "init_lora_weights", "use_dora", "lora_dropout", "bias",
+                        "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern",
+                        "base_model_name_or_path", "peft_version"})
+    o << "  " << k << ": " << field(k) << "\n";
+  o << "base model: " << base_line << "\n";
+  o << "modules (" << modules.size() << "):\n";
+  for (const auto& [m, mod] : modules) {
+    o << "  " << m << "  rank " << mod.a->shape[0] << "  lora_A " << shape_str(mod.a->shape) << "  lora_B "
+      << shape_str(mod.b->shape) << "  " << mod.a->dtype;
+    if (mod.b_bias) o << "  lora_B.bias " << shape_str(mod.b_bias->shape);
+    if (mod.magnitude) o << "  magnitude " << shape_str(mod.magnitude->shape);
+    o << "\n";
+  }
+  if (!other.empty()) {
+    o << "other tensors (" << other.size() << "):\n";
+    for (const auto* e : other) o << "  " << e->name << "  " << shape_str(e->shape) << "  " << e->dtype << "\n";
+  }
+  o << "parameters: " << params << "\n";
+  o << "files: adapter_model.safetensors " << wfile.size() << " bytes, adapter_config.json "
+    << fs::file_size(dir / "adapter_config.json", ec) << " bytes\n";
+  for (const auto& w : warnings.messages()) o << "warning: " << w << "\n";
+  std::cout << o.str();
+  return 0;
+}
+
+/// One line: newlines of multi-line messages become spaces.
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* usage = "usage: peft-inspect [--base BASE_MODEL.safetensors] ADAPTER_DIR";
+  std::string base, dir;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::cout << usage << "\n";
+      return 0;
+    }
+    if (a == "--base" && i + 1 < argc) {
+      base = argv[++i];
+    } else if (!a.empty() && a[0] == '-') {
+      std::cerr << usage << "\n";
+      return 2;
+    } else if (dir.empty()) {
+      dir = a;
+    } else {
+      std::cerr << usage << "\n";
+      return 2;
+    }
+  }
+  if (dir.empty()) {
+    std::cerr << usage << "\n";
+    return 2;
+  }
+  try {
+    return inspect(dir, base);
+  } catch (const std::exception& e) {
+    std::cerr << "peft-inspect: " << one_line(e.what()) << "\n";
+  } catch (...) {
+    std::cerr << "peft-inspect: unknown error\n";
+  }
+  return 1;
+}
