@@ -421,7 +421,7 @@ inline void load_eva_state_dict(LoraModel& pm, const EvaStateDict& state, const 
     std::int64_t new_rank = r;
     auto it = rows.find(key);
     if (it != rows.end()) {
-      const torch::Tensor& w = it->second;
+      const torch::Tensor w = it->second;  // a copy: the map entry is erased below
       if (w.dim() != 2 || w.size(1) != layer->in_features() || !torch::isFloatingType(w.scalar_type()))
         throw Error("EVA state dict entry `" + key + "` must be a floating [rank, " +
                     std::to_string(layer->in_features()) + "] tensor");
