@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <unistd.h>
 #include <sstream>
 
 #include "peft/error.hpp"
@@ -28,6 +29,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using peft::JsonValue;
+
+/// A scratch directory of this process: peft_conformance and the unit tests run the same cases
+/// concurrently under `ctest -j`, so a shared name would let one delete the other's files.
+fs::path process_temp_dir(const std::string& name) {
+  return fs::temp_directory_path() / (name + "." + std::to_string(static_cast<long>(::getpid())));
+}
 
 struct Mismatch : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -270,7 +277,7 @@ std::string check_base_rewrite_recipes(const fs::path& dir, const JsonValue& c, 
     return *t;
   };
   const auto targeted = strings(get(get(c, "targeted_modules"), "default"));
-  const fs::path scratch = fs::temp_directory_path() / ("peft_inits_" + dir.filename().string());
+  const fs::path scratch = process_temp_dir("peft_inits_" + dir.filename().string());
   fs::remove_all(scratch);
   enum class Recipe { AsSaved, Residual, Converted };
   for (const Recipe recipe : {Recipe::AsSaved, Recipe::Residual, Recipe::Converted}) {
@@ -470,7 +477,7 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
   for (std::size_t i = 0; i < adapters.size(); ++i)
     peft::load_adapter(loaded, dir / get(adapters[i], "dir").as_string(), get(adapters[i], "name").as_string());
   // What we save must be what PEFT saved: same keys, same tensors, same config meaning.
-  const fs::path resave = resave_dir.empty() ? fs::temp_directory_path() / ("peft_resave_" + dir.filename().string())
+  const fs::path resave = resave_dir.empty() ? process_temp_dir("peft_resave_" + dir.filename().string())
                                              : fs::path(resave_dir) / dir.filename().string();
   fs::remove_all(resave);
   peft::save_pretrained(loaded, resave);
