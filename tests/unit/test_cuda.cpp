@@ -5,7 +5,9 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "peft/io/adapters.hpp"
 #include "peft/model.hpp"
+#include "peft/weighted.hpp"
 
 namespace {
 
@@ -22,15 +24,19 @@ struct Run {
   std::unique_ptr<peft::LoraModel> pm;
 };
 
-Run build(torch::Device device, torch::Dtype dtype) {
-  torch::manual_seed(7);
-  Run r;
-  r.model->to(device, dtype);
+peft::LoraConfig two_layer_config() {
   peft::LoraConfig c;
   c.target_modules = {"fc1", "fc2"};
   c.r = 8;
   c.lora_alpha = 16;
   c.lora_dropout = 0.0;
+  return c;
+}
+
+Run build(torch::Device device, torch::Dtype dtype, peft::LoraConfig c = two_layer_config()) {
+  torch::manual_seed(7);
+  Run r;
+  r.model->to(device, dtype);
   r.pm = std::make_unique<peft::LoraModel>(r.model.ptr(), c);
   torch::NoGradGuard g;
   torch::manual_seed(8);
@@ -78,4 +84,106 @@ TEST(Cuda, Bf16BaseRunsWithFp32AdaptersOnTheGpu) {
   auto y = half.model(x.to(gpu, torch::kBFloat16));
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
   EXPECT_TRUE(torch::allclose(y.to(torch::kFloat32).cpu(), ref.model(x), 5e-2, 5e-2));
+}
+
+namespace {
+peft::LoraConfig dora_config() {
+  auto c = two_layer_config();
+  c.use_dora = true;
+  return c;
+}
+bool close_on_cpu(const torch::Tensor& gpu, const torch::Tensor& cpu, double tol) {
+  return torch::allclose(gpu.to(torch::kCPU, torch::kFloat32), cpu.to(torch::kFloat32), tol, tol);
+}
+}  // namespace
+
+TEST(Cuda, DoraForwardBackwardMergeAndUnmergeMatchTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device gpu(torch::kCUDA);
+  auto cpu = build(torch::kCPU, torch::kFloat32, dora_config());
+  auto cuda = build(gpu, torch::kFloat32, dora_config());
+  EXPECT_TRUE(cuda.model->fc1->lora_magnitude("default").is_cuda());
+  EXPECT_TRUE(close_on_cpu(cuda.model->fc1->lora_magnitude("default"),
+                           cpu.model->fc1->lora_magnitude("default"), 1e-5));
+  torch::manual_seed(9);
+  auto x = torch::randn({32, 64});
+  auto y_cpu = cpu.model(x);
+  auto y_gpu = cuda.model(x.to(gpu));
+  EXPECT_TRUE(close_on_cpu(y_gpu, y_cpu, 1e-4));
+  y_cpu.square().sum().backward();
+  y_gpu.square().sum().backward();
+  for (const char* which : {"fc1", "fc2"}) {
+    auto& lc = which[2] == '1' ? cpu.model->fc1 : cpu.model->fc2;
+    auto& lg = which[2] == '1' ? cuda.model->fc1 : cuda.model->fc2;
+    EXPECT_TRUE(close_on_cpu(lg->lora_magnitude("default").grad(),
+                             lc->lora_magnitude("default").grad(), 1e-3)) << which;
+    EXPECT_TRUE(close_on_cpu(lg->lora_B("default")->weight.grad(), lc->lora_B("default")->weight.grad(), 1e-3))
+        << which;
+  }
+  torch::NoGradGuard g;
+  cuda.model->eval();
+  const auto w_before = cuda.model->fc1->weight.clone();
+  cuda.pm->merge_adapter();
+  EXPECT_TRUE(close_on_cpu(cuda.model(x.to(gpu)), y_cpu, 1e-4));
+  cuda.pm->unmerge_adapter();
+  EXPECT_TRUE(torch::allclose(cuda.model->fc1->weight, w_before, 1e-5, 1e-5));
+}
+
+TEST(Cuda, AdapterSavedFromTheGpuLoadsIntoACpuModel) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device gpu(torch::kCUDA);
+  auto cuda = build(gpu, torch::kFloat32, dora_config());
+  const auto dir = std::filesystem::temp_directory_path() / ("peft_cuda_save_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  peft::save_pretrained(*cuda.pm, dir);
+  torch::manual_seed(7);
+  TwoLayer fresh;
+  auto loaded = peft::from_pretrained(fresh.ptr(), dir);
+  // The same base (seed 7) and the saved factors: the CPU model reproduces the GPU's output.
+  torch::NoGradGuard g;
+  cuda.model->eval();
+  fresh->eval();
+  auto x = torch::randn({16, 64});
+  EXPECT_TRUE(close_on_cpu(cuda.model(x.to(gpu)), fresh(x), 1e-4));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Cuda, PissaInitOnTheGpuGivesTheCpuDeltaAndResidual) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device gpu(torch::kCUDA);
+  auto c = two_layer_config();
+  c.init_lora_weights = std::string("pissa");
+  torch::manual_seed(7);
+  TwoLayer cpu_model, gpu_model;
+  gpu_model->to(gpu);
+  {
+    torch::NoGradGuard g;
+    auto src = cpu_model->named_parameters();
+    for (auto& item : gpu_model->named_parameters()) item.value().copy_(src[item.key()].to(gpu));
+  }
+  peft::LoraModel cpu_pm(cpu_model.ptr(), c);
+  peft::LoraModel gpu_pm(gpu_model.ptr(), c);
+  // Singular vectors may differ in sign between LAPACK and cuSOLVER; delta and residual may not.
+  EXPECT_TRUE(close_on_cpu(gpu_model->fc1->weight, cpu_model->fc1->weight, 1e-4));
+  EXPECT_TRUE(close_on_cpu(gpu_model->fc1->delta_weight("default"), cpu_model->fc1->delta_weight("default"), 1e-4));
+  EXPECT_TRUE(close_on_cpu(gpu_model->fc2->delta_weight("default"), cpu_model->fc2->delta_weight("default"), 1e-4));
+}
+
+TEST(Cuda, WeightedSvdCombinationOnTheGpuMatchesTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device gpu(torch::kCUDA);
+  auto cpu = build(torch::kCPU, torch::kFloat32);
+  auto cuda = build(gpu, torch::kFloat32);
+  peft::WeightedAdapterOptions o;
+  o.combination_type = "svd";
+  ASSERT_TRUE(peft::add_weighted_adapter(*cpu.pm, {"default"}, {0.5}, "half", o));
+  ASSERT_TRUE(peft::add_weighted_adapter(*cuda.pm, {"default"}, {0.5}, "half", o));
+  o.combination_type = "cat";
+  auto c2 = two_layer_config();
+  cpu.pm->add_adapter("other", c2);
+  cuda.pm->add_adapter("other", c2);
+  ASSERT_TRUE(peft::add_weighted_adapter(*cpu.pm, {"default", "other"}, {1.0, 0.5}, "both", o));
+  ASSERT_TRUE(peft::add_weighted_adapter(*cuda.pm, {"default", "other"}, {1.0, 0.5}, "both", o));
+  for (const char* name : {"half", "both"})
+    EXPECT_TRUE(close_on_cpu(cuda.model->fc1->delta_weight(name), cpu.model->fc1->delta_weight(name), 1e-4)) << name;
 }
