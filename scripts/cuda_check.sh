@@ -50,7 +50,9 @@ do_build() {
   ${CXX:-c++} --version | head -1
   cmake -S . -B $B "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
     -DPEFT_BUILD_BENCH=$bench "${deps[@]}" || return 1
-  cmake --build $B -j"$(nproc)"
+  cmake --build $B -j"$(nproc)" || return 1
+  # libstdc++ must come before LibTorch (see CMakeLists.txt, PEFT_STDCXX_FIRST).
+  readelf -d $B/tests/peft_unit_tests 2>/dev/null | grep NEEDED | head -4
 }
 
 do_ctest() {

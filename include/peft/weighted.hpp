@@ -48,7 +48,6 @@
 ///   branches (transpose for embeddings, conv reshapes) have no counterpart here.
 /// On any error thrown after the new adapter was injected (a failing SVD) it is deleted again.
 
-#include <torch/linalg.h>
 #include <torch/types.h>
 
 #include <algorithm>
