@@ -78,10 +78,12 @@ ModuleSpec get_module_spec(const std::string& field, const JsonValue& v) {
   wrong_type(field, v, "null, a regex string or a list of module names");
 }
 
-/// Expect an object; a sub-config dict with an unknown key is a TypeError in PEFT.
-const JsonValue::Object& get_object(const std::string& field, const JsonValue& v) {
+/// Expect an object; a sub-config dict with an unknown key is a TypeError in PEFT. (Callers then
+/// use v.as_object(): returning the reference from here made GCC 13 warn about a dangling
+/// reference to the temporary field name.)
+const JsonValue& require_object(const char* field, const JsonValue& v) {
   if (!v.is_object()) wrong_type(field, v, "an object");
-  return v.as_object();
+  return v;
 }
 [[noreturn]] void unknown_sub_key(const std::string& field, const std::string& key,
                                   const std::string& known) {
@@ -91,7 +93,7 @@ const JsonValue::Object& get_object(const std::string& field, const JsonValue& v
 
 EvaConfig get_eva(const JsonValue& v) {
   EvaConfig e;
-  for (const auto& [k, x] : get_object("eva_config", v)) {
+  for (const auto& [k, x] : require_object("eva_config", v).as_object()) {
     const std::string f = "eva_config." + k;
     if (k == "rho") e.rho = get_double(f, x);
     else if (k == "tau") e.tau = get_double(f, x);
@@ -107,7 +109,7 @@ EvaConfig get_eva(const JsonValue& v) {
 
 CordaConfig get_corda(const JsonValue& v) {
   CordaConfig c;
-  for (const auto& [k, x] : get_object("corda_config", v)) {
+  for (const auto& [k, x] : require_object("corda_config", v).as_object()) {
     const std::string f = "corda_config." + k;
     if (k == "cache_file") c.cache_file = get_opt_string(f, x);
     else if (k == "covariance_file") c.covariance_file = get_opt_string(f, x);
@@ -123,7 +125,7 @@ CordaConfig get_corda(const JsonValue& v) {
 
 std::optional<LoftQConfig> get_loftq(const JsonValue& v) {
   if (v.is_null()) return std::nullopt;
-  const auto& obj = get_object("loftq_config", v);
+  const auto& obj = require_object("loftq_config", v).as_object();
   if (obj.empty()) return std::nullopt;  // PEFT's falsy `{}`
   LoftQConfig l;
   for (const auto& [k, x] : obj) {
@@ -213,11 +215,11 @@ bool set_field(LoraConfig& c, const std::string& k, const JsonValue& v) {
   } else if (k == "rank_pattern") {
     c.rank_pattern = {};
     if (!v.is_null())
-      for (const auto& [p, x] : get_object(k, v)) c.rank_pattern.set(p, get_int(k + "[\"" + p + "\"]", x));
+      for (const auto& [p, x] : require_object(k.c_str(), v).as_object()) c.rank_pattern.set(p, get_int(k + "[\"" + p + "\"]", x));
   } else if (k == "alpha_pattern") {
     c.alpha_pattern = {};
     if (!v.is_null())
-      for (const auto& [p, x] : get_object(k, v)) c.alpha_pattern.set(p, get_number(k + "[\"" + p + "\"]", x));
+      for (const auto& [p, x] : require_object(k.c_str(), v).as_object()) c.alpha_pattern.set(p, get_number(k + "[\"" + p + "\"]", x));
   } else if (k == "megatron_config") c.megatron_config = opt_json(v);
   else if (k == "megatron_core") c.megatron_core = v.is_null() ? "megatron.core" : get_string(k, v);
   else if (k == "trainable_token_indices") {
