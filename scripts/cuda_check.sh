@@ -84,8 +84,9 @@ do_finetune() {
   [ -n "$exe" ] || { echo "no peft-finetune"; return 0; }
   cat >$t/cuda.yaml <<EOF
 base_model: builtin:tiny-llama
-output_dir: $t/run
-training: {steps: 60, batch_size: 8, seq_len: 128, lr: 3.0e-3, warmup_steps: 5, seed: 1, device: cuda, dtype: bfloat16, eval_every: 20, save_every: 30, log_every: 10}
+output_dir: $PWD/$t/run
+data: {file: $PWD/data/corpus/part_b.txt, heldout_fraction: 0.05}
+training: {steps: 60, batch_size: 16, seq_len: 128, lr: 3.0e-3, warmup_steps: 5, seed: 1, device: cuda, dtype: bfloat16, eval_every: 20, save_every: 30, log_every: 10}
 lora: {r: 8, lora_alpha: 16, target_modules: [q_proj, v_proj, up_proj]}
 EOF
   timeout 180 $exe --config $t/cuda.yaml
