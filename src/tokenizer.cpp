@@ -49,10 +49,24 @@ std::string type_name(const JsonValue& v) {
                            (got ? ", got " + type_name(*got) : std::string(", but it is missing")));
 }
 
+// A ConfigError whose message names the tokenizer file and its field (ConfigError's own message
+// says "LoraConfig.<field>", which would mislead here).
+class TokenizerConfigError : public ConfigError {
+ public:
+  TokenizerConfigError(const std::string& file, const std::string& field, const std::string& value,
+                       const std::string& problem, const std::string& hint)
+      : ConfigError(field, value, problem, hint),
+        message_(file + ": " + field + " = " + value + ": " + problem + " (hint: " + hint + ")") {}
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  std::string message_;
+};
+
 // A tokenizer.json this library cannot reproduce exactly: ConfigError naming file, field, value.
 [[noreturn]] void unsupported(const std::filesystem::path& file, const std::string& field, const std::string& value,
                               const std::string& problem, const std::string& hint) {
-  throw ConfigError(field, value, problem, hint).located(file.string());
+  throw TokenizerConfigError(file.string(), field, value, problem, hint);
 }
 
 std::unordered_map<std::string, int64_t> read_vocab(const std::filesystem::path& file, const JsonValue& v,

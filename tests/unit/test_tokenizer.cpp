@@ -156,7 +156,7 @@ TEST(TokenizerPretokenize, UnicodeLettersDigitsAndInvalidBytes) {
 }
 
 TEST(TokenizerPretokenize, PiecesConcatenateBackToTheInput) {
-  const std::string s = "  It's 3.14159 -- ok?!\n\n\tNew  para\xe2\x80\x94end \xf0\x9f\x98\x80 \xff";
+  const std::string s = "  It's 3.14159 -- ok?!\n\n\tNew  para\xe2\x80\x94" "end \xf0\x9f\x98\x80 \xff";
   std::string joined;
   for (auto p : gpt2_pretokenize(s)) joined += std::string(p);
   EXPECT_EQ(joined, s);
@@ -250,7 +250,7 @@ TEST(BpeTokenizer, AddedTokenStripOptionsSwallowWhitespace) {
 TEST(BpeTokenizer, DecodeRoundTripsAnyBytes) {
   HelloWorld hw;
   ByteLevelBPETokenizer t(hw.vocab, hw.merges);
-  for (const std::string s : {std::string("hello world\n\n  hello\tworld!"), std::string("\xff\xfe\xc3 \xe6\x97\xa5"),
+  for (const std::string& s : {std::string("hello world\n\n  hello\tworld!"), std::string("\xff\xfe\xc3 \xe6\x97\xa5"),
                               std::string("nul\0byte", 8), std::string()}) {
     EXPECT_EQ(t.decode(t.encode(s)), s);
   }
