@@ -11,7 +11,7 @@ tests). No network. Steps:
      in two separate directories so peft's load_tokenizer picks each reader in turn;
   3. encode the held-out documents, every held-out line, and tricky strings (contractions, digits,
      unicode, multiple spaces, newlines, <|endoftext|>) with HF and with `peft_tokenize` on both
-     directories, and with transformers' GPT2Tokenizer on vocab.json/merges.txt when it loads;
+     directories (transformers' GPT2Tokenizer on vocab.json/merges.txt is reported as INFO);
   4. print PASS/FAIL per string and a summary line "N passed, M failed"; exit 1 on any failure.
 Also prints the encode speed of both on the whole corpus. Runs in well under a minute.
 """
@@ -131,7 +131,11 @@ def main():
         from transformers import GPT2Tokenizer
         gpt2 = GPT2Tokenizer(vocab_file=os.path.join(vm_dir, "vocab.json"),
                              merges_file=os.path.join(vm_dir, "merges.txt"))
-        runs.append(("transformers-GPT2Tokenizer", [gpt2.encode(s, add_special_tokens=False) for s in texts]))
+        via_tf = [gpt2.encode(s, add_special_tokens=False) for s in texts]
+        agree = sum(a == b for a, b in zip(via_tf, expected))
+        # Informational: transformers vs HF tokenizers (peft is judged against HF tokenizers only).
+        print(f"INFO transformers GPT2Tokenizer(vocab.json, merges.txt) agrees with HF tokenizers on "
+              f"{agree}/{len(texts)} strings")
     except Exception as e:  # noqa: BLE001 - report and carry on
         print(f"SKIP transformers GPT2Tokenizer comparison: {type(e).__name__}: {e}")
 
