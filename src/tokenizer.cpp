@@ -5,6 +5,7 @@
 
 #include "peft/error.hpp"
 #include "peft/json_value.hpp"
+#include "peft/warnings.hpp"
 #include "peft/text/bpe_tokenizer.hpp"
 #include "peft/text/tokenizer.hpp"
 
@@ -95,11 +96,16 @@ std::unique_ptr<ByteLevelBPETokenizer> build(const std::filesystem::path& file,
                                              const std::vector<std::pair<std::string, std::string>>& merges,
                                              const std::vector<ByteLevelBPETokenizer::AddedToken>& added,
                                              ByteLevelBPETokenizer::Options options) {
+  std::unique_ptr<ByteLevelBPETokenizer> tok;
   try {
-    return std::make_unique<ByteLevelBPETokenizer>(vocab, merges, added, options);
+    tok = std::make_unique<ByteLevelBPETokenizer>(vocab, merges, added, options);
   } catch (const SerializationError& e) {
     throw SerializationError(file.string() + ": " + e.what());
   }
+  if (const int missing = tok->missing_byte_tokens(); missing > 0 && !options.unk_id)
+    warn(file.string() + ": the vocab lacks " + std::to_string(missing) +
+         " of the 256 byte tokens; encode drops those bytes (as HF tokenizers does without an unk_token)");
+  return tok;
 }
 
 }  // namespace

@@ -257,6 +257,14 @@ TEST(BpeTokenizer, DecodeRoundTripsAnyBytes) {
   EXPECT_THROW(t.decode({1000}), peft::Error);
 }
 
+TEST(BpeTokenizer, BytesMissingFromTheVocabAreDroppedAsHfDoes) {
+  // HF-trained vocabularies without the full initial alphabet lack some byte tokens; HF's BPE
+  // (no unk_token) drops such characters, and so do we.
+  ByteLevelBPETokenizer t({{"a", 0}, {"b", 1}, {"ab", 2}}, {{"a", "b"}});
+  EXPECT_EQ(t.missing_byte_tokens(), 254);
+  EXPECT_EQ(t.encode("abcab"), (Ids{2, 2}));
+}
+
 TEST(BpeTokenizer, MergeWithUnknownTokenIsRejected) {
   auto vocab = byte_vocab();
   EXPECT_THROW(ByteLevelBPETokenizer(vocab, {{"a", "b"}}), peft::SerializationError);  // "ab" missing
