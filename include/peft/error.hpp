@@ -37,12 +37,9 @@ class ConfigError : public Error {
   const std::string& value() const noexcept { return value_; }
   Kind kind() const noexcept { return kind_; }
 
- protected:
-  /// For errors in other configs than LoraConfig (a model's config.json): `message` is complete.
+ private:
   ConfigError(const std::string& message, std::string field, std::string value, Kind kind)
       : Error(message), field_(std::move(field)), value_(std::move(value)), kind_(kind) {}
-
- private:
 
   static std::string compose(const std::string& field, const std::string& value,
                              const std::string& problem, const std::string& hint) {

@@ -485,12 +485,17 @@ TEST(ModelsSave, SaveThenLoadIsBitIdenticalForBothBuiltins) {
 }
 
 TEST(ModelsSave, Bfloat16ModelsRunAndSaveTheirDtype) {
-  auto fp32 = load_causal_lm("builtin:tiny-llama");
+  for (const auto& name : builtin_names()) {
+    auto fp32 = load_causal_lm("builtin:" + name);
+    auto bf16 = load_causal_lm("builtin:" + name, torch::kCPU, torch::kBFloat16);
+    auto ids = ids_for(257, 1, 16);
+    auto a = fp32->forward(ids), b = bf16->forward(ids);
+    EXPECT_EQ(b.scalar_type(), torch::kBFloat16) << name;
+    EXPECT_LT((a - b.to(torch::kFloat32)).abs().max().item<float>(), 0.05f) << name;
+    causal_lm_loss(b, ids).backward();  // trains in bf16
+    EXPECT_TRUE(bf16->parameters()[0].grad().defined()) << name;
+  }
   auto bf16 = load_causal_lm("builtin:tiny-llama", torch::kCPU, torch::kBFloat16);
-  auto ids = ids_for(257, 1, 16);
-  auto a = fp32->forward(ids), b = bf16->forward(ids);
-  EXPECT_EQ(b.scalar_type(), torch::kBFloat16);
-  EXPECT_LT((a - b.to(torch::kFloat32)).abs().max().item<float>(), 0.05f);
   const auto dir = peft_test::scratch_dir("models_bf16");
   save_causal_lm(*bf16, dir);
   EXPECT_EQ(peft::load_safetensors(dir / "model.safetensors").tensors[0].second.scalar_type(), torch::kBFloat16);

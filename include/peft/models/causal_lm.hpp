@@ -6,8 +6,10 @@
 ///   auto model = peft::models::load_causal_lm("path/to/hf_dir");        // or "builtin:tiny-gpt2"
 ///   auto logits = model->forward(ids);                                   // [B, T] -> [B, T, vocab]
 ///   auto loss = peft::models::causal_lm_loss(logits, ids);
-///   auto pm = peft::get_peft_model(model, cfg, "default",
-///                                  {.plan = {model->model_type(), "lm_head"}});
+///   peft::LoraModelOptions opts;                    // PEFT's default targets for the model_type
+///   opts.plan.model_type = model->model_type();
+///   opts.plan.output_layer = "lm_head";             // excluded by all-linear, as in transformers
+///   auto pm = peft::get_peft_model(model, cfg, "default", opts);
 ///
 /// Architectures: models/gpt2.hpp (GPT2LMHeadModel), models/llama.hpp (LlamaForCausalLM).
 

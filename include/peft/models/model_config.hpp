@@ -23,14 +23,18 @@ namespace peft::models {
 
 /// A config.json field holds a value the reference models cannot use (wrong type, out of range,
 /// unsupported model_type / activation / rope type). A peft::ConfigError: field() is the key
-/// (`n_head`, `rope_scaling.rope_type`), value() the offending value as JSON text.
+/// (`n_head`, `rope_type`), value() the offending value as JSON text; what() names the file and
+/// the config (`dir/config.json: LlamaConfig.rope_scaling.rope_type = "yarn": ...`), not LoraConfig.
 class ModelConfigError : public ConfigError {
  public:
-  ModelConfigError(const std::string& owner, std::string field, std::string value, const std::string& problem,
-                   const std::string& hint, Kind kind = Kind::InvalidValue)
-      : ConfigError(compose(owner, field, value, problem, hint), std::move(field), std::move(value), kind) {}
+  ModelConfigError(const std::string& owner, const std::string& field, const std::string& value,
+                   const std::string& problem, const std::string& hint, Kind kind = Kind::InvalidValue)
+      : ConfigError(field, value, problem, hint, kind), message_(compose(owner, field, value, problem, hint)) {}
+
+  const char* what() const noexcept override { return message_.c_str(); }
 
  private:
+  std::string message_;
   static std::string compose(const std::string& owner, const std::string& field, const std::string& value,
                              const std::string& problem, const std::string& hint) {
     std::string m = owner + "." + field;
