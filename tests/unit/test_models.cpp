@@ -308,6 +308,39 @@ TEST(ModelsConfig, BadConfigsAreTypedErrorsNamingFieldAndValue) {
   EXPECT_THROW(llama_config_from_json(peft::JsonValue::parse(R"({"model_type": "gpt2"})")), peft::ConfigError);
 }
 
+TEST(ModelsConfig, TheOriginalGpt2ConfigReadsAndKeepsItsOtherFields) {
+  // openai-community/gpt2's config.json (abridged only in task_specific_params).
+  auto c = gpt2_config_from_json(peft::JsonValue::parse(R"({
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+    "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+    "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": null,
+    "summary_first_dropout": 0.1, "summary_proj_to_labels": true, "summary_type": "cls_index",
+    "summary_use_proj": true, "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}},
+    "vocab_size": 50257})"));
+  EXPECT_EQ(c.n_positions, 1024);
+  EXPECT_EQ(c.inner_dim(), 3072);
+  EXPECT_EQ(c.head_dim(), 64);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.resid_pdrop, 0.1);
+  ASSERT_NE(c.extra.find("task_specific_params"), nullptr);
+  EXPECT_EQ(c.extra.find("eos_token_id")->as_int(), 50256);
+  EXPECT_EQ(c.extra.find("model_type"), nullptr);  // regenerated on save, not kept twice
+  auto written = peft::JsonValue::parse(gpt2_config_to_json(c, torch::kFloat16));
+  EXPECT_EQ(written.find("torch_dtype")->as_string(), "float16");
+  EXPECT_EQ(*written.find("task_specific_params"), *c.extra.find("task_specific_params"));
+  EXPECT_TRUE(written.find("n_inner")->is_null());
+  // Errors name the model's config, not LoraConfig.
+  GPT2Config bad = c;
+  bad.n_layer = 0;
+  try {
+    bad.validate();
+    FAIL();
+  } catch (const peft::ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("GPT2Config.n_layer = 0: must be positive", 0), 0u) << e.what();
+  }
+}
+
 TEST(ModelsConfig, RopeSpellingsOfTransformers4And5AreRead) {
   const std::string base = R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
                                "num_hidden_layers": 1, "num_attention_heads": 2, )";
