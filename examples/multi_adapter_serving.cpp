@@ -11,6 +11,7 @@
 #include <peft/peft.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
