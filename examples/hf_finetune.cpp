@@ -5,7 +5,7 @@
 // the adapter only, held-out loss before/after, and saving the adapter in PEFT's format (loadable
 // by Python PEFT, mergeable with peft-merge).
 //
-//   ./peft_hf_finetune [MODEL_DIR | builtin:tiny-llama | builtin:tiny-gpt2] [TEXT_FILE] [OUT_DIR]
+//   ./peft_hf_finetune [MODEL_DIR | builtin:tiny-llama | builtin:tiny-gpt2] [TEXT_FILE] [OUT_DIR] [STEPS]
 //
 // With no arguments: builtin:tiny-llama (random weights, byte tokenizer) on the shipped corpus
 // data/corpus/part_b.txt, 40 steps, adapter written to a temporary directory.
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   const std::string model_path = argc > 1 ? argv[1] : "builtin:tiny-llama";
   const fs::path text = argc > 2 ? fs::path(argv[2]) : fs::path(PEFT_EXAMPLES_CORPUS);
   const fs::path out = argc > 3 ? fs::path(argv[3]) : fs::temp_directory_path() / "peft_hf_finetune";
-  const int64_t steps = 40, batch = 8, seq_len = 64;
+  const int64_t steps = argc > 4 ? std::stoll(argv[4]) : 40, batch = 8, seq_len = 64;
   try {
     torch::manual_seed(0);
     auto model = peft::models::load_causal_lm(model_path);  // fp32, CPU

@@ -1,6 +1,6 @@
 // peft::merge_checkpoint / merge_state_dict (io/merge_checkpoint.hpp): the golden merged state
-// dicts of every fixture case, hand-checkable small merges, layouts, and errors that leave the
-// output directory as it was.
+// dicts of every fixture case, hand-checkable small merges, layouts, errors that leave the output
+// directory as it was, and merged reference-model checkpoints that reproduce the adapted logits.
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -14,10 +14,13 @@
 
 #include "peft/config.hpp"
 #include "peft/error.hpp"
+#include "peft/io/adapters.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/config_json.hpp"
 #include "peft/io/merge_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/model.hpp"
+#include "peft/models/causal_lm.hpp"
 #include "peft/warnings.hpp"
 #include "support/fixtures.hpp"
 
@@ -447,4 +450,44 @@ TEST(MergeCheckpointFiles, ErrorsLeaveTheOutputDirectoryUntouched) {
   EXPECT_NO_THROW(peft::merge_checkpoint(base, adapters, scratch / "empty"));
   EXPECT_THROW(peft::merge_checkpoint(base, adapters, mc.adapters[0] / "merged", force), peft::Error);
   EXPECT_FALSE(fs::exists(mc.adapters[0] / "merged"));
+}
+
+// ---- end to end with the reference models: merged checkpoint == base + adapter -----------------
+
+TEST(MergeCheckpointModels, MergedBuiltinCheckpointGivesTheAdaptedLogits) {
+  // GPT-2 (Conv1D, square attn.c_proj, config fan_in_fan_out as PEFT leaves it) and Llama (Linear).
+  for (const std::string name : {"tiny-gpt2", "tiny-llama"}) {
+    const fs::path dir = peft_test::scratch_dir("merge_models_" + name);
+    auto model = peft::models::make_builtin(name, 3);
+    peft::models::save_causal_lm(*model, dir / "base");
+    peft::LoraConfig cfg;
+    cfg.r = 4;
+    cfg.lora_alpha = 8;
+    cfg.target_modules = name == "tiny-gpt2" ? peft::ModuleSpec({"c_attn", "c_proj", "c_fc"})
+                                             : peft::ModuleSpec({"q_proj", "k_proj", "o_proj", "down_proj"});
+    peft::ScopedWarningCapture quiet;  // PEFT's Conv1D fan_in_fan_out warning
+    auto pm = peft::get_peft_model(model, cfg);
+    {
+      torch::NoGradGuard g;
+      for (auto& [key, layer] : pm.lora_layers()) layer->lora_B("default")->weight.normal_(0, 0.05);
+    }
+    peft::save_pretrained(pm, dir / "adapter");
+    model->eval();
+    const auto ids = torch::randint(0, model->vocab_size(), {2, 12}, torch::kInt64);
+    torch::NoGradGuard g;
+    const auto adapted = model->forward(ids);
+    torch::Tensor base_logits;
+    {
+      auto off = pm.disable_adapter();
+      base_logits = model->forward(ids);
+    }
+
+    peft::merge_checkpoint(dir / "base", {{dir / "adapter", 1.0}}, dir / "merged");
+    EXPECT_TRUE(fs::exists(dir / "merged" / "config.json"));
+    auto merged = peft::models::load_causal_lm((dir / "merged").string());
+    merged->eval();
+    const auto got = merged->forward(ids);
+    EXPECT_LT((got - adapted).abs().max().item<double>(), 1e-4) << name;
+    EXPECT_GT((adapted - base_logits).abs().max().item<double>(), 1e-3) << name << ": the adapter changes nothing";
+  }
 }
