@@ -220,7 +220,8 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
     Op op;
   };
   std::vector<Pending> pending;
-  std::map<std::string, std::set<bool>> by_leaf, by_parent;  // layouts decided from shapes
+  // Layouts decided from shapes, by leaf name and by every enclosing module ("a.b" for "a.b.c.d").
+  std::map<std::string, std::set<bool>> by_leaf, by_ancestor;
   for (std::size_t ai = 0; ai < plan.adapters.size(); ++ai) {
     const AdapterData& a = plan.adapters[ai];
     const std::string fname = a.file.string() + ": ";
@@ -281,7 +282,7 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
       } else if (fits_linear != fits_conv1d) {
         op.fan_in_fan_out = fits_conv1d;
         by_leaf[leaf_of(m)].insert(op.fan_in_fan_out);
-        by_parent[parent_of(m)].insert(op.fan_in_fan_out);
+        for (std::string up = parent_of(m); !up.empty(); up = parent_of(up)) by_ancestor[up].insert(op.fan_in_fan_out);
         if (op.fan_in_fan_out != a.cfg.fan_in_fan_out) ++contradicting;
       } else {
         pending.push_back({ai, m, op});
@@ -310,16 +311,24 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
                            " module(s) only fit the other layout; merged them in the layout their shapes give "
                            "(PEFT sets fan_in_fan_out per layer type)");
   }
-  // Square weights: evidence from the same leaf name, then the same parent, then the config.
+  // Square weights: evidence from the same leaf name, then the nearest enclosing module with
+  // decided weights, then the config.
   for (auto& p : pending) {
     const AdapterData& a = plan.adapters[p.adapter];
     bool fifo = a.cfg.fan_in_fan_out;
     const auto leaf = by_leaf.find(leaf_of(p.module));
-    const auto parent = by_parent.find(parent_of(p.module));
-    if (leaf != by_leaf.end() && leaf->second.size() == 1)
+    if (leaf != by_leaf.end() && leaf->second.size() == 1) {
       fifo = *leaf->second.begin();
-    else if (parent != by_parent.end() && parent->second.size() == 1)
-      fifo = *parent->second.begin();
+    } else {
+      // The nearest enclosing module whose decided weights all share one layout (the block of a
+      // GPT-2 layer when its MLP is square too).
+      for (std::string up = parent_of(p.module); !up.empty(); up = parent_of(up)) {
+        const auto it = by_ancestor.find(up);
+        if (it == by_ancestor.end()) continue;
+        if (it->second.size() == 1) fifo = *it->second.begin();
+        break;
+      }
+    }
     if (fifo != a.cfg.fan_in_fan_out)
       plan.notes.push_back(p.module + ": square weight merged with fan_in_fan_out = " + (fifo ? "true" : "false") +
                            " like the other modules of its name/parent (the config says otherwise)");

@@ -334,6 +334,23 @@ TEST(MergeStateDict, Conv1DLayoutComesFromTheShapeAndSquareWeightsFollowTheirNam
                peft::SerializationError);
 }
 
+TEST(MergeStateDict, SquareWeightWithoutANamesakeFollowsItsBlock) {
+  const fs::path dir = peft_test::scratch_dir("merge_square_block");
+  // h.0.attn.c_attn [in=2, out=6] is Conv1D by its shape; h.0.mlp.c_fc [2, 2] has no non-square
+  // namesake, so the block h.0 decides; k.lin [2, 2] elsewhere keeps the config's Linear layout.
+  const auto A = T({1, 0}, {1, 2}), B6 = torch::ones({6, 1}), B2 = T({0, 1}, {2, 1});
+  write_adapter(dir / "a", R"({"peft_type": "LORA", "r": 1, "lora_alpha": 1, "target_modules": ["c_attn", "c_fc", "lin"]})",
+                {{"h.0.attn.c_attn.lora_A.weight", A}, {"h.0.attn.c_attn.lora_B.weight", B6},
+                 {"h.0.mlp.c_fc.lora_A.weight", A}, {"h.0.mlp.c_fc.lora_B.weight", B2},
+                 {"k.lin.lora_A.weight", A}, {"k.lin.lora_B.weight", B2}});
+  const auto merged = peft::merge_state_dict({{"h.0.attn.c_attn.weight", torch::zeros({2, 6})},
+                                              {"h.0.mlp.c_fc.weight", torch::zeros({2, 2})},
+                                              {"k.lin.weight", torch::zeros({2, 2})}},
+                                             {{dir / "a", 1.0}});
+  EXPECT_TRUE(torch::equal(get(merged, "h.0.mlp.c_fc.weight"), torch::matmul(B2, A).t()));
+  EXPECT_TRUE(torch::equal(get(merged, "k.lin.weight"), torch::matmul(B2, A)));
+}
+
 TEST(MergeStateDict, DoraRenormalisesRowsToTheMagnitude) {
   const fs::path dir = peft_test::scratch_dir("merge_dora");
   write_adapter(dir / "a", R"({"peft_type": "LORA", "r": 1, "lora_alpha": 1, "use_dora": true,

@@ -22,7 +22,8 @@
 ///    whatever adapter_config.json says (PEFT switches fan_in_fan_out on per Conv1D layer and
 ///    saves the value the last created layer left, e.g. false for gpt2 all-linear with lm_head);
 ///    a square one takes the layout found for non-square modules with the same leaf name, else
-///    under the same parent module, else the config's fan_in_fan_out. `fan_in_fan_out` in the
+///    under the nearest enclosing module that has any (e.g. the GPT-2 block), else the config's
+///    fan_in_fan_out. `fan_in_fan_out` in the
 ///    options forces one layout for all modules (then a non-square misfit is an error).
 ///  * Adapters whose init rewrote the base (pissa, pissa_niter_N, olora, corda) and LoftQ are
 ///    refused: their factors only make sense against the residual base. Convert them first
