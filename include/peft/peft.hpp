@@ -21,6 +21,7 @@
 #include "peft/io/config_json.hpp"
 #include "peft/io/config_yaml.hpp"
 #include "peft/io/init_conversion.hpp"
+#include "peft/io/merge_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/io/safetensors_header.hpp"
 #include "peft/json_value.hpp"
