@@ -99,9 +99,14 @@ EOF
   timeout 180 $exe --config $t/cuda.yaml
 }
 
-do_bench() {
-  local exe=$B/bench/peft_bench
+do_bench() {  # the quick paired-step bench on CUDA bf16, then Python PEFT on the same shapes
+  local exe=$B/bench/peft_bench json=$OUT/bench_cuda.json
   [ -x $exe ] || { echo "no peft_bench"; return 0; }
+  BENCH_QUICK=1 timeout 150 $exe --benchmark_filter="${BENCH_CUDA_FILTER:-^cuda_bf16/paired_step/}" \
+    --benchmark_out=$json --benchmark_out_format=json
+  [ -f bench/compare_peft.py ] && PYTHONUNBUFFERED=1 timeout 150 python3 bench/compare_peft.py --device cuda \
+    --dtype bf16 --shapes 2048x2048,4096x4096 --ranks 16 --iters 30 --ours $json
+}
   local filter=${BENCH_CUDA_FILTER:-cuda}
   timeout 200 $exe --benchmark_filter="$filter" --benchmark_min_time=0.2 \
     --benchmark_out=$OUT/bench_cuda.json --benchmark_out_format=json
