@@ -107,11 +107,6 @@ do_bench() {  # the quick paired-step bench on CUDA bf16, then Python PEFT on th
   [ -f bench/compare_peft.py ] && PYTHONUNBUFFERED=1 timeout 150 python3 bench/compare_peft.py --device cuda \
     --dtype bf16 --shapes 2048x2048,4096x4096 --ranks 16 --iters 30 --ours $json
 }
-  local filter=${BENCH_CUDA_FILTER:-cuda}
-  timeout 200 $exe --benchmark_filter="$filter" --benchmark_min_time=0.2 \
-    --benchmark_out=$OUT/bench_cuda.json --benchmark_out_format=json
-  [ -f bench/compare_peft.py ] && PYTHONUNBUFFERED=1 timeout 200 python3 bench/compare_peft.py --device cuda --dtype bf16 --ours $OUT/bench_cuda.json
-}
 
 step build do_build || { printf '%s\n' "${summary[@]}"; exit 1; }
 step ctest do_ctest
