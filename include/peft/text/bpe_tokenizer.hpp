@@ -1,0 +1,80 @@
+#pragma once
+/// GPT-2's byte-level BPE, as HF `tokenizers` (BPE model + ByteLevel pre-tokenizer) runs it:
+///   1. added/special tokens (e.g. `<|endoftext|>`) are split out of the text first
+///      (leftmost-longest match; lstrip/rstrip/single_word honoured);
+///   2. each remaining segment is pre-tokenized with GPT-2's regex (peft/text/pretokenizer.hpp);
+///   3. each piece's bytes start as one symbol per byte, and merges are applied by rank (lowest
+///      first; equal ranks left to right: HF's heap order), repeating until no pair has a merge.
+/// Words are cached (bounded). decode maps ids back to bytes, so invalid UTF-8 round-trips.
+/// Not supported (refused with peft::ConfigError at load): other model types (WordPiece, Unigram,
+/// WordLevel), normalizers, pre-tokenizers other than a plain ByteLevel, BPE with
+/// byte_fallback / continuing_subword_prefix / end_of_word_suffix / dropout. Post-processors and
+/// decoders are ignored: encode never adds BOS/EOS (HF's add_special_tokens=False).
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "peft/text/tokenizer.hpp"
+
+namespace peft::text {
+
+class ByteLevelBPETokenizer : public Tokenizer {
+ public:
+  /// A token matched verbatim before pre-tokenization (HF `added_tokens`).
+  struct AddedToken {
+    std::string content;
+    int64_t id = 0;
+    bool special = true;
+    bool lstrip = false;       // also swallow whitespace before the match
+    bool rstrip = false;       // also swallow whitespace after the match
+    bool single_word = false;  // only match when not inside a word
+  };
+  struct Options {
+    bool add_prefix_space = false;  // ByteLevel pre-tokenizer option (GPT-2: false)
+    bool ignore_merges = false;     // BPE option: a whole word already in the vocab is one token
+    std::optional<int64_t> unk_id;  // id for a byte missing from the vocab (else the byte is dropped)
+  };
+
+  /// vocab: byte-level spelling ("Ġthe") -> id. merges: pairs in rank order (rank = index).
+  /// Throws peft::SerializationError when a merge names a token missing from the vocab.
+  ByteLevelBPETokenizer(const std::unordered_map<std::string, int64_t>& vocab,
+                        const std::vector<std::pair<std::string, std::string>>& merges,
+                        const std::vector<AddedToken>& added_tokens, Options options);
+  ByteLevelBPETokenizer(const std::unordered_map<std::string, int64_t>& vocab,
+                        const std::vector<std::pair<std::string, std::string>>& merges,
+                        const std::vector<AddedToken>& added_tokens = {})
+      : ByteLevelBPETokenizer(vocab, merges, added_tokens, Options{}) {}
+  ~ByteLevelBPETokenizer() override;
+
+  /// HF tokenizer.json: model.type "BPE" with model.vocab, model.merges ("a b" strings or [a, b]
+  /// pairs), added_tokens, pre_tokenizer ByteLevel (or null).
+  static std::unique_ptr<ByteLevelBPETokenizer> from_tokenizer_json(const std::filesystem::path& file);
+  /// GPT-2's vocab.json + merges.txt (a leading `#version` line is skipped). A vocab entry
+  /// `<|endoftext|>` becomes a special added token, as transformers' GPT2Tokenizer treats it.
+  static std::unique_ptr<ByteLevelBPETokenizer> from_vocab_merges(const std::filesystem::path& vocab_json,
+                                                                  const std::filesystem::path& merges_txt);
+
+  std::vector<int64_t> encode(std::string_view text) const override;
+  /// Added tokens decode to their content (special ones included), other ids to their bytes.
+  std::string decode(const std::vector<int64_t>& ids) const override;
+  /// 1 + the largest id of the vocab and the added tokens.
+  int64_t vocab_size() const override;
+  /// `<|endoftext|>`, else `</s>`, `<|end_of_text|>`, `<eos>` (added tokens first, then vocab).
+  std::optional<int64_t> eos_id() const override;
+  std::string kind() const override { return "bpe"; }
+
+  /// Byte-level spelling of an id ("Ġthe"), or the added token's content; nullopt if unknown.
+  std::optional<std::string> id_to_token(int64_t id) const;
+  std::optional<int64_t> token_to_id(const std::string& token) const;
+  std::size_t num_merges() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace peft::text
