@@ -27,7 +27,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"data", {"file", "jsonl_field", "heldout_fraction"}},
       {"training",
        {"steps", "batch_size", "seq_len", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay",
-        "grad_accum", "max_grad_norm", "seed", "device", "dtype", "eval_every", "eval_batches", "save_every",
+        "grad_accum", "max_grad_norm", "seed", "device", "dtype", "threads", "eval_every", "eval_batches", "save_every",
         "keep_checkpoints", "log_every"}},
       {"pretrain", {"file", "steps", "batch_size", "lr", "warmup_steps", "save_dir"}},
   };
@@ -191,7 +191,8 @@ void read_training(const Reader& r, const YAML::Node& node, TrainingConfig& t) {
     } else if (k == "dtype") {
       const std::string s = r.choice(v, key, {"float32", "fp32", "bfloat16", "bf16"});
       t.dtype = s == "fp32" ? "float32" : s == "bf16" ? "bfloat16" : s;
-    } else if (k == "eval_every") t.eval_every = r.integer(v, key, 0, "0 = evaluate only before and after training");
+    } else if (k == "threads") t.threads = r.integer(v, key, 0, "0 = one per CPU core");
+    else if (k == "eval_every") t.eval_every = r.integer(v, key, 0, "0 = evaluate only before and after training");
     else if (k == "eval_batches") t.eval_batches = r.integer(v, key, 0, "0 = every held-out block");
     else if (k == "save_every") t.save_every = r.integer(v, key, 0, "0 = no periodic checkpoints");
     else if (k == "keep_checkpoints") t.keep_checkpoints = r.integer(v, key, 1, "how many of the newest checkpoints to keep");

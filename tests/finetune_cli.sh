@@ -90,7 +90,7 @@ resume_after_kill)
   write_config train.yaml 10 2
   mkdir ref && cp data.txt ref/ && write_config ref/train.yaml 10 2
   (cd ref && "$tool" --config train.yaml > stdout.txt 2> stderr.txt) || fail "reference run failed"
-  PEFT_FINETUNE_STEP_DELAY_MS=300 "$tool" --config train.yaml > run1.txt 2>&1 &
+  PEFT_FINETUNE_STEP_DELAY_MS=150 "$tool" --config train.yaml > run1.txt 2>&1 &
   pid=$!
   wait_for out/checkpoints/step-4/trainer_state.json $pid || fail "no step-4 checkpoint appeared"
   kill -KILL $pid
@@ -105,7 +105,7 @@ resume_after_kill)
   ;;
 sigint)
   write_config train.yaml 50 2
-  PEFT_FINETUNE_STEP_DELAY_MS=200 "$tool" --config train.yaml > run1.txt 2> err1.txt &
+  PEFT_FINETUNE_STEP_DELAY_MS=150 "$tool" --config train.yaml > run1.txt 2> err1.txt &
   pid=$!
   wait_for out/checkpoints/step-2/trainer_state.json $pid || fail "no step-2 checkpoint appeared"
   kill -INT $pid

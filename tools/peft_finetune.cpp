@@ -204,6 +204,9 @@ int run(const Args& args, const char* argv0) {
   const fs::path out = cfg.output_dir;
   fs::create_directories(out);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
+  // LibTorch's default can be 1 on machines whose cores it counts as one physical core.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(t.threads > 0 ? t.threads : cores));
 
   std::optional<fs::path> resume_from;
   if (cfg.resume) {
@@ -365,9 +368,11 @@ int run(const Args& args, const char* argv0) {
             << " (relative difference " << std::scientific << std::setprecision(1) << rel << std::defaultfloat
             << ", limit " << tol << ")\n";
   std::cout << "  steps:                   " << r.step << ", " << r.tokens_seen << " tokens, "
-            << fmt(r.elapsed_s, 1) << " s training, " << fmt(total_s, 1) << " s in all\n";
+            << fmt(r.elapsed_s, 1) << " s training" << (resume_from ? " (all runs)" : "") << ", "
+            << fmt(total_s, 1) << " s in all" << (resume_from ? " (this run)" : "") << "\n";
   std::cout << "  adapter:                 " << adapter_dir.string() << "\n";
-  std::cout << "  checkpoints:             " << (out / "checkpoints").string() << "\n";
+  if (fs::is_directory(out / "checkpoints"))
+    std::cout << "  checkpoints:             " << (out / "checkpoints").string() << "\n";
   std::cout << "  metrics / loss curve:    " << (out / "metrics.jsonl").string() << ", " << (out / "loss.svg").string()
             << "\n";
   if (!(rel <= tol)) {

@@ -67,6 +67,7 @@ training:
   seed: 42
   device: cuda:1
   dtype: bf16
+  threads: 3
   eval_every: 5
   eval_batches: 0
   save_every: 3
@@ -93,6 +94,7 @@ lora:
   EXPECT_EQ(c.training.seed, 42u);
   EXPECT_EQ(c.training.device, "cuda:1");
   EXPECT_EQ(c.training.dtype, "bfloat16");
+  EXPECT_EQ(c.training.threads, 3);
   EXPECT_EQ(c.training.eval_every, 5);
   EXPECT_EQ(c.training.eval_batches, 0);
   EXPECT_EQ(c.training.save_every, 3);

@@ -71,6 +71,7 @@ struct TrainingConfig {
   std::uint64_t seed = 0;            ///< model init, LoRA init, dropout and sampling
   std::string device = "cpu";        ///< cpu | cuda | cuda:N
   std::string dtype = "float32";     ///< float32 | bfloat16 (base weights; adapters stay fp32)
+  std::int64_t threads = 0;          ///< CPU threads for LibTorch; 0 = one per core
   std::int64_t eval_every = 50;      ///< held-out evaluation period in steps; 0 = only at the end
   std::int64_t eval_batches = 8;     ///< held-out batches per evaluation (0 = all held-out blocks)
   std::int64_t save_every = 100;     ///< checkpoint period in steps; 0 = no periodic checkpoints
