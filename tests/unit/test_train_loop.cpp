@@ -40,7 +40,7 @@ struct CounterSampler {
   }
 };
 
-struct Setup {
+struct TrainRig {
   TinyLm model;
   std::unique_ptr<peft::LoraModel> pm;
   CounterSampler sampler;
@@ -48,7 +48,7 @@ struct Setup {
   std::function<void(std::int64_t)> on_batch;  // called with the batch number before it is drawn
   std::int64_t batches = 0;
 
-  explicit Setup(std::uint64_t seed) {
+  explicit TrainRig(std::uint64_t seed) {
     torch::manual_seed(0);  // same base weights and LoRA init in every "process"
     model = TinyLm();
     peft::LoraConfig c;
@@ -118,7 +118,7 @@ struct Killed {};
 
 TEST(TrainLoop, TrainsLogsEvaluatesAndKeepsTheNewestCheckpoints) {
   const fs::path out = peft_test::scratch_dir("train_loop_basic");
-  Setup s(1);
+  TrainRig s(1);
   const auto res = s.run(out, 7);
   EXPECT_EQ(res.step, 7);
   EXPECT_FALSE(res.interrupted);
@@ -150,12 +150,12 @@ TEST(TrainLoop, ResumedRunEndsBitIdenticalToAnUninterruptedRun) {
   std::vector<torch::Tensor> reference;
   std::vector<MetricsRecord> ref_metrics;
   {
-    Setup s(11);
+    TrainRig s(11);
     ref_metrics = s.run(ref_dir, 8).metrics;
     reference = s.adapter();
   }
   {
-    Setup s(11);
+    TrainRig s(11);
     s.on_batch = [](std::int64_t b) {
       if (b == 10) throw Killed{};  // dies inside step 6, after the step-4 checkpoint
     };
@@ -164,7 +164,7 @@ TEST(TrainLoop, ResumedRunEndsBitIdenticalToAnUninterruptedRun) {
   const auto latest = latest_checkpoint(dir / "checkpoints");
   ASSERT_TRUE(latest);
   EXPECT_EQ(latest->filename(), "step-4");
-  Setup s(999);  // a new "process": other RNG state, fresh adapter
+  TrainRig s(999);  // a new "process": other RNG state, fresh adapter
   EXPECT_FALSE(bit_equal(s.adapter(), reference));
   const auto res = s.run(dir, 8, latest);
   EXPECT_EQ(res.step, 8);
@@ -182,7 +182,7 @@ TEST(TrainLoop, ResumedRunEndsBitIdenticalToAnUninterruptedRun) {
 TEST(TrainLoop, StopRequestSavesACheckpointAtTheNextStepBoundary) {
   const fs::path dir = peft_test::scratch_dir("train_loop_stop");
   install_stop_handler();
-  Setup s(3);
+  TrainRig s(3);
   s.on_batch = [](std::int64_t b) {
     if (b == 4) std::raise(SIGINT);  // during step 3 (batches 4 and 5)
   };
@@ -203,7 +203,7 @@ TEST(TrainCheckpoint, LeftoversOfAKilledSaveAreIgnoredAndRemoved) {
   fs::create_directories(dir / "checkpoints" / ".tmp-step-9-123");
   fs::create_directories(dir / "checkpoints" / "step-9");  // incomplete: no trainer_state.json
   EXPECT_FALSE(latest_checkpoint(dir / "checkpoints"));
-  Setup s(5);
+  TrainRig s(5);
   s.run(dir, 2);
   const auto cps = list_checkpoints(dir / "checkpoints");
   ASSERT_EQ(cps.size(), 1u);
@@ -213,7 +213,7 @@ TEST(TrainCheckpoint, LeftoversOfAKilledSaveAreIgnoredAndRemoved) {
 
 TEST(TrainCheckpoint, LoadingACheckpointOfAnotherShapeChangesNothing) {
   const fs::path dir = peft_test::scratch_dir("train_ckpt_shape");
-  Setup a(1);
+  TrainRig a(1);
   a.run(dir, 2);
   torch::manual_seed(0);
   TinyLm other;
