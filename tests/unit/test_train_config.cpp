@@ -181,7 +181,7 @@ TEST(TrainConfig, DuplicateKeysAndMalformedYamlAreLocated) {
 }
 
 TEST(TrainConfig, LoraSectionErrorsComeFromTheLoraReaderWithLocation) {
-  const std::string e = error_of("lora:\n  r: 0\n");
+  const std::string e = error_of("lora:\n  r: abc\n");
   EXPECT_NE(e.find("t.yaml:2:6:"), std::string::npos) << e;
   EXPECT_NE(e.find("LoraConfig.r"), std::string::npos) << e;
 }
