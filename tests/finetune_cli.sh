@@ -34,6 +34,7 @@ training:
   grad_accum: 2
   max_grad_norm: 1.0
   seed: 7
+  threads: 1
   eval_every: 3
   eval_batches: 2
   save_every: $3
