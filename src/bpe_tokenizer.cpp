@@ -293,6 +293,9 @@ std::string ByteLevelBPETokenizer::decode(const std::vector<int64_t>& ids) const
 int64_t ByteLevelBPETokenizer::vocab_size() const { return impl_->vocab_size; }
 std::optional<int64_t> ByteLevelBPETokenizer::eos_id() const { return impl_->eos; }
 std::size_t ByteLevelBPETokenizer::num_merges() const { return impl_->merges.size(); }
+int ByteLevelBPETokenizer::missing_byte_tokens() const {
+  return static_cast<int>(std::count(impl_->byte_id.begin(), impl_->byte_id.end(), -1));
+}
 
 std::optional<std::string> ByteLevelBPETokenizer::id_to_token(int64_t id) const {
   const Impl& m = *impl_;

@@ -5,6 +5,7 @@
 #include <torch/nn/functional/loss.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <mutex>
 #include <set>
 
 #include "peft/error.hpp"
@@ -29,7 +30,7 @@ GPT2Config tiny_gpt2_config() {
   c.vocab_size = 257;
   c.n_positions = 256;
   c.n_embd = 64;
-  c.n_layer = 4;
+  c.n_layer = 2;
   c.n_head = 4;
   c.resid_pdrop = c.embd_pdrop = c.attn_pdrop = 0.0;
   c.extra.set("bos_token_id", 256);
@@ -42,7 +43,7 @@ LlamaConfig tiny_llama_config() {
   c.vocab_size = 257;
   c.hidden_size = 64;
   c.intermediate_size = 192;
-  c.num_hidden_layers = 4;
+  c.num_hidden_layers = 2;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
   c.max_position_embeddings = 256;
@@ -84,12 +85,31 @@ std::string strip_builtin(const std::string& name) {
   return starts_with(name, "builtin:") ? name.substr(8) : name;
 }
 
+/// Restores the global CPU generator on scope exit: the layer constructors draw from it before
+/// init_weights overwrites every value from the seeded generator.
+class GlobalRngRestore {
+ public:
+  GlobalRngRestore() : gen_(at::detail::getDefaultCPUGenerator()) {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    state_ = gen_.get_state();
+  }
+  ~GlobalRngRestore() {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_state(state_);
+  }
+
+ private:
+  at::Generator gen_;
+  torch::Tensor state_;
+};
+
 }  // namespace
 
 std::vector<std::string> builtin_names() { return {"tiny-gpt2", "tiny-llama"}; }
 
 CausalLM make_builtin(const std::string& name, uint64_t seed) {
   const std::string n = strip_builtin(name);
+  GlobalRngRestore keep_global_rng;
   auto gen = at::detail::createCPUGenerator(seed);
   if (n == "tiny-gpt2") {
     auto m = std::make_shared<GPT2LMHeadModelImpl>(tiny_gpt2_config());

@@ -5,6 +5,7 @@
 
 #include "peft/error.hpp"
 #include "peft/json_value.hpp"
+#include "peft/warnings.hpp"
 #include "peft/text/bpe_tokenizer.hpp"
 #include "peft/text/tokenizer.hpp"
 
@@ -49,10 +50,24 @@ std::string type_name(const JsonValue& v) {
                            (got ? ", got " + type_name(*got) : std::string(", but it is missing")));
 }
 
+// A ConfigError whose message names the tokenizer file and its field (ConfigError's own message
+// says "LoraConfig.<field>", which would mislead here).
+class TokenizerConfigError : public ConfigError {
+ public:
+  TokenizerConfigError(const std::string& file, const std::string& field, const std::string& value,
+                       const std::string& problem, const std::string& hint)
+      : ConfigError(field, value, problem, hint),
+        message_(file + ": " + field + " = " + value + ": " + problem + " (hint: " + hint + ")") {}
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  std::string message_;
+};
+
 // A tokenizer.json this library cannot reproduce exactly: ConfigError naming file, field, value.
 [[noreturn]] void unsupported(const std::filesystem::path& file, const std::string& field, const std::string& value,
                               const std::string& problem, const std::string& hint) {
-  throw ConfigError(field, value, problem, hint).located(file.string());
+  throw TokenizerConfigError(file.string(), field, value, problem, hint);
 }
 
 std::unordered_map<std::string, int64_t> read_vocab(const std::filesystem::path& file, const JsonValue& v,
@@ -81,11 +96,16 @@ std::unique_ptr<ByteLevelBPETokenizer> build(const std::filesystem::path& file,
                                              const std::vector<std::pair<std::string, std::string>>& merges,
                                              const std::vector<ByteLevelBPETokenizer::AddedToken>& added,
                                              ByteLevelBPETokenizer::Options options) {
+  std::unique_ptr<ByteLevelBPETokenizer> tok;
   try {
-    return std::make_unique<ByteLevelBPETokenizer>(vocab, merges, added, options);
+    tok = std::make_unique<ByteLevelBPETokenizer>(vocab, merges, added, options);
   } catch (const SerializationError& e) {
     throw SerializationError(file.string() + ": " + e.what());
   }
+  if (const int missing = tok->missing_byte_tokens(); missing > 0 && !options.unk_id)
+    warn(file.string() + ": the vocab lacks " + std::to_string(missing) +
+         " of the 256 byte tokens; encode drops those bytes (as HF tokenizers does without an unk_token)");
+  return tok;
 }
 
 }  // namespace

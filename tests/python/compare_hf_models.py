@@ -20,11 +20,30 @@ import sys
 import tempfile
 
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 ATOL = 1e-4
+V5 = int(transformers.__version__.split(".")[0]) >= 5
 failures = 0
+
+
+def eager(config):
+    """A random model with eager attention: transformers' SDPA path for GPT-2 ignores
+    scale_attn_by_inverse_layer_idx, and eager is the reference formula anyway."""
+    try:
+        return AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    except TypeError:
+        config._attn_implementation = "eager"
+        return AutoModelForCausalLM.from_config(config)
+
+
+def rope(theta, scaling=None):
+    """RoPE kwargs in this transformers' spelling (5: rope_parameters; 4: rope_theta + rope_scaling)."""
+    if V5:
+        return {"rope_parameters": {"rope_type": "default", "rope_theta": theta, **(scaling or {})}}
+    return {"rope_theta": theta, "rope_scaling": scaling}
 
 
 def report(name, ok, detail):
@@ -66,23 +85,23 @@ def randomise(model, seed):
 def hf_to_cpp_cases():
     common_gpt2 = dict(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4,
                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    yield "gpt2 gelu_new tied", GPT2LMHeadModel(GPT2Config(activation_function="gelu_new", **common_gpt2))
-    yield "gpt2 relu untied, inverse layer idx scaling, n_inner 48", GPT2LMHeadModel(GPT2Config(
+    yield "gpt2 gelu_new tied", GPT2Config(activation_function="gelu_new", **common_gpt2)
+    yield "gpt2 relu untied, inverse layer idx scaling, n_inner 48", GPT2Config(
         activation_function="relu", tie_word_embeddings=False, scale_attn_by_inverse_layer_idx=True, n_inner=48,
-        layer_norm_epsilon=1e-3, **common_gpt2))
+        layer_norm_epsilon=1e-3, **common_gpt2)
     common_llama = dict(vocab_size=101, hidden_size=32, intermediate_size=56, num_hidden_layers=2,
                         num_attention_heads=4, max_position_embeddings=128, rms_norm_eps=1e-5)
-    yield "llama GQA(4q/2kv) theta 1e4 untied", LlamaForCausalLM(LlamaConfig(
-        num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=False, **common_llama))
-    yield "llama GQA(4q/1kv) theta 5e5 tied", LlamaForCausalLM(LlamaConfig(
-        num_key_value_heads=1, rope_theta=500000.0, tie_word_embeddings=True, **common_llama))
-    yield "llama MHA biases head_dim 16", LlamaForCausalLM(LlamaConfig(
+    yield "llama GQA(4q/2kv) theta 1e4 untied", LlamaConfig(
+        num_key_value_heads=2, tie_word_embeddings=False, **rope(10000.0), **common_llama)
+    yield "llama GQA(4q/1kv) theta 5e5 tied", LlamaConfig(
+        num_key_value_heads=1, tie_word_embeddings=True, **rope(500000.0), **common_llama)
+    yield "llama MHA biases head_dim 16", LlamaConfig(
         num_key_value_heads=4, head_dim=16, attention_bias=True, mlp_bias=True, tie_word_embeddings=False,
-        **common_llama))
-    yield "llama rope llama3 scaling", LlamaForCausalLM(LlamaConfig(
-        num_key_value_heads=2, rope_theta=500000.0, tie_word_embeddings=False,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 16}, **common_llama))
+        **rope(10000.0), **common_llama)
+    yield "llama rope llama3 scaling", LlamaConfig(
+        num_key_value_heads=2, tie_word_embeddings=False,
+        **rope(500000.0, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 16}), **common_llama)
 
 
 def main():
@@ -96,8 +115,9 @@ def main():
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as work:
         # 1. transformers -> C++
-        for i, (name, model) in enumerate(hf_to_cpp_cases()):
+        for i, (name, config) in enumerate(hf_to_cpp_cases()):
             try:
+                model = eager(config)
                 randomise(model, i)
                 model.eval()
                 path = os.path.join(work, f"hf{i}")
@@ -118,7 +138,8 @@ def main():
                 run = subprocess.run([binary, "--save-builtin", name, path], capture_output=True, text=True, timeout=60)
                 if run.returncode != 0:
                     raise RuntimeError(run.stderr.strip())
-                model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True)
+                model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True,
+                                                                   attn_implementation="eager")
                 model = model.float().eval()
                 bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
                 ids = torch.randint(model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(7))

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <string>
 
+#include "peft/error.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/models/causal_lm.hpp"
 

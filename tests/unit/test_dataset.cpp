@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <set>
 
 #include "peft/error.hpp"
@@ -132,4 +133,24 @@ TEST(DatasetSampler, BatchLargerThanTheDataWrapsIntoTheNextEpoch) {
   EXPECT_EQ(s.next().size(0), 5);
   EXPECT_THROW(BatchSampler(blocks, 0, 1), peft::Error);
   EXPECT_THROW(BatchSampler(torch::empty({0, 6}, torch::kInt64), 2, 1), peft::Error);
+}
+
+TEST(DatasetCorpus, ShippedPartsLoadAsSeveralDocumentsOfDistinctText) {
+  const fs::path corpus = fs::path(PEFT_TEST_DATA_DIR) / ".." / ".." / "data" / "corpus";
+  const auto a = load_documents(corpus / "part_a.txt");
+  const auto b = load_documents(corpus / "part_b.txt");
+  EXPECT_GE(a.size(), 10u);
+  EXPECT_GE(b.size(), 100u);
+  const auto size_a = fs::file_size(corpus / "part_a.txt"), size_b = fs::file_size(corpus / "part_b.txt");
+  EXPECT_GE(size_a, 50u * 1024);
+  EXPECT_GE(size_b, 50u * 1024);
+  EXPECT_LE(size_a + size_b, 600u * 1024);
+  ByteTokenizer t;
+  const auto ids = encode_documents(t, a);
+  EXPECT_EQ(static_cast<int64_t>(std::count(ids.begin(), ids.end(), ByteTokenizer::kEndOfText)),
+            static_cast<int64_t>(a.size()) - 1);
+  auto blocks = make_blocks(ids, 128, 0.1);
+  EXPECT_GT(blocks.train.size(0), 1000);
+  EXPECT_GT(blocks.heldout.size(0), 100);
+  EXPECT_EQ(t.decode(row(blocks.train, 0)), std::string(a[0].substr(0, 129)));
 }

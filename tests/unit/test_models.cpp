@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <ctime>
 #include <fstream>
 
 #include "peft/io/adapters.hpp"
@@ -307,6 +308,39 @@ TEST(ModelsConfig, BadConfigsAreTypedErrorsNamingFieldAndValue) {
   EXPECT_THROW(llama_config_from_json(peft::JsonValue::parse(R"({"model_type": "gpt2"})")), peft::ConfigError);
 }
 
+TEST(ModelsConfig, TheOriginalGpt2ConfigReadsAndKeepsItsOtherFields) {
+  // openai-community/gpt2's config.json (abridged only in task_specific_params).
+  auto c = gpt2_config_from_json(peft::JsonValue::parse(R"({
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+    "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+    "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": null,
+    "summary_first_dropout": 0.1, "summary_proj_to_labels": true, "summary_type": "cls_index",
+    "summary_use_proj": true, "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}},
+    "vocab_size": 50257})"));
+  EXPECT_EQ(c.n_positions, 1024);
+  EXPECT_EQ(c.inner_dim(), 3072);
+  EXPECT_EQ(c.head_dim(), 64);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.resid_pdrop, 0.1);
+  ASSERT_NE(c.extra.find("task_specific_params"), nullptr);
+  EXPECT_EQ(c.extra.find("eos_token_id")->as_int(), 50256);
+  EXPECT_EQ(c.extra.find("model_type"), nullptr);  // regenerated on save, not kept twice
+  auto written = peft::JsonValue::parse(gpt2_config_to_json(c, torch::kFloat16));
+  EXPECT_EQ(written.find("torch_dtype")->as_string(), "float16");
+  EXPECT_EQ(*written.find("task_specific_params"), *c.extra.find("task_specific_params"));
+  EXPECT_TRUE(written.find("n_inner")->is_null());
+  // Errors name the model's config, not LoraConfig.
+  GPT2Config bad = c;
+  bad.n_layer = 0;
+  try {
+    bad.validate();
+    FAIL();
+  } catch (const peft::ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("GPT2Config.n_layer = 0: must be positive", 0), 0u) << e.what();
+  }
+}
+
 TEST(ModelsConfig, RopeSpellingsOfTransformers4And5AreRead) {
   const std::string base = R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
                                "num_hidden_layers": 1, "num_attention_heads": 2, )";
@@ -524,6 +558,7 @@ TEST(ModelsLora, DefaultTargetsTrainAndTheAdapterRoundTrips) {
     peft::LoraConfig cfg;  // target_modules unset: PEFT's default for the model_type
     cfg.r = 4;
     cfg.lora_alpha = 8;
+    cfg.fan_in_fan_out = name == "tiny-gpt2";  // Conv1D, as PEFT's GPT-2 examples set it
     peft::LoraModelOptions opts;
     opts.plan.model_type = model->model_type();
     opts.plan.output_layer = "lm_head";
@@ -585,11 +620,13 @@ TEST(ModelsBench, DISABLED_TrainStepTime) {
     for (int i = 0; i < 3; ++i) step();
     const int n = 20;
     auto t0 = std::chrono::steady_clock::now();
+    const auto c0 = std::clock();
     for (int i = 0; i < n; ++i) step();
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / n;
+    const double cpu_ms = 1000.0 * static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC / n;
     std::int64_t count = 0;
     for (const auto& p : m->parameters()) count += p.numel();
-    std::cerr << name << ": " << count << " parameters, " << ms << " ms per train step (8 x 128), threads "
-              << torch::get_num_threads() << "\n";
+    std::cerr << name << ": " << count << " parameters, train step (8 x 128) " << ms << " ms wall, " << cpu_ms
+              << " ms CPU, torch threads " << torch::get_num_threads() << "\n";
   }
 }

@@ -156,7 +156,7 @@ TEST(TokenizerPretokenize, UnicodeLettersDigitsAndInvalidBytes) {
 }
 
 TEST(TokenizerPretokenize, PiecesConcatenateBackToTheInput) {
-  const std::string s = "  It's 3.14159 -- ok?!\n\n\tNew  para\xe2\x80\x94end \xf0\x9f\x98\x80 \xff";
+  const std::string s = "  It's 3.14159 -- ok?!\n\n\tNew  para\xe2\x80\x94" "end \xf0\x9f\x98\x80 \xff";
   std::string joined;
   for (auto p : gpt2_pretokenize(s)) joined += std::string(p);
   EXPECT_EQ(joined, s);
@@ -250,11 +250,19 @@ TEST(BpeTokenizer, AddedTokenStripOptionsSwallowWhitespace) {
 TEST(BpeTokenizer, DecodeRoundTripsAnyBytes) {
   HelloWorld hw;
   ByteLevelBPETokenizer t(hw.vocab, hw.merges);
-  for (const std::string s : {std::string("hello world\n\n  hello\tworld!"), std::string("\xff\xfe\xc3 \xe6\x97\xa5"),
+  for (const std::string& s : {std::string("hello world\n\n  hello\tworld!"), std::string("\xff\xfe\xc3 \xe6\x97\xa5"),
                               std::string("nul\0byte", 8), std::string()}) {
     EXPECT_EQ(t.decode(t.encode(s)), s);
   }
   EXPECT_THROW(t.decode({1000}), peft::Error);
+}
+
+TEST(BpeTokenizer, BytesMissingFromTheVocabAreDroppedAsHfDoes) {
+  // HF-trained vocabularies without the full initial alphabet lack some byte tokens; HF's BPE
+  // (no unk_token) drops such characters, and so do we.
+  ByteLevelBPETokenizer t({{"a", 0}, {"b", 1}, {"ab", 2}}, {{"a", "b"}});
+  EXPECT_EQ(t.missing_byte_tokens(), 254);
+  EXPECT_EQ(t.encode("abcab"), (Ids{2, 2}));
 }
 
 TEST(BpeTokenizer, MergeWithUnknownTokenIsRejected) {

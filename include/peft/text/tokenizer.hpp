@@ -21,7 +21,8 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   /// Any bytes (invalid UTF-8 included) -> ids in [0, vocab_size()).
   virtual std::vector<int64_t> encode(std::string_view text) const = 0;
-  /// ids -> bytes; decode(encode(s)) == s for every s. Throws peft::Error on an id out of range.
+  /// ids -> bytes; decode(encode(s)) == s for every s whenever the vocabulary covers all 256
+  /// bytes (always for ByteTokenizer and GPT-2). Throws peft::Error on an id out of range.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
   virtual int64_t vocab_size() const = 0;
   /// The end-of-text id (`<|endoftext|>`), if the vocabulary has one.
