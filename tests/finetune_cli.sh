@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# End-to-end tests of peft-finetune on tiny settings (seconds each):
+#   finetune_cli.sh CASE PEFT_FINETUNE SCRATCH_DIR [PEFT_INSPECT]
+# CASE: smoke | resume_after_kill | sigint | bad_yaml
+set -uo pipefail
+case_name=$1
+tool=$2
+scratch=$3/$case_name
+inspect=${4:-}
+rm -rf "$scratch"
+mkdir -p "$scratch"
+cd "$scratch" || exit 1
+
+fail() { echo "FAIL ($case_name): $*" >&2; exit 1; }
+
+# A small training text: 120 short documents separated by blank lines.
+for i in $(seq 1 120); do
+  printf 'Document %d: the quick brown fox jumps over the lazy dog %d times.\nIt rests after %d jumps.\n\n' "$i" "$((i % 7))" "$((i % 5))"
+done > data.txt
+
+write_config() {  # write_config FILE STEPS SAVE_EVERY
+  cat > "$1" <<YAML
+base_model: builtin:tiny-gpt2
+output_dir: out
+data:
+  file: data.txt
+  heldout_fraction: 0.1
+training:
+  steps: $2
+  batch_size: 2
+  seq_len: 16
+  lr: 3e-3
+  warmup_steps: 2
+  grad_accum: 2
+  max_grad_norm: 1.0
+  seed: 7
+  threads: 1
+  eval_every: 3
+  eval_batches: 2
+  save_every: $3
+  keep_checkpoints: 2
+  log_every: 1
+lora:
+  r: 4
+  lora_alpha: 8
+  lora_dropout: 0.1
+  target_modules: [c_attn, c_fc]
+  fan_in_fan_out: true
+YAML
+}
+
+wait_for() {  # wait_for PATH PID: until PATH exists (or the process ends / 60 s pass)
+  for _ in $(seq 1 600); do
+    [ -e "$1" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+case $case_name in
+smoke)
+  write_config train.yaml 6 2
+  "$tool" --config train.yaml > stdout.txt 2> stderr.txt || { cat stdout.txt stderr.txt; fail "exit code $?"; }
+  for f in out/adapter/adapter_config.json out/adapter/adapter_model.safetensors out/metrics.jsonl out/loss.svg \
+           out/checkpoints/step-6/trainer_state.json out/checkpoints/step-6/optimizer.pt \
+           out/checkpoints/step-6/adapter_model.safetensors out/checkpoints/step-4/adapter_config.json; do
+    [ -s "$f" ] || fail "missing $f"
+  done
+  [ -e out/checkpoints/step-2 ] && fail "keep_checkpoints: 2 left step-2 behind"
+  grep -q '</svg>' out/loss.svg || fail "loss.svg is not a complete SVG"
+  grep -q 'held-out loss' stdout.txt || fail "no held-out loss in the summary"
+  grep -q 'merged model' stdout.txt || fail "no merged-model check in the summary"
+  [ "$(wc -l < out/metrics.jsonl)" -eq 6 ] || fail "metrics.jsonl should have 6 lines"
+  if command -v python3 > /dev/null; then
+    python3 - <<'PY' || fail "metrics.jsonl does not parse"
+import json
+rows = [json.loads(l) for l in open("out/metrics.jsonl")]
+assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6], rows
+assert all(k in rows[0] for k in ("loss", "lr", "tokens_per_s", "elapsed_s"))
+assert "eval_loss" in rows[2] and "eval_loss" in rows[5] and "eval_loss" not in rows[0]
+cfg = json.load(open("out/adapter/adapter_config.json"))
+assert cfg["peft_type"] == "LORA" and cfg["r"] == 4, cfg
+PY
+  fi
+  if [ -n "$inspect" ]; then
+    "$inspect" out/adapter > inspect.txt 2>&1 || { cat inspect.txt; fail "peft-inspect rejects the adapter"; }
+  fi
+  ;;
+resume_after_kill)
+  write_config train.yaml 10 2
+  mkdir ref && cp data.txt ref/ && write_config ref/train.yaml 10 2
+  (cd ref && "$tool" --config train.yaml > stdout.txt 2> stderr.txt) || fail "reference run failed"
+  PEFT_FINETUNE_STEP_DELAY_MS=150 "$tool" --config train.yaml > run1.txt 2>&1 &
+  pid=$!
+  wait_for out/checkpoints/step-4/trainer_state.json $pid || fail "no step-4 checkpoint appeared"
+  kill -KILL $pid
+  wait $pid 2>/dev/null
+  [ -e out/adapter/adapter_model.safetensors ] && fail "the run finished before it was killed"
+  "$tool" --config train.yaml --resume > run2.txt 2>&1 || { cat run2.txt; fail "resumed run failed"; }
+  grep -q 'resume: from .*step-' run2.txt || fail "the second run did not resume"
+  cmp ref/out/adapter/adapter_model.safetensors out/adapter/adapter_model.safetensors \
+    || fail "resumed adapter differs from the uninterrupted run's"
+  [ "$(tail -n 1 out/metrics.jsonl | grep -o '"step": [0-9]*')" = '"step": 10' ] || fail "last metrics step is not 10"
+  [ "$(wc -l < out/metrics.jsonl)" -eq 10 ] || fail "metrics.jsonl should have 10 lines after resuming"
+  ;;
+sigint)
+  write_config train.yaml 50 2
+  PEFT_FINETUNE_STEP_DELAY_MS=150 "$tool" --config train.yaml > run1.txt 2> err1.txt &
+  pid=$!
+  wait_for out/checkpoints/step-2/trainer_state.json $pid || fail "no step-2 checkpoint appeared"
+  kill -INT $pid
+  wait $pid
+  rc=$?
+  [ $rc -eq 130 ] || { cat run1.txt err1.txt; fail "exit code $rc, expected 130"; }
+  grep -q 'interrupted at step' err1.txt || fail "no interruption message"
+  step=$(sed -n 's/.*interrupted at step \([0-9]*\)\/.*/\1/p' err1.txt)
+  [ -s "out/checkpoints/step-$step/trainer_state.json" ] || fail "no checkpoint for step $step"
+  grep -q "\"step\": $step," "out/checkpoints/step-$step/trainer_state.json" || fail "trainer_state.json step"
+  [ -e out/adapter ] && fail "an interrupted run must not write the final adapter"
+  ;;
+bad_yaml)
+  printf 'training:\n  steps: 5\n  lr: fast\n' > bad.yaml
+  "$tool" --config bad.yaml > out.txt 2> err.txt
+  rc=$?
+  [ $rc -eq 2 ] || fail "exit code $rc, expected 2"
+  [ "$(wc -l < err.txt)" -eq 1 ] || { cat err.txt; fail "expected one line on stderr"; }
+  grep -q 'bad.yaml:3:7: training.lr = fast: expected a number' err.txt || { cat err.txt; fail "message"; }
+  printf 'training:\n  stpes: 5\n' > typo.yaml
+  "$tool" --config typo.yaml > out.txt 2> err.txt
+  [ $? -eq 2 ] || fail "unknown key: exit code"
+  grep -q "typo.yaml:2:3: training.stpes: unknown key.*did you mean .steps." err.txt || { cat err.txt; fail "typo message"; }
+  printf 'training: [1, 2\n' > broken.yaml
+  "$tool" --config broken.yaml > out.txt 2> err.txt
+  [ $? -eq 2 ] || fail "malformed YAML: exit code"
+  [ "$(wc -l < err.txt)" -eq 1 ] && grep -q 'broken.yaml:' err.txt || { cat err.txt; fail "malformed YAML message"; }
+  "$tool" --bogus > out.txt 2> err.txt
+  [ $? -eq 2 ] || fail "unknown option: exit code"
+  ;;
+*)
+  fail "unknown case"
+  ;;
+esac
+echo "PASS ($case_name)"
