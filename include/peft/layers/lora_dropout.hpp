@@ -8,7 +8,8 @@
 /// separate passes, and keeps an fp32 noise tensor of x's size for backward (70 ms on a
 /// [2048, 2048] fp32 input here, a third of the layer's whole training step). On CPU fp32/fp64
 /// this does one pass over x with a counter-based generator (SplitMix64 of the element index,
-/// 32 bits per element), writes y and a 1-byte mask, and saves only the mask (¼ of x's bytes).
+/// 32 bits per element), writes y and a 1-byte mask, and saves only the mask (¼ of x's bytes):
+/// 3-4x less time than torch::dropout, forward and backward (bench: cpu_fp32/op/dropout0.1).
 /// Elsewhere (CUDA has a fused native kernel; other dtypes) it calls torch::dropout.
 ///
 /// Decision (reproducibility): the stream is seeded by one draw from LibTorch's default CPU
@@ -20,6 +21,7 @@
 #include <torch/autograd.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -38,25 +40,38 @@ inline std::uint32_t drop_threshold(double p) {
   return t >= 4294967295.0 ? std::numeric_limits<std::uint32_t>::max() : static_cast<std::uint32_t>(t + 0.5);
 }
 
-/// y[i] = keep_i ? x[i] * scale : 0 and mask[i] = keep_i (mask may be null), where keep_i depends
+/// y[i] = x[i] * (keep_i ? scale : 0) (so NaN/inf stay NaN, as torch's x * noise) and mask[i] =
+/// keep_i (mask may be null), where keep_i depends
 /// only on (seed, i): element pair k = i / 2 uses the halves of splitmix64(seed + (k+1)·γ), so
-/// any split of the range across threads gives the same result.
+/// any split of the range across threads gives the same result. Blocks of kBlock elements: the
+/// draws go to a small buffer first, so the select loop has no 64-bit multiplies and vectorises
+/// (2x faster than one fused loop on this machine's build flags).
 template <typename T>
 void dropout_kernel(const T* x, T* y, std::uint8_t* mask, std::int64_t n, std::uint64_t seed, std::uint32_t thr,
                     T scale) {
   constexpr std::uint64_t kGamma = 0x9e3779b97f4a7c15ULL;
-  constexpr std::int64_t kGrain = 1 << 15;  // even, so every chunk starts on a pair boundary
-  at::parallel_for(0, (n + 1) / 2, kGrain / 2, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t k = begin; k < end; ++k) {
-      const std::uint64_t z = splitmix64(seed + static_cast<std::uint64_t>(k + 1) * kGamma);
-      const std::int64_t i = 2 * k;
-      const bool k0 = static_cast<std::uint32_t>(z) >= thr;
-      y[i] = k0 ? x[i] * scale : T(0);
-      if (mask) mask[i] = k0;
-      if (i + 1 < n) {
-        const bool k1 = static_cast<std::uint32_t>(z >> 32) >= thr;
-        y[i + 1] = k1 ? x[i + 1] * scale : T(0);
-        if (mask) mask[i + 1] = k1;
+  constexpr std::int64_t kBlock = 1024;  // even, so every block starts on a pair boundary
+  const std::int64_t blocks = (n + kBlock - 1) / kBlock;
+  at::parallel_for(0, blocks, 16, [&](std::int64_t first, std::int64_t last) {
+    alignas(64) std::uint32_t draw[kBlock];
+    for (std::int64_t b = first; b < last; ++b) {
+      const std::int64_t b0 = b * kBlock, len = std::min(kBlock, n - b0);
+      for (std::int64_t j = 0; j < (len + 1) / 2; ++j) {
+        const std::uint64_t z = splitmix64(seed + static_cast<std::uint64_t>(b0 / 2 + j + 1) * kGamma);
+        draw[2 * j] = static_cast<std::uint32_t>(z);
+        draw[2 * j + 1] = static_cast<std::uint32_t>(z >> 32);
+      }
+      const T* xb = x + b0;
+      T* yb = y + b0;
+      if (mask) {
+        std::uint8_t* mb = mask + b0;
+        for (std::int64_t j = 0; j < len; ++j) {
+          const bool keep = draw[j] >= thr;
+          mb[j] = static_cast<std::uint8_t>(keep);
+          yb[j] = xb[j] * (keep ? scale : T(0));
+        }
+      } else {
+        for (std::int64_t j = 0; j < len; ++j) yb[j] = xb[j] * (draw[j] >= thr ? scale : T(0));
       }
     }
   });
@@ -65,7 +80,7 @@ void dropout_kernel(const T* x, T* y, std::uint8_t* mask, std::int64_t n, std::u
 template <typename T>
 void masked_scale_kernel(const T* g, const std::uint8_t* mask, T* out, std::int64_t n, T scale) {
   at::parallel_for(0, n, 1 << 15, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) out[i] = mask[i] ? g[i] * scale : T(0);
+    for (std::int64_t i = begin; i < end; ++i) out[i] = g[i] * (mask[i] ? scale : T(0));
   });
 }
 
