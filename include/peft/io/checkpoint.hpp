@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -25,11 +26,16 @@ struct CheckpointReport {
   std::vector<std::string> unexpected;  ///< checkpoint tensors the model lacks
 };
 
+/// Maps a checkpoint key to the model's key ("" = skip the tensor), for files whose names differ
+/// from the module tree (models/causal_lm.hpp: a missing base-model prefix, dropped buffers).
+using CheckpointRename = std::function<std::string(const std::string&)>;
+
 /// Copy the checkpoint's tensors into `model`'s parameters and buffers (values are cast to the
 /// model's dtype and device). strict: missing or unexpected keys are a SerializationError listing
-/// them; otherwise they are returned. Shape mismatches are always errors.
+/// them; otherwise they are returned. Shape mismatches are always errors. `rename` (optional) is
+/// applied to every checkpoint key first; two keys landing on one model key are an error.
 inline CheckpointReport load_checkpoint(torch::nn::Module& model, const std::filesystem::path& path,
-                                        bool strict = true) {
+                                        bool strict = true, const CheckpointRename& rename = {}) {
   namespace fs = std::filesystem;
   std::vector<fs::path> files;
   std::error_code ec;
@@ -64,10 +70,14 @@ inline CheckpointReport load_checkpoint(torch::nn::Module& model, const std::fil
   CheckpointReport report;
   for (const auto& f : files) {
     auto file = load_safetensors(f);
-    for (auto& [key, t] : file.tensors) {
+    for (auto& [file_key, t] : file.tensors) {
+      const std::string key = rename ? rename(file_key) : file_key;
+      if (key.empty()) continue;
+      if (seen.count(key))
+        throw SerializationError(f.string() + ": `" + file_key + "` and another tensor both load into `" + key + "`");
       auto it = targets.find(key);
       if (it == targets.end()) {
-        report.unexpected.push_back(key);
+        report.unexpected.push_back(file_key);
         continue;
       }
       if (it->second.sizes() != t.sizes()) {

@@ -1,0 +1,75 @@
+#pragma once
+/// Reference decoder-only language models with Hugging Face parameter names, so a downloaded HF
+/// checkpoint directory (config.json + model.safetensors or a sharded index) loads into them and
+/// what save_causal_lm writes loads in transformers' AutoModelForCausalLM.
+///
+///   auto model = peft::models::load_causal_lm("path/to/hf_dir");        // or "builtin:tiny-gpt2"
+///   auto logits = model->forward(ids);                                   // [B, T] -> [B, T, vocab]
+///   auto loss = peft::models::causal_lm_loss(logits, ids);
+///   peft::LoraModelOptions opts;                    // PEFT's default targets for the model_type
+///   opts.plan.model_type = model->model_type();
+///   opts.plan.output_layer = "lm_head";             // excluded by all-linear, as in transformers
+///   auto pm = peft::get_peft_model(model, cfg, "default", opts);
+///
+/// Architectures: models/gpt2.hpp (GPT2LMHeadModel), models/llama.hpp (LlamaForCausalLM).
+
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace peft::models {
+
+/// Base of the reference decoders. forward: input_ids [B, T] int64 -> logits [B, T, vocab].
+struct CausalLMImpl : torch::nn::Module {
+  virtual ~CausalLMImpl() = default;
+  virtual torch::Tensor forward(const torch::Tensor& input_ids) = 0;
+  virtual std::string model_type() const = 0;   ///< "gpt2" | "llama" (HF config.json model_type)
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_positions() const = 0;    ///< n_positions / max_position_embeddings
+  virtual std::string config_json() const = 0;  ///< HF config.json text for this model (its dtype)
+  /// The keys of an HF checkpoint of this model, in state_dict order: the base weights only
+  /// (no LoRA tensors), a tied lm_head left out as save_pretrained does.
+  virtual std::vector<std::string> checkpoint_keys() const = 0;
+};
+using CausalLM = std::shared_ptr<CausalLMImpl>;
+
+/// The builtin models: "tiny-gpt2" and "tiny-llama" (see make_builtin).
+std::vector<std::string> builtin_names();
+
+/// A builtin model, randomly initialised like transformers does (N(0, 0.02) weights; GPT-2's
+/// c_proj with std 0.02 / sqrt(2 n_layer)) from its own generator seeded with `seed` (the global
+/// torch RNG is untouched). Names: "tiny-gpt2" / "tiny-llama", with or without "builtin:".
+///
+/// Both: vocab 257 (ByteTokenizer: 256 bytes + <|endoftext|> = 256, also bos/eos), 256
+/// positions, d_model 64, 4 layers, 4 heads, no dropout; tiny-llama has 2 kv heads (GQA), MLP
+/// width 192, rope_theta 10000, tied embeddings like GPT-2. ~0.2 M parameters each.
+/// Measured on the 2-core dev machine (LibTorch 1.13 CPU, fp32, AdamW on all weights):
+/// see the numbers in the README "Reference models" section (batch 8 x 128 tokens per step).
+CausalLM make_builtin(const std::string& name, uint64_t seed = 0);
+
+/// "builtin:tiny-gpt2" | "builtin:tiny-llama" (make_builtin with seed 0), or an HF checkpoint
+/// directory: config.json (model_type gpt2 / llama) + model.safetensors or
+/// model.safetensors.index.json. Checkpoint keys without the base-model prefix (the original
+/// gpt2 files: `h.0.attn.c_attn.weight`) are accepted, GPT-2's old `attn.bias`/`attn.masked_bias`
+/// buffers and `rotary_emb.inv_freq` are skipped, a tied lm_head.weight is ignored; any other
+/// missing or unexpected key or any shape mismatch is a SerializationError (ModelConfigError for
+/// config.json). The model is returned on `device` in `dtype` (the file's torch_dtype is not
+/// applied) in training mode, all parameters trainable.
+CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device = torch::kCPU,
+                        torch::Dtype dtype = torch::kFloat32);
+
+/// Write config.json + model.safetensors (metadata format=pt) into `dir` (created), each file
+/// atomically: the base weights of checkpoint_keys() in the model's dtype (unmerged LoRA adapters
+/// are not included: merge_and_unload first to bake them in). A tied lm_head is not duplicated.
+void save_causal_lm(CausalLMImpl& model, const std::filesystem::path& dir);
+
+/// Mean next-token cross entropy, computed in fp32: logits[:, :-1] against labels[:, 1:], label
+/// -100 ignored (PyTorch: NaN when every label is ignored). `labels` is usually the input ids.
+/// logits [B, T, V], labels [B, T] int64 -> scalar fp32.
+torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& input_ids);
+
+}  // namespace peft::models
