@@ -177,16 +177,21 @@ Trainee make_trainee(const std::string& name, Mode mode) {
     c.target_modules = "all-linear";
     c.r = 8;
     c.lora_alpha = 16;
-    t.lora.emplace(peft::get_peft_model(std::static_pointer_cast<torch::nn::Module>(t.model), c));
+    peft::LoraModelOptions opts;  // as the trainer does: all-linear leaves the LM head out
+    opts.plan.model_type = t.model->model_type();
+    opts.plan.output_layer = "lm_head";
+    t.lora.emplace(peft::get_peft_model(std::static_pointer_cast<torch::nn::Module>(t.model), c, "default", opts));
     t.params = t.lora->trainable_parameters();
   } else if (mode == Mode::Frozen) {
     // Only the token embedding: the backward then runs through every layer, as LoRA's does.
-    for (auto& [k, p] : t.model->named_parameters())
+    for (auto& item : t.model->named_parameters()) {
+      const auto& k = item.key();
       if (k.find("wte") != std::string::npos || k.find("embed_tokens") != std::string::npos) {
-        p.set_requires_grad(true);
-        t.params.push_back(p);
+        item.value().set_requires_grad(true);
+        t.params.push_back(item.value());
         break;
       }
+    }
   } else {
     t.params = t.model->parameters();
   }
