@@ -25,7 +25,9 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const std::string group = name.substr(0, cut), variant = name.substr(cut + 1);
       times_[group][variant] = r.GetAdjustedRealTime();
       if (r.counters.count("x_frozen")) {
-        paired_[group][variant] = {r.counters.at("x_frozen").value, r.counters.at("x_lora").value};
+        auto counter = [&](const char* k) { return r.counters.count(k) ? r.counters.at(k).value : -1.0; };
+        paired_[group][variant] = {counter("x_frozen"), counter("x_lora"), counter("extra_saved_MB"),
+                                   counter("peak_x_frozen")};
         continue;
       }
       if (std::find(order_.begin(), order_.end(), group) == order_.end()) order_.push_back(group);
@@ -35,9 +37,21 @@ class RatioReporter : public benchmark::ConsoleReporter {
     ConsoleReporter::Finalize();
     if (!paired_.empty()) {
       std::printf("\nPaired steps (median of per-iteration ratios, same iterations):\n");
-      std::printf("%-40s %-16s %10s %10s\n", "group", "variant", "x frozen", "x lora");
+      std::printf("(extra saved MB: bytes the forward keeps beyond the frozen layer's; peak: step peak bytes vs frozen)\n");
+      std::printf("%-40s %-26s %9s %9s %15s %12s\n", "group", "variant", "x frozen", "x lora", "extra saved MB",
+                  "peak x frz");
+      auto cell = [](double v, int width, int precision) {
+        if (v < 0) std::printf(" %*s", width, "-"); else std::printf(" %*.*f", width, precision, v);
+      };
       for (const auto& [g, vs] : paired_)
-        for (const auto& [v, ratio] : vs) std::printf("%-40s %-16s %10.3f %10.3f\n", g.c_str(), v.c_str(), ratio.first, ratio.second);
+        for (const auto& [v, p] : vs) {
+          std::printf("%-40s %-26s", g.c_str(), v.c_str());
+          cell(p.x_frozen, 9, 3);
+          cell(p.x_lora, 9, 3);
+          cell(p.extra_saved_mb, 15, 1);
+          cell(p.peak_x_frozen, 12, 3);
+          std::printf("\n");
+        }
     }
     std::printf("\n%-34s %-16s %12s %10s %10s\n", "group", "variant", "time (ms)", "x frozen", "x lora");
     for (const auto& g : order_) {
@@ -54,7 +68,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
  private:
   std::map<std::string, std::map<std::string, double>> times_;
-  std::map<std::string, std::map<std::string, std::pair<double, double>>> paired_;
+  struct Paired {
+    double x_frozen, x_lora, extra_saved_mb, peak_x_frozen;  // -1: not measured
+  };
+  std::map<std::string, std::map<std::string, Paired>> paired_;
   std::vector<std::string> order_;
 };
 

@@ -175,7 +175,7 @@ TEST(Dora, DropoutInTrainingRecomputesTheBaseOnTheDroppedInput) {
   torch::manual_seed(11);
   auto got = l(x);
   torch::manual_seed(11);
-  auto xd = torch::dropout(x, 0.5, true);
+  auto xd = peft::lora_dropout(x, 0.5, true);  // the layer's dropout, same seed
   const auto& A = l->lora_A("default")->weight;
   const auto& B = l->lora_B("default")->weight;
   auto norm = peft::dora_weight_norm(l->weight, torch::matmul(B, A), 1.0, false);

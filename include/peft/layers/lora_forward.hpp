@@ -37,6 +37,12 @@ inline torch::Tensor LoraLayer::lora_forward(const torch::Tensor& x) {
     const auto low = torch::linear(in, A->weight);  // [..., r]
     if (!B->bias.defined() && result.scalar_type() == low.scalar_type() && result.dim() >= 2) {
       // result + s·(low @ Bᵀ) as one addmm: no [tokens, out] temporaries besides the output.
+      if (result.dim() == 2) {
+        // In place on the base output (no op's backward needs it): saves a [tokens, out] copy.
+        // Not for >2-D outputs: in place on a reshaped view costs a gradient copy in backward.
+        result.addmm_(low, B->weight.t(), 1, s.scaling);
+        continue;
+      }
       const auto out = result.size(-1);
       result = torch::addmm(result.reshape({-1, out}), low.reshape({-1, s.r}), B->weight.t(), 1, s.scaling)
                    .view(result.sizes());

@@ -35,6 +35,7 @@
 #include "peft/error.hpp"
 #include "peft/functional.hpp"
 #include "peft/init/base_rewrite.hpp"
+#include "peft/layers/lora_dropout.hpp"
 #include "peft/patterns.hpp"
 #include "peft/variants/dora.hpp"
 #include "peft/warnings.hpp"
@@ -446,7 +447,8 @@ class LoraLayer : public torch::nn::Module {
   struct DropoutRef {
     std::shared_ptr<torch::nn::Module> m;
     torch::Tensor forward(const torch::Tensor& x) {
-      if (auto* d = m->as<torch::nn::DropoutImpl>()) return d->forward(x);
+      // The fused inverted dropout (layers/lora_dropout.hpp), with the module's p and mode.
+      if (auto* d = m->as<torch::nn::DropoutImpl>()) return lora_dropout(x, d->options.p(), d->is_training());
       return x;
     }
   };
