@@ -1,5 +1,6 @@
 // LoraConfig <-> JSON (adapter_config.json and keyword-argument objects).
 
+#include "peft/detail/edit_distance.hpp"
 #include "peft/io/config_json.hpp"
 
 #include <algorithm>
@@ -155,17 +156,7 @@ const std::vector<std::string>& known_keys() {
   return keys;
 }
 
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
+using peft::detail::edit_distance;
 
 std::string closest_key(const std::string& key) {
   std::string best;

@@ -2,6 +2,7 @@
 // error can point at the line and column of the offending value; the `lora:` section goes to
 // lora_config_from_yaml, which locates its own errors the same way.
 
+#include "peft/detail/edit_distance.hpp"
 #include "peft/train/train_config.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -34,17 +35,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
   return keys;
 }
 
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
+using peft::detail::edit_distance;
 
 class Reader {
  public:
