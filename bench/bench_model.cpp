@@ -26,7 +26,7 @@
 
 #include "peft/io/adapters.hpp"
 #include "peft/layers/linear.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
 #include "support/cpu_memory_counter.hpp"
 

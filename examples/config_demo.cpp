@@ -6,6 +6,7 @@
 //   peft_config_demo adapter_dir/    an adapter_config.json written by Python PEFT
 
 #include <peft/peft.hpp>
+#include <peft/train/lora_yaml.hpp>  // load_lora_yaml (peft::train)
 
 #include <iostream>
 

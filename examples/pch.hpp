@@ -5,3 +5,5 @@
 #include <torch/torch.h>
 
 #include <peft/peft.hpp>
+#include <peft/models.hpp>
+#include <peft/text.hpp>

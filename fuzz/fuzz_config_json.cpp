@@ -7,7 +7,7 @@
 #include <string>
 
 #include "peft/error.hpp"
-#include "peft/io/config_json.hpp"
+#include "peft/config/config_json.hpp"
 #include "peft/warnings.hpp"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "peft/error.hpp"
-#include "peft/io/config_json.hpp"
-#include "peft/io/config_yaml.hpp"
+#include "peft/config/config_json.hpp"
+#include "peft/train/lora_yaml.hpp"
 #include "peft/warnings.hpp"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {

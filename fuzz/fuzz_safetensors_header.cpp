@@ -8,7 +8,7 @@
 #include <string>
 
 #include "peft/error.hpp"
-#include "peft/io/safetensors_header.hpp"
+#include "peft/format/safetensors_header.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   // A copy the exact size of the input, so ASan sees any read past its end.

@@ -72,7 +72,7 @@ do_cuda() {  # the CUDA tests alone (they skip in CI)
 do_resaved() {
   local r=$B/resave
   rm -rf "$r"
-  $B/tests/peft_conformance --resave "$r" | grep -v '^PASS' ; local f=${PEFT_FIXTURES:-../shared/fixtures}
+  $B/tests/peft_conformance --resave "$r" | grep -v '^PASS' ; local f=${PEFT_FIXTURES:-tests/fixtures}
   [ -d "$f/peft" ] && f=$f/peft
   python3 tests/python/check_resaved.py "$r" "$f" | grep -v '^PASS' ; local a=${PIPESTATUS[0]}
   python3 tests/python/check_resaved_models.py "$r" "$f"; local b=$?

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang (-fsanitize=fuzzer,address,undefined) into
-# build-fuzz/ and runs each for $FUZZ_SECONDS (default 60) seconds, seeded from tests/data (and
-# the Python-written fixtures when ../shared/fixtures exists). They need no LibTorch: they cover
+# build-fuzz/ and runs each for $FUZZ_SECONDS (default 60) seconds, seeded from tests/data and
+# the Python-written golden files (tests/fixtures). They need no LibTorch: they cover
 # the safetensors header layer, the adapter_config.json reader and the YAML reader.
 #   scripts/fuzz.sh                      # build + 60 s per target
 #   FUZZ_SECONDS=300 scripts/fuzz.sh     # longer run
@@ -13,27 +13,20 @@ out=build-fuzz
 seconds="${FUZZ_SECONDS:-60}"
 cxx="${CXX_FUZZ:-$(command -v clang++-14 || command -v clang++)}"
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-sanitize=vptr"
-flags="-std=c++17 -g -O1 -fno-omit-frame-pointer -Iinclude $san"
-mkdir -p "$out/obj" "$out/artifacts"
-
-lib_srcs="src/safetensors_header.cpp src/json_value.cpp src/config_json.cpp src/atomic_file.cpp src/config_yaml.cpp"
-objs=()
-for src in $lib_srcs; do
-  obj="$out/obj/$(basename "${src%.cpp}").o"
-  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find include -newer "$obj" -name '*.hpp' -print -quit)" ]; then
-    echo "== compile $src"
-    $cxx $flags -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
-  fi
-  objs+=("$obj")
-done
+mkdir -p "$out/artifacts"
 targets="${FUZZ_TARGETS:-fuzz_safetensors_header fuzz_config_json fuzz_config_yaml}"
-for t in $targets; do
-  echo "== link $t"
-  $cxx $flags -fsanitize=fuzzer "fuzz/$t.cpp" "${objs[@]}" -lyaml-cpp -o "$out/$t"
-done
+# The fuzz targets link peft::format and the YAML readers (fuzz/CMakeLists.txt): the same source
+# lists as the library, compiled with the sanitizers; nothing that needs LibTorch is built.
+cmake -S . -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" \
+  -DCMAKE_CXX_FLAGS="-g -O1 -fno-omit-frame-pointer $san -fsanitize=fuzzer-no-link" \
+  -DCMAKE_EXE_LINKER_FLAGS="$san" -DPEFT_BUILD_FUZZERS=ON -DPEFT_BUILD_TESTS=OFF \
+  -DPEFT_BUILD_EXAMPLES=OFF -DPEFT_BUILD_TOOLS=OFF -DPEFT_INSTALL=OFF >/dev/null
+# shellcheck disable=SC2086
+cmake --build "$out" -j"$(nproc)" --target $targets
+for t in $targets; do cp "$out/fuzz/$t" "$out/$t"; done
 
 # Seeds (copied, so the fuzzer's own corpus directory is the only thing it writes to).
-fixtures="${PEFT_FIXTURES:-../shared/fixtures}"
+fixtures="${PEFT_FIXTURES:-tests/fixtures}"
 mapfile -t st < <(find tests/data "$fixtures" -name '*.safetensors' -size -64k 2>/dev/null | head -200)
 mapfile -t js < <(find tests/data "$fixtures" -name 'adapter_config.json' 2>/dev/null | head -200)
 mapfile -t ym < <(find tests/data -name '*.yaml' 2>/dev/null)

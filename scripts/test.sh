@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything, runs peft_conformance (golden files written by
-# Python PEFT, in ../shared/fixtures or $PEFT_FIXTURES) and the whole ctest suite.
+# Python PEFT: the copy in tests/fixtures, or $PEFT_FIXTURES) and the whole ctest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)

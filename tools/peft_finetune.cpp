@@ -28,7 +28,7 @@
 
 #include "peft/io/adapters.hpp"
 #include "peft/models/causal_lm.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/text/dataset.hpp"
 #include "peft/text/tokenizer.hpp"
 #include "peft/train/trainer.hpp"

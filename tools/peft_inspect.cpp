@@ -32,8 +32,8 @@
 #include <vector>
 
 #include "peft/error.hpp"
-#include "peft/io/config_json.hpp"
-#include "peft/io/safetensors_header.hpp"
+#include "peft/config/config_json.hpp"
+#include "peft/format/safetensors_header.hpp"
 #include "peft/warnings.hpp"
 
 namespace fs = std::filesystem;

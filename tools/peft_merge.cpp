@@ -9,7 +9,7 @@
 // or one .safetensors file. `--weight` scales the adapter named just before it. OUT gets
 // model.safetensors (sharded like the input when the input is sharded), and config.json and the
 // tokenizer files of BASE. The maths and every decision are documented in
-// include/peft/io/merge_checkpoint.hpp.
+// include/peft/io/merge_into_checkpoint.hpp.
 //
 // Output: a summary on stdout; progress on stderr for checkpoints over 64 MiB (not with --quiet).
 // Exit codes: 0 merged; 1 any problem (one line on stderr; OUT is left as it was); 2 usage.
@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "peft/error.hpp"
-#include "peft/io/merge_checkpoint.hpp"
+#include "peft/io/merge_into_checkpoint.hpp"
 #include "peft/warnings.hpp"
 
 namespace {

@@ -1,5 +1,5 @@
 #pragma once
-// The catalogue models of ../shared/fixtures/README.md §2 (mlp, mlp_nobias, decoder, gpt2) in
+// The catalogue models of the golden files (mlp, mlp_nobias, decoder, gpt2; docs/conformance.md) in
 // LibTorch, with PEFT-adaptable layers (peft::Linear, peft::Conv1D) and the exact module keys.
 
 #include <torch/nn/module.h>
@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "peft/json_value.hpp"
+#include "peft/format/json_value.hpp"
 
 namespace peft_test {
 

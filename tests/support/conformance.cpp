@@ -7,11 +7,11 @@
 #include <sstream>
 
 #include "peft/error.hpp"
-#include "peft/io/config_json.hpp"
-#include "peft/matching.hpp"
-#include "peft/model.hpp"
-#include "peft/patterns.hpp"
-#include "peft/targeting.hpp"
+#include "peft/config/config_json.hpp"
+#include "peft/targeting/matching.hpp"
+#include "peft/tuner/lora_model.hpp"
+#include "peft/targeting/patterns.hpp"
+#include "peft/targeting/plan.hpp"
 #include "peft/warnings.hpp"
 #include "support/catalogue_models.hpp"
 #include "support/fixtures.hpp"

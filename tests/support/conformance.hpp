@@ -1,12 +1,12 @@
 #pragma once
-// One check per golden vector of ../shared/fixtures/peft: configs.json, matching.json,
+// One check per golden vector of tests/fixtures/peft: configs.json, matching.json,
 // patterns.json (and, in later issues, the model cases). Used by peft_conformance (which prints
 // PASS/FAIL/SKIP lines) and by the unit tests (which assert every case passes).
 
 #include <string>
 #include <vector>
 
-#include "peft/json_value.hpp"
+#include "peft/format/json_value.hpp"
 
 namespace peft_test {
 

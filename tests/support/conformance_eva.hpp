@@ -6,7 +6,7 @@
 #include <functional>
 
 #include "peft/io/safetensors.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 
 namespace peft_test {
 

@@ -1,4 +1,4 @@
-// Model cases of ../shared/fixtures/peft: build the catalogue model, load the base weights, and
+// Model cases of tests/fixtures/peft: build the catalogue model, load the base weights, and
 // compare with what Python PEFT computed: injection from the case's LoraConfig (targeted modules,
 // per-layer r/alpha/scaling, parameter counts, the print_trainable_parameters line, the random
 // init tensors drawn after torch.manual_seed), then the saved adapters loaded from adapter/
@@ -13,11 +13,11 @@
 
 #include "peft/error.hpp"
 #include "peft/init/corda_preprocess.hpp"
-#include "peft/io/config_json.hpp"
+#include "peft/config/config_json.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/model.hpp"
-#include "peft/weighted.hpp"
+#include "peft/tuner/lora_model.hpp"
+#include "peft/tuner/weighted_adapter.hpp"
 #include "peft/warnings.hpp"
 #include "support/catalogue_models.hpp"
 #include "support/conformance.hpp"

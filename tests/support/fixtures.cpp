@@ -3,10 +3,10 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#include "peft/io/atomic_file.hpp"
+#include "peft/format/atomic_file.hpp"
 
 #ifndef PEFT_DEFAULT_FIXTURES
-#define PEFT_DEFAULT_FIXTURES "../shared/fixtures"
+#define PEFT_DEFAULT_FIXTURES "tests/fixtures"
 #endif
 
 namespace peft_test {

@@ -1,12 +1,12 @@
 #pragma once
-// Locating and reading the golden files written by Python PEFT (../shared/fixtures).
+// Locating and reading the golden files written by Python PEFT (tests/fixtures; $PEFT_FIXTURES overrides).
 
 #include <filesystem>
 #include <string>
 #include <vector>
 
-#include "peft/json_value.hpp"
-#include "peft/targeting.hpp"
+#include "peft/format/json_value.hpp"
+#include "peft/targeting/plan.hpp"
 
 namespace peft_test {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "support/fixtures.hpp"
 
 namespace peft_test {

@@ -15,7 +15,7 @@
 #include <string>
 
 #include "peft/error.hpp"
-#include "peft/json_value.hpp"
+#include "peft/format/json_value.hpp"
 #include "peft/text/pretokenizer.hpp"
 #include "peft/text/tokenizer.hpp"
 

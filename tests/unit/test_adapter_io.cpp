@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "peft/io/adapters.hpp"
-#include "peft/io/checkpoint.hpp"
+#include "peft/io/hf_checkpoint.hpp"
 #include "peft/warnings.hpp"
 #include "support/test_helpers.hpp"
 

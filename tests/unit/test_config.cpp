@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "peft/config.hpp"
+#include "peft/config/lora_config.hpp"
 #include "peft/warnings.hpp"
 
 namespace {

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "peft/error.hpp"
-#include "peft/io/atomic_file.hpp"
-#include "peft/io/config_json.hpp"
+#include "peft/format/atomic_file.hpp"
+#include "peft/config/config_json.hpp"
 #include "peft/warnings.hpp"
 #include "support/fixtures.hpp"
 

@@ -8,9 +8,9 @@
 #include <fstream>
 #include <string>
 
-#include "peft/config.hpp"
+#include "peft/config/lora_config.hpp"
 #include "peft/error.hpp"
-#include "peft/io/config_yaml.hpp"
+#include "peft/train/lora_yaml.hpp"
 #include "peft/warnings.hpp"
 
 namespace {

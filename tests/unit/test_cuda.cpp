@@ -6,8 +6,8 @@
 #include <torch/torch.h>
 
 #include "peft/io/adapters.hpp"
-#include "peft/model.hpp"
-#include "peft/weighted.hpp"
+#include "peft/tuner/lora_model.hpp"
+#include "peft/tuner/weighted_adapter.hpp"
 
 namespace {
 

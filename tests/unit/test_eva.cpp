@@ -8,7 +8,7 @@
 
 #include "peft/init/eva.hpp"
 #include "peft/init/incremental_pca.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
 
 namespace {

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "peft/functional.hpp"
+#include "peft/layers/lora_math.hpp"
 
 TEST(LoraDeltaWeight, IsScaledBTimesA) {
   auto A = torch::tensor({{1.f, 2.f, 3.f}});  // r=1, in=3

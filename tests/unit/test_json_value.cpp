@@ -8,7 +8,7 @@
 #include <string>
 
 #include "peft/error.hpp"
-#include "peft/json_value.hpp"
+#include "peft/format/json_value.hpp"
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
 #include "support/test_helpers.hpp"
 

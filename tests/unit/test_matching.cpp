@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "peft/matching.hpp"
+#include "peft/targeting/matching.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// peft::merge_checkpoint / merge_state_dict (io/merge_checkpoint.hpp): the golden merged state
+// peft::merge_checkpoint / merge_state_dict (io/merge_into_checkpoint.hpp): the golden merged state
 // dicts of every fixture case, hand-checkable small merges, layouts, errors that leave the output
 // directory as it was, and merged reference-model checkpoints that reproduce the adapted logits.
 
@@ -12,14 +12,14 @@
 #include <map>
 #include <set>
 
-#include "peft/config.hpp"
+#include "peft/config/lora_config.hpp"
 #include "peft/error.hpp"
 #include "peft/io/adapters.hpp"
-#include "peft/io/atomic_file.hpp"
-#include "peft/io/config_json.hpp"
-#include "peft/io/merge_checkpoint.hpp"
+#include "peft/format/atomic_file.hpp"
+#include "peft/config/config_json.hpp"
+#include "peft/io/merge_into_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/models/causal_lm.hpp"
 #include "peft/warnings.hpp"
 #include "support/fixtures.hpp"

@@ -9,9 +9,9 @@
 #include <fstream>
 
 #include "peft/io/adapters.hpp"
-#include "peft/io/checkpoint.hpp"
+#include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/models/causal_lm.hpp"
 #include "peft/models/gpt2.hpp"
 #include "peft/models/llama.hpp"

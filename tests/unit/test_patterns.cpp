@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "peft/patterns.hpp"
+#include "peft/targeting/patterns.hpp"
 
 namespace {
 

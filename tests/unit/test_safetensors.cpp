@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "peft/error.hpp"
-#include "peft/io/atomic_file.hpp"
+#include "peft/format/atomic_file.hpp"
 #include "peft/io/safetensors.hpp"
 #include "support/fixtures.hpp"
 

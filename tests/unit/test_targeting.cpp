@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "peft/targeting.hpp"
+#include "peft/targeting/plan.hpp"
 #include "peft/warnings.hpp"
 
 namespace {

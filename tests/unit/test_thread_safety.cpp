@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/layers/linear.hpp"
 #include "support/test_helpers.hpp"
 

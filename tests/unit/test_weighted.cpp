@@ -3,10 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "peft/merge_utils.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/combination_ops.hpp"
+#include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
-#include "peft/weighted.hpp"
+#include "peft/tuner/weighted_adapter.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {

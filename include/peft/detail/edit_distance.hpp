@@ -1,6 +1,6 @@
 #pragma once
 /// Levenshtein distance, for the "did you mean" hints of the config readers (LoraConfig keys in
-/// config_json.cpp, training YAML keys in train_config.cpp).
+/// config/config_json.cpp, training YAML keys in train/train_config.cpp).
 
 #include <algorithm>
 #include <cstddef>

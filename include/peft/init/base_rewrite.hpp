@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-#include "peft/config.hpp"
+#include "peft/config/lora_config.hpp"
 #include "peft/init/corda.hpp"
 #include "peft/init/loftq.hpp"
 #include "peft/init/olora.hpp"

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "peft/init/corda.hpp"
-#include "peft/injection.hpp"
+#include "peft/tuner/injection.hpp"
 
 namespace peft {
 

@@ -54,8 +54,8 @@
 
 #include "peft/error.hpp"
 #include "peft/init/incremental_pca.hpp"
-#include "peft/model.hpp"
-#include "peft/targeting.hpp"
+#include "peft/tuner/lora_model.hpp"
+#include "peft/targeting/plan.hpp"
 #include "peft/warnings.hpp"
 
 namespace peft {

@@ -14,7 +14,7 @@
 
 #include <optional>
 
-#include "peft/functional.hpp"
+#include "peft/layers/lora_math.hpp"
 #include "peft/init/init_factors.hpp"
 #include "peft/init/svd_lowrank.hpp"
 

@@ -23,11 +23,11 @@
 
 #include "peft/error.hpp"
 #include "peft/init/base_rewrite.hpp"
-#include "peft/io/atomic_file.hpp"
-#include "peft/io/config_json.hpp"
+#include "peft/format/atomic_file.hpp"
+#include "peft/config/config_json.hpp"
 #include "peft/io/init_conversion.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/model.hpp"
+#include "peft/tuner/lora_model.hpp"
 
 namespace peft {
 

@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "peft/config.hpp"
+#include "peft/config/lora_config.hpp"
 #include "peft/error.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/warnings.hpp"

@@ -14,7 +14,7 @@ namespace peft {
 class Conv1DImpl : public LoraLayer {
  public:
   /// nf = output features, nx = input features (transformers' argument order).
-  Conv1DImpl(std::int64_t nf, std::int64_t nx) : nf(nf), nx(nx) { reset(); }
+  Conv1DImpl(std::int64_t nf_, std::int64_t nx_) : nf(nf_), nx(nx_) { reset(); }
   /// Adopt existing tensors (weight [nx, nf], bias [nf]) without copying.
   Conv1DImpl(torch::Tensor weight_, torch::Tensor bias_) : nf(weight_.size(1)), nx(weight_.size(0)) {
     weight = register_parameter("weight", weight_, weight_.requires_grad());

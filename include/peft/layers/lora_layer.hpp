@@ -30,13 +30,13 @@
 #include <string>
 #include <vector>
 
-#include "peft/config.hpp"
-#include "peft/copyable_mutex.hpp"
+#include "peft/config/lora_config.hpp"
+#include "peft/detail/copyable_mutex.hpp"
 #include "peft/error.hpp"
-#include "peft/functional.hpp"
+#include "peft/layers/lora_math.hpp"
 #include "peft/init/base_rewrite.hpp"
 #include "peft/layers/lora_dropout.hpp"
-#include "peft/patterns.hpp"
+#include "peft/targeting/patterns.hpp"
 #include "peft/variants/dora.hpp"
 #include "peft/warnings.hpp"
 

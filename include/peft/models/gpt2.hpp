@@ -28,7 +28,7 @@
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/models/causal_lm.hpp"
-#include "peft/models/functional.hpp"
+#include "peft/models/decoder_ops.hpp"
 #include "peft/models/model_config.hpp"
 
 namespace peft::models {
@@ -36,7 +36,7 @@ namespace peft::models {
 /// Causal self-attention: x [B, T, d] -> [B, T, d].
 class GPT2AttentionImpl : public torch::nn::Module {
  public:
-  GPT2AttentionImpl(const GPT2Config& c, std::int64_t layer_idx) : config(c), layer_idx(layer_idx) {
+  GPT2AttentionImpl(const GPT2Config& c, std::int64_t layer_index) : config(c), layer_idx(layer_index) {
     c_attn = register_module("c_attn", peft::Conv1D(3 * c.n_embd, c.n_embd));
     c_proj = register_module("c_proj", peft::Conv1D(c.n_embd, c.n_embd));
   }

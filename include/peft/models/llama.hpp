@@ -26,15 +26,15 @@
 #include "peft/error.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/models/causal_lm.hpp"
-#include "peft/models/functional.hpp"
+#include "peft/models/decoder_ops.hpp"
 #include "peft/models/model_config.hpp"
 
 namespace peft::models {
 
-/// RMSNorm with a learned scale (functional.hpp rms_norm): [..., d] -> [..., d].
+/// RMSNorm with a learned scale (layers/lora_math.hpp rms_norm): [..., d] -> [..., d].
 class LlamaRMSNormImpl : public torch::nn::Module {
  public:
-  LlamaRMSNormImpl(std::int64_t hidden_size, double eps) : eps(eps) {
+  LlamaRMSNormImpl(std::int64_t hidden_size, double epsilon) : eps(epsilon) {
     weight = register_parameter("weight", torch::ones({hidden_size}));
   }
   torch::Tensor forward(const torch::Tensor& x) { return rms_norm(x, weight, eps); }

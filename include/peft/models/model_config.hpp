@@ -1,6 +1,6 @@
 #pragma once
 /// The config.json of the reference decoders: Hugging Face's GPT2Config and LlamaConfig with
-/// transformers' field names and defaults. Reading and writing live in src/hf_config.cpp.
+/// transformers' field names and defaults. Reading and writing live in src/models/model_config.cpp.
 ///
 /// Reading (decisions): `model_type` must be "gpt2" or "llama". The size fields (GPT-2:
 /// vocab_size, n_positions (or the legacy n_ctx), n_embd, n_layer, n_head; Llama: vocab_size,
@@ -17,7 +17,7 @@
 #include <string>
 
 #include "peft/error.hpp"
-#include "peft/json_value.hpp"
+#include "peft/format/json_value.hpp"
 
 namespace peft::models {
 

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "peft/error.hpp"
-#include "peft/io/atomic_file.hpp"
-#include "peft/json_value.hpp"
+#include "peft/format/atomic_file.hpp"
+#include "peft/format/json_value.hpp"
 
 namespace peft::train {
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "peft/config.hpp"
+#include "peft/config/lora_config.hpp"
 #include "peft/error.hpp"
 
 namespace peft::train {

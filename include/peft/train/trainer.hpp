@@ -22,8 +22,8 @@
 #include <ostream>
 #include <vector>
 
-#include "peft/model.hpp"
-#include "peft/train/checkpoint.hpp"
+#include "peft/tuner/lora_model.hpp"
+#include "peft/train/training_checkpoint.hpp"
 #include "peft/train/loss_svg.hpp"
 #include "peft/train/lr_schedule.hpp"
 #include "peft/train/metrics.hpp"

@@ -18,8 +18,8 @@
 #include <mutex>
 #include <string>
 
-#include "peft/copyable_mutex.hpp"
-#include "peft/functional.hpp"
+#include "peft/detail/copyable_mutex.hpp"
+#include "peft/layers/lora_math.hpp"
 
 namespace peft {
 

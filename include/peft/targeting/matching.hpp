@@ -1,0 +1,131 @@
+#pragma once
+/// Target matching: PEFT's `check_target_module_exists(config, key)` (spec §2.2, §2.5) as a pure
+/// function of a config and a module key. Build a TargetMatcher once per config (it compiles the
+/// regexes) and ask it about many keys.
+///
+///   exclude_modules   str: re.fullmatch | list: key == e or key ends with "." + e  -> Excluded
+///   modules_to_save   re.match("(^|.*\.)" + m + "($|\..*)", key)                  -> Excluded
+///   target_modules    str: re.fullmatch (no layer filter) | list: exact key (no layer filter)
+///                     or "."-suffix, then the layers_to_transform / layers_pattern filter.
+
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "peft/config/lora_config.hpp"
+#include "peft/detail/regex.hpp"
+
+namespace peft {
+
+enum class MatchResult {
+  NoMatch,   ///< not a target
+  Match,     ///< wrap this module
+  Excluded,  ///< hit by exclude_modules or modules_to_save (PEFT's falsy "excluded" marker)
+};
+
+/// True when `key` equals `name` or ends with "." + name (PEFT's list rule).
+inline bool key_matches_suffix(const std::string& key, const std::string& name) {
+  if (key == name) return true;
+  return key.size() > name.size() && key.compare(key.size() - name.size(), name.size(), name) == 0 &&
+         key[key.size() - name.size() - 1] == '.';
+}
+
+/// The layer index a key lies in, as PEFT's layers_to_transform filter reads it: the digits of the
+/// first `.<pattern>.<digits>.` segment (any segment when `patterns` is empty; patterns tried in
+/// order, first match wins). std::nullopt when no pattern matches.
+class LayerIndexReader {
+ public:
+  explicit LayerIndexReader(const std::optional<LayerPatterns>& patterns) {
+    if (!patterns || !patterns->truthy()) {
+      regexes_.emplace_back(R"(.*?\.[^.]*\.(\d+)\.)");
+      return;
+    }
+    for (const auto& p : patterns->values)
+      regexes_.push_back(compile_python_regex(".*?\\." + p + "\\.(\\d+)\\.", "layers_pattern"));
+  }
+  std::optional<std::int64_t> operator()(const std::string& key) const {
+    for (const auto& re : regexes_) {
+      std::smatch m;
+      if (python_match(re, key, &m)) {
+        // int("001") == 1; very long digit runs saturate instead of overflowing.
+        const std::string digits = m[1].str();
+        std::int64_t v = 0;
+        for (char c : digits) {
+          if (v > (INT64_MAX - 9) / 10) return INT64_MAX;
+          v = v * 10 + (c - '0');
+        }
+        return v;
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  std::vector<std::regex> regexes_;
+};
+
+/// Precompiled matcher for one config.
+class TargetMatcher {
+ public:
+  explicit TargetMatcher(const LoraConfig& config)
+      : target_(config.target_modules),
+        exclude_(config.exclude_modules),
+        layers_to_transform_(config.layers_to_transform),
+        layer_index_(config.layers_pattern) {
+    if (target_.is_regex()) target_re_ = compile_python_regex(target_.pattern(), "target_modules");
+    if (exclude_.is_regex() && exclude_.truthy())
+      exclude_re_ = compile_python_regex(exclude_.pattern(), "exclude_modules");
+    if (config.modules_to_save)
+      for (const auto& m : *config.modules_to_save)
+        // Inserted raw, not escaped, exactly like PEFT.
+        save_res_.push_back(
+            compile_python_regex("(^|.*\\.)" + m + "($|\\..*)", "modules_to_save"));
+  }
+
+  MatchResult operator()(const std::string& key) const {
+    if (exclude_re_) {
+      if (python_fullmatch(*exclude_re_, key)) return MatchResult::Excluded;
+    } else if (exclude_.is_list()) {
+      for (const auto& e : exclude_.names())
+        if (key_matches_suffix(key, e)) return MatchResult::Excluded;
+    }
+    for (const auto& re : save_res_)
+      if (python_match(re, key)) return MatchResult::Excluded;
+    if (target_re_) return python_fullmatch(*target_re_, key) ? MatchResult::Match : MatchResult::NoMatch;
+    if (!target_.is_list()) return MatchResult::NoMatch;  // None: nothing to match against
+    const auto& names = target_.names();
+    for (const auto& t : names)
+      if (key == t) return MatchResult::Match;  // exact keys bypass the layer filter
+    bool found = false;
+    for (const auto& t : names)
+      if (key_matches_suffix(key, t)) {
+        found = true;
+        break;
+      }
+    if (!found) return MatchResult::NoMatch;
+    if (layers_to_transform_ && !layers_to_transform_->values.empty()) {  // [] means no filter
+      auto idx = layer_index_(key);
+      if (!idx) return MatchResult::NoMatch;
+      const auto& wanted = layers_to_transform_->values;
+      if (std::find(wanted.begin(), wanted.end(), *idx) == wanted.end()) return MatchResult::NoMatch;
+    }
+    return MatchResult::Match;
+  }
+
+ private:
+  ModuleSpec target_;
+  ModuleSpec exclude_;
+  std::optional<LayerIndices> layers_to_transform_;
+  LayerIndexReader layer_index_;
+  std::optional<std::regex> target_re_;
+  std::optional<std::regex> exclude_re_;
+  std::vector<std::regex> save_res_;
+};
+
+/// One-shot form of TargetMatcher (compiles the config's regexes on every call).
+inline MatchResult check_target_module_exists(const LoraConfig& config, const std::string& key) {
+  return TargetMatcher(config)(key);
+}
+
+}  // namespace peft

@@ -1,0 +1,12 @@
+#pragma once
+/// The trainer: YAML training config, loop, checkpoints, metrics (CMake target peft::train; needs yaml-cpp).
+
+#include "peft/train/lora_yaml.hpp"
+#include "peft/train/loss_svg.hpp"
+#include "peft/train/lr_schedule.hpp"
+#include "peft/train/metrics.hpp"
+#include "peft/train/progress.hpp"
+#include "peft/train/signals.hpp"
+#include "peft/train/train_config.hpp"
+#include "peft/train/trainer.hpp"
+#include "peft/train/training_checkpoint.hpp"

@@ -1,0 +1,386 @@
+#pragma once
+/// peft::LoraModel — PEFT's PeftModel/LoraModel for a torch::nn::Module tree (spec §4.6, §7, §10).
+/// It owns a reference to the user's model, the config of every adapter and the operations on
+/// them; the user keeps calling their own model's forward.
+///
+///   auto model = std::make_shared<MyNet>();
+///   auto peft_model = peft::get_peft_model(model, cfg);          // adapter "default", active
+///   peft_model.print_trainable_parameters(std::cout);
+///   torch::optim::AdamW opt(peft_model.trainable_parameters());
+///   auto y = model->forward(x);                                  // now with LoRA
+
+#include <torch/nn/module.h>
+
+#include <iomanip>
+#include <locale>
+#include <map>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "peft/config/lora_config.hpp"
+#include "peft/tuner/injection.hpp"
+
+namespace peft {
+
+struct LoraModelOptions {
+  PlanOptions plan;                    ///< model_type / output layer for target resolution
+  bool autocast_adapter_dtype = true;  ///< fp16/bf16 adapter weights are kept in fp32
+};
+
+class LoraModel {
+ public:
+  /// Validates `config`, injects adapter `adapter_name` and activates it. Throws (and leaves the
+  /// model untouched) when the config or the plan is invalid.
+  LoraModel(std::shared_ptr<torch::nn::Module> model, LoraConfig config,
+            const std::string& adapter_name = "default", LoraModelOptions options = {})
+      : model_(std::move(model)), options_(std::move(options)) {
+    add_adapter(adapter_name, std::move(config));
+    set_adapter(adapter_name);
+  }
+
+  /// A LoraModel without adapters yet (add_adapter / load_adapter add them).
+  LoraModel(std::shared_ptr<torch::nn::Module> model, LoraModelOptions options)
+      : model_(std::move(model)), options_(std::move(options)) {}
+
+  torch::nn::Module& model() { return *model_; }
+  const LoraModelOptions& options() const { return options_; }
+  const std::shared_ptr<torch::nn::Module>& model_ptr() const { return model_; }
+
+  // ---- adapters ----
+  /// Inject another adapter (inactive, frozen). An existing name is an error; nothing changes
+  /// when injection fails.
+  void add_adapter(const std::string& name, LoraConfig config) {
+    if (configs_.count(name))
+      throw ConfigError("adapter_name", "\"" + name + "\"", "Adapter with this name already exists",
+                        "choose another name or delete_adapter first");
+    config.validate();
+    for (const auto& [other, c] : configs_)
+      if (c.bias != Bias::none && config.bias != Bias::none)
+        throw ConfigError("bias", to_string(config.bias),
+                          "LoraModel supports only 1 adapter with bias; adapter `" + other +
+                              "` already has bias=" + to_string(c.bias),
+                          "set bias=\"none\" for all but one adapter");
+    const auto copies = modules_to_save_targets(config);
+    {
+      std::vector<InitLoraWeights> inits{config.init_lora_weights};
+      for (const auto& [other, c] : configs_) inits.push_back(c.init_lora_weights);
+      warn_base_rewrite_with_other_adapters(inits);
+    }
+    InjectionResult r = inject_adapter(model_, config, name, options_.plan);
+    for (auto& layer : copies) layer->add_trainable_copy(name);
+    configs_[name] = r.plan.config;
+    order_.push_back(name);
+    std::vector<std::string> keys;
+    for (const auto& l : r.plan.layers) keys.push_back(l.key);
+    targeted_[name] = keys;
+    if (options_.autocast_adapter_dtype)
+      for (auto& layer : r.layers) layer->upcast_adapter(name);
+    refresh_trainable();
+  }
+
+  /// Activate one adapter.
+  void set_adapter(const std::string& name) { set_adapter(std::vector<std::string>{name}); }
+  /// Activate several adapters at once (their deltas are summed in this order).
+  void set_adapter(const std::vector<std::string>& names) {
+    for (const auto& n : names)
+      if (!configs_.count(n)) throw Error("Adapter " + n + " not found (known: " + known() + ")");
+    active_ = names;
+    refresh_trainable();
+  }
+  const std::vector<std::string>& active_adapters() const { return active_; }
+  /// Adapter names in creation order.
+  const std::vector<std::string>& adapter_names() const { return order_; }
+  const LoraConfig& peft_config(const std::string& name = "default") const {
+    auto it = configs_.find(name);
+    if (it == configs_.end()) throw Error("Adapter " + name + " not found (known: " + known() + ")");
+    return it->second;
+  }
+  /// Module keys that carry adapter `name`, in named_modules() order.
+  const std::vector<std::string>& targeted_module_names(const std::string& name = "default") const {
+    peft_config(name);
+    return targeted_.at(name);
+  }
+
+  /// After an init that re-creates layers (EVA's rank redistribution): adapter `name` now has
+  /// `config` (as it will be saved) and lives in the layers `targeted`; activation and
+  /// trainability are re-applied to the re-created adapters.
+  void reconfigure_adapter(const std::string& name, LoraConfig config, std::vector<std::string> targeted) {
+    peft_config(name);
+    configs_[name] = std::move(config);
+    targeted_[name] = std::move(targeted);
+    refresh_trainable();
+  }
+
+  /// Remove an adapter everywhere (it must not be merged).
+  void delete_adapter(const std::string& name) {
+    peft_config(name);
+    auto layers = lora_layers();
+    for (auto& [key, layer] : layers) {
+      const auto& m = layer->merged_adapters();
+      if (std::find(m.begin(), m.end(), name) != m.end())
+        throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge_adapter first)");
+    }
+    {
+      ScopedWarningCapture per_layer;  // one model-level warning instead of one per layer
+      for (auto& [key, layer] : layers)
+        if (layer->has_adapter(name) || layer->has_trainable_copy(name)) layer->delete_adapter(name);
+    }
+    configs_.erase(name);
+    targeted_.erase(name);
+    order_.erase(std::find(order_.begin(), order_.end(), name));
+    detail::drop_active_adapter(active_, name, order_);
+    refresh_trainable();
+  }
+
+  // ---- enabling ----
+  /// RAII guard returned by disable_adapter(): adapters are bypassed while it lives.
+  class DisabledAdapters {
+   public:
+    explicit DisabledAdapters(LoraModel* m) : m_(m) { m_->disable_adapter_layers(); }
+    DisabledAdapters(DisabledAdapters&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+    DisabledAdapters(const DisabledAdapters&) = delete;
+    DisabledAdapters& operator=(const DisabledAdapters&) = delete;
+    DisabledAdapters& operator=(DisabledAdapters&&) = delete;
+    ~DisabledAdapters() {
+      if (m_) m_->enable_adapter_layers();
+    }
+
+   private:
+    LoraModel* m_;
+  };
+  /// `auto off = peft_model.disable_adapter();` — the base model's behaviour until `off` dies.
+  [[nodiscard]] DisabledAdapters disable_adapter() { return DisabledAdapters(this); }
+  void disable_adapter_layers() {
+    disabled_ = true;
+    for (auto& [key, layer] : lora_layers()) layer->enable_adapters(false);
+  }
+  void enable_adapter_layers() {
+    disabled_ = false;
+    for (auto& [key, layer] : lora_layers()) layer->enable_adapters(true);
+    refresh_trainable();
+  }
+
+  // ---- mixed-batch inference (spec §7.8) ----
+  /// RAII scope from mixed_batch(): every LoRA layer routes row i of its input through adapter
+  /// names[i] ("__base__" = no adapter) until the scope ends.
+  class MixedBatch {
+   public:
+    MixedBatch(LoraModel* m, const std::vector<std::string>& names) : m_(m) {
+      for (auto& [key, layer] : m_->lora_layers()) layer->set_batch_adapters(names);
+    }
+    MixedBatch(MixedBatch&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+    MixedBatch(const MixedBatch&) = delete;
+    MixedBatch& operator=(const MixedBatch&) = delete;
+    MixedBatch& operator=(MixedBatch&&) = delete;
+    ~MixedBatch() {
+      if (m_)
+        for (auto& [key, layer] : m_->lora_layers()) layer->set_batch_adapters({});
+    }
+
+   private:
+    LoraModel* m_;
+  };
+  /// `{ auto scope = pm.mixed_batch({"a", "b", "__base__"}); y = model->forward(x); }` — one
+  /// adapter per batch row. Eval mode only; every name must exist; no adapter may be merged.
+  [[nodiscard]] MixedBatch mixed_batch(const std::vector<std::string>& names) {
+    if (model_->is_training())
+      throw Error("Cannot pass adapter names when the model is in training mode (hint: model->eval())");
+    std::vector<std::string> unknown;
+    for (const auto& n : names)
+      if (n != "__base__" && !configs_.count(n) &&
+          std::find(unknown.begin(), unknown.end(), n) == unknown.end())
+        unknown.push_back(n);
+    if (!unknown.empty()) {
+      std::sort(unknown.begin(), unknown.end());
+      std::string list;
+      for (const auto& n : unknown) list += (list.empty() ? "" : ", ") + n;
+      throw Error("Trying to infer with non-existing adapter(s): " + list);
+    }
+    for (auto& [key, layer] : lora_layers())
+      if (layer->merged())
+        throw Error("Cannot use mixed-batch inference while adapters are merged (hint: unmerge_adapter())");
+    for (const auto& n : names)
+      if (configs_.count(n) && configs_.at(n).use_dora)
+        throw Error("Cannot pass `adapter_names` when DoRA is enabled (adapter `" + n +
+                    "`; hint: run one forward per adapter instead)");
+    return MixedBatch(this, names);
+  }
+
+  // ---- merging ----
+  /// Fold adapters (default: the active ones) into the base weights of every LoRA layer. Every
+  /// layer is checked first (lora_bias needs a base bias; safe_merge: no NaN/Inf), so a failure
+  /// leaves all weights as they were.
+  void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false) {
+    const auto& which = names.empty() ? active_ : names;
+    const auto layers = lora_layers();
+    for (auto& [key, layer] : layers) {
+      try {
+        layer->check_merge(safe_merge, which);
+      } catch (const Error& e) {  // name the layer: "NaNs detected" alone does not say where
+        throw Error("layer `" + key + "`: " + e.what());
+      }
+    }
+    for (auto& [key, layer] : layers) layer->merge(safe_merge, which);
+  }
+  void unmerge_adapter() {
+    for (auto& [key, layer] : lora_layers())
+      if (layer->merged()) layer->unmerge();
+  }
+  /// Merge the active adapters (or `names`) and strip every adapter: the model is a plain model
+  /// again with merged weights. Returns the model; this LoraModel is empty afterwards.
+  std::shared_ptr<torch::nn::Module> merge_and_unload(bool safe_merge = false,
+                                                      const std::vector<std::string>& names = {}) {
+    merge_adapter(names, safe_merge);
+    return unload();
+  }
+  /// Strip every adapter without merging (layers merged earlier stay merged, as in PEFT).
+  std::shared_ptr<torch::nn::Module> unload() {
+    for (auto& [key, layer] : lora_layers()) layer->remove_all_adapters();
+    configs_.clear();
+    targeted_.clear();
+    order_.clear();
+    active_.clear();
+    for (auto& p : model_->parameters()) p.set_requires_grad(true);
+    return model_;
+  }
+
+  // ---- parameters ----
+  /// (trainable, all) parameter counts; shared tensors are counted once.
+  std::pair<std::int64_t, std::int64_t> get_nb_trainable_parameters() const {
+    std::int64_t trainable = 0, all = 0;
+    std::vector<const void*> seen;
+    for (const auto& p : model_->parameters()) {
+      const void* id = p.unsafeGetTensorImpl();
+      if (std::find(seen.begin(), seen.end(), id) != seen.end()) continue;
+      seen.push_back(id);
+      all += p.numel();
+      if (p.requires_grad()) trainable += p.numel();
+    }
+    return {trainable, all};
+  }
+  /// PEFT's exact line: `trainable params: 1,234 || all params: 5,678 || trainable%: 21.7330`.
+  std::string trainable_parameters_summary() const {
+    const auto [trainable, all] = get_nb_trainable_parameters();
+    std::ostringstream s;
+    s << "trainable params: " << with_commas(trainable) << " || all params: " << with_commas(all)
+      << " || trainable%: " << std::fixed << std::setprecision(4)
+      << (all == 0 ? 0.0 : 100.0 * static_cast<double>(trainable) / static_cast<double>(all));
+    return s.str();
+  }
+  /// Writes trainable_parameters_summary() and a newline (the library never writes to stdout
+  /// on its own; pass std::cout to get PEFT's behaviour).
+  void print_trainable_parameters(std::ostream& os) const { os << trainable_parameters_summary() << '\n'; }
+  /// The parameters to optimise (requires_grad), for torch::optim.
+  std::vector<torch::Tensor> trainable_parameters() const {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : model_->parameters())
+      if (p.requires_grad()) out.push_back(p);
+    return out;
+  }
+
+  /// Every LoRA-capable layer of the model that carries at least one adapter, by module key.
+  std::vector<std::pair<std::string, std::shared_ptr<LoraLayer>>> lora_layers() const {
+    std::vector<std::pair<std::string, std::shared_ptr<LoraLayer>>> out;
+    for (const auto& item : model_->named_modules("", /*include_self=*/true))
+      if (auto l = std::dynamic_pointer_cast<LoraLayer>(item.value()))
+        if (!l->plain()) out.emplace_back(item.key(), l);
+    return out;
+  }
+
+ private:
+  /// The layers `config.modules_to_save` selects (PEFT: every module whose key ends with an
+  /// entry — a plain string suffix). They must be peft::Linear / peft::Conv1D: the copy lives
+  /// inside the layer, so every holder sees it. Checked before anything changes.
+  std::vector<std::shared_ptr<LoraLayer>> modules_to_save_targets(const LoraConfig& config) const {
+    std::vector<std::shared_ptr<LoraLayer>> out;
+    if (!config.modules_to_save) return out;
+    std::vector<std::string> lora_prefixes;
+    for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
+      const auto& key = item.key();
+      bool inside = false;
+      for (const auto& p : lora_prefixes) inside = inside || key.compare(0, p.size(), p) == 0;
+      if (inside) continue;
+      auto layer = std::dynamic_pointer_cast<LoraLayer>(item.value());
+      if (layer && !layer->adapter_names().empty()) lora_prefixes.push_back(key + ".");
+      bool hit = false;
+      for (const auto& m : *config.modules_to_save)
+        hit = hit || (key.size() >= m.size() && key.compare(key.size() - m.size(), m.size(), m) == 0);
+      if (!hit) continue;
+      if (!layer)
+        throw UnsupportedModuleError(
+            "modules_to_save selects `" + key + "` (" + item.value()->name() +
+            "), but peft-cpp keeps trainable copies inside peft::Linear / peft::Conv1D layers only; "
+            "declare that layer as peft::Linear or leave it out of modules_to_save. Nothing was changed.");
+      if (!layer->adapter_names().empty())
+        throw UnsupportedModuleError("modules_to_save selects `" + key +
+                                     "`, which already carries LoRA adapters; a module is either "
+                                     "adapted or saved whole. Nothing was changed.");
+      out.push_back(layer);
+    }
+    return out;
+  }
+
+  static std::string with_commas(std::int64_t v) {
+    std::string digits = std::to_string(v < 0 ? -v : v), out;
+    for (std::size_t i = 0; i < digits.size(); ++i) {
+      if (i && (digits.size() - i) % 3 == 0) out += ',';
+      out += digits[i];
+    }
+    return (v < 0 ? "-" : "") + out;
+  }
+  std::string known() const {
+    std::string s;
+    for (const auto& n : order_) s += (s.empty() ? "" : ", ") + n;
+    return s.empty() ? "none" : s;
+  }
+
+  /// PEFT's freezing (§4.6): only adapter parameters of active adapters train (unless the
+  /// adapter's config has inference_mode), plus the biases that `bias` names.
+  void refresh_trainable() {
+    for (auto& p : model_->parameters()) p.set_requires_grad(false);
+    const auto layers = lora_layers();
+    bool trainable = true;
+    for (const auto& n : active_) trainable = trainable && !configs_.at(n).inference_mode;
+    for (auto& [key, layer] : layers) {
+      layer->set_adapter(active_, trainable && !disabled_);
+      if (disabled_) layer->enable_adapters(false);
+    }
+    if (disabled_) return;
+    for (const auto& n : active_) {
+      const Bias bias = configs_.at(n).bias;
+      if (bias == Bias::all) {
+        for (auto& p : model_->named_parameters()) {
+          const auto& k = p.key();
+          if (k == "bias" || (k.size() > 5 && k.compare(k.size() - 5, 5, ".bias") == 0))
+            p.value().set_requires_grad(true);
+        }
+      } else if (bias == Bias::lora_only) {
+        for (auto& [key, layer] : layers)
+          if (layer->base_bias().defined()) layer->base_bias().set_requires_grad(true);
+      }
+    }
+  }
+
+  std::shared_ptr<torch::nn::Module> model_;
+  LoraModelOptions options_;
+  std::map<std::string, LoraConfig> configs_;
+  std::map<std::string, std::vector<std::string>> targeted_;
+  std::vector<std::string> order_;
+  std::vector<std::string> active_;
+  bool disabled_ = false;
+};
+
+/// PEFT's get_peft_model: inject adapter `adapter_name` into `model` and activate it.
+inline LoraModel get_peft_model(std::shared_ptr<torch::nn::Module> model, const LoraConfig& config,
+                                const std::string& adapter_name = "default", LoraModelOptions options = {}) {
+  return LoraModel(std::move(model), config, adapter_name, std::move(options));
+}
+template <class Impl>
+LoraModel get_peft_model(const torch::nn::ModuleHolder<Impl>& model, const LoraConfig& config,
+                         const std::string& adapter_name = "default", LoraModelOptions options = {}) {
+  return LoraModel(model.ptr(), config, adapter_name, std::move(options));
+}
+
+}  // namespace peft

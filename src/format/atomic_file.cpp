@@ -1,0 +1,87 @@
+// File reading with a size limit, and atomic replacement (temp file + fsync + rename + fsync of
+// the directory). A process killed at any point leaves either the old or the new file under the
+// final name (plus, at worst, a stray `<name>.tmp-*` that no reader looks at); the directory
+// fsync makes the rename itself survive a power loss, not only a killed process.
+
+#include "peft/format/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "peft/error.hpp"
+
+namespace peft {
+
+std::string read_text_file(const std::filesystem::path& path, std::size_t max_bytes) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw SerializationError(path.string() + ": no such file");
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw SerializationError(path.string() + ": cannot read (" + ec.message() + ")");
+  if (size > max_bytes)
+    throw SerializationError(path.string() + ": file is " + std::to_string(size) +
+                             " bytes, more than the limit of " + std::to_string(max_bytes));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw SerializationError(path.string() + ": cannot open for reading");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
+  std::error_code ec;
+  if (path.has_parent_path()) {
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec)
+      throw SerializationError(path.parent_path().string() + ": cannot create directory (" +
+                               ec.message() + ")");
+  }
+  const std::filesystem::path tmp =
+      path.string() + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw SerializationError(tmp.string() + ": cannot create (" + std::strerror(errno) + ")");
+  const char* p = bytes.data();
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      std::filesystem::remove(tmp, ec);
+      throw SerializationError(tmp.string() + ": write failed (" + std::strerror(err) + ")");
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  int sync_rc = ::fsync(fd);
+  int sync_err = errno;
+  int close_rc = ::close(fd);
+  if (sync_rc != 0 || close_rc != 0) {
+    int err = sync_rc != 0 ? sync_err : errno;
+    std::filesystem::remove(tmp, ec);
+    throw SerializationError(tmp.string() + ": flush failed (" + std::strerror(err) + ")");
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    std::filesystem::remove(tmp, ec);
+    throw SerializationError(path.string() + ": cannot replace (" + std::strerror(err) + ")");
+  }
+  // Persist the directory entry. Failure here is not reported: the file is complete and in
+  // place for every reader; only durability across a power loss is weaker (some filesystems
+  // refuse fsync on a directory).
+  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace peft

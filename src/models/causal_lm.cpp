@@ -1,0 +1,172 @@
+// Loading, saving and building the reference decoders (models/causal_lm.hpp).
+
+#include "peft/models/causal_lm.hpp"
+
+#include <torch/nn/functional/loss.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <mutex>
+#include <set>
+
+#include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
+#include "peft/io/hf_checkpoint.hpp"
+#include "peft/io/safetensors.hpp"
+#include "peft/format/json_value.hpp"
+#include "peft/models/gpt2.hpp"
+#include "peft/models/llama.hpp"
+
+namespace peft::models {
+namespace {
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// The builtin configs. Byte vocabulary: 256 bytes + <|endoftext|> (id 256, also bos/eos).
+GPT2Config tiny_gpt2_config() {
+  GPT2Config c;
+  c.vocab_size = 257;
+  c.n_positions = 256;
+  c.n_embd = 64;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.resid_pdrop = c.embd_pdrop = c.attn_pdrop = 0.0;
+  c.extra.set("bos_token_id", 256);
+  c.extra.set("eos_token_id", 256);
+  return c;
+}
+
+LlamaConfig tiny_llama_config() {
+  LlamaConfig c;
+  c.vocab_size = 257;
+  c.hidden_size = 64;
+  c.intermediate_size = 192;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 256;
+  c.rms_norm_eps = 1e-6;
+  c.tie_word_embeddings = true;
+  c.extra.set("bos_token_id", 256);
+  c.extra.set("eos_token_id", 256);
+  return c;
+}
+
+/// A model of the config's architecture, initialised from the global RNG.
+CausalLM build(const JsonValue& config, const std::string& source) {
+  const JsonValue* type = config.is_object() ? config.find("model_type") : nullptr;
+  const std::string t = type && type->is_string() ? type->as_string() : "";
+  if (t == "gpt2") return std::make_shared<GPT2LMHeadModelImpl>(gpt2_config_from_json(config, source));
+  if (t == "llama") return std::make_shared<LlamaForCausalLMImpl>(llama_config_from_json(config, source));
+  throw ModelConfigError(source + ": config", "model_type", type ? type->dump() : "",
+                         type ? "unsupported architecture" : "missing from config.json",
+                         "the reference models are \"gpt2\" (GPT2LMHeadModel) and \"llama\" (LlamaForCausalLM)",
+                         type ? ConfigError::Kind::NotImplemented : ConfigError::Kind::WrongType);
+}
+
+/// HF checkpoint key -> our key: adds the base-model prefix the original GPT-2 files lack, skips
+/// buffers transformers no longer keeps and a tied lm_head.
+CheckpointRename checkpoint_rename(CausalLMImpl& model) {
+  const std::string prefix = model.model_type() == "gpt2" ? "transformer." : "model.";
+  std::set<std::string> keys;
+  for (const auto& k : model.checkpoint_keys()) keys.insert(k);
+  return [prefix, keys](const std::string& key) -> std::string {
+    if (ends_with(key, ".attn.bias") || ends_with(key, ".attn.masked_bias") || ends_with(key, "rotary_emb.inv_freq"))
+      return "";
+    if (key == "lm_head.weight" && !keys.count(key)) return "";  // tied: the embedding is the head
+    if (!keys.count(key) && !starts_with(key, prefix) && keys.count(prefix + key)) return prefix + key;
+    return key;
+  };
+}
+
+std::string strip_builtin(const std::string& name) {
+  return starts_with(name, "builtin:") ? name.substr(8) : name;
+}
+
+/// Restores the global CPU generator on scope exit: the layer constructors draw from it before
+/// init_weights overwrites every value from the seeded generator.
+class GlobalRngRestore {
+ public:
+  GlobalRngRestore() : gen_(at::detail::getDefaultCPUGenerator()) {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    state_ = gen_.get_state();
+  }
+  ~GlobalRngRestore() {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_state(state_);
+  }
+
+ private:
+  at::Generator gen_;
+  torch::Tensor state_;
+};
+
+}  // namespace
+
+std::vector<std::string> builtin_names() { return {"tiny-gpt2", "tiny-llama"}; }
+
+CausalLM make_builtin(const std::string& name, uint64_t seed) {
+  const std::string n = strip_builtin(name);
+  GlobalRngRestore keep_global_rng;
+  auto gen = at::detail::createCPUGenerator(seed);
+  if (n == "tiny-gpt2") {
+    auto m = std::make_shared<GPT2LMHeadModelImpl>(tiny_gpt2_config());
+    m->init_weights(gen);
+    return m;
+  }
+  if (n == "tiny-llama") {
+    auto m = std::make_shared<LlamaForCausalLMImpl>(tiny_llama_config());
+    m->init_weights(gen);
+    return m;
+  }
+  throw ConfigError("base_model", "\"" + name + "\"", "unknown builtin model",
+                    "use builtin:tiny-gpt2 or builtin:tiny-llama, or an HF checkpoint directory");
+}
+
+CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device, torch::Dtype dtype) {
+  namespace fs = std::filesystem;
+  CausalLM model;
+  if (starts_with(dir_or_builtin, "builtin:")) {
+    model = make_builtin(dir_or_builtin, 0);
+  } else {
+    const fs::path dir(dir_or_builtin);
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec))
+      throw SerializationError(dir_or_builtin + ": not a directory (an HF checkpoint directory with config.json, "
+                               "or builtin:tiny-gpt2 / builtin:tiny-llama)");
+    const auto config_path = dir / "config.json";
+    model = build(JsonValue::parse(read_text_file(config_path)), config_path.string());
+    load_checkpoint(*model, dir, /*strict=*/true, checkpoint_rename(*model));
+  }
+  model->to(device, dtype);
+  return model;
+}
+
+void save_causal_lm(CausalLMImpl& model, const std::filesystem::path& dir) {
+  const auto params = model.named_parameters();
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& key : model.checkpoint_keys()) {
+    const torch::Tensor* t = params.find(key);
+    if (!t) throw SerializationError("save_causal_lm: the model has no parameter `" + key + "`");
+    tensors.emplace_back(key, t->detach());
+  }
+  const std::string config = model.config_json();  // before writing anything: may throw
+  std::filesystem::create_directories(dir);
+  save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+  write_file_atomically(dir / "config.json", config);
+}
+
+torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& input_ids) {
+  if (logits.dim() != 3 || input_ids.dim() != 2 || logits.size(0) != input_ids.size(0) ||
+      logits.size(1) != input_ids.size(1))
+    throw Error("causal_lm_loss: logits must be [B, T, V] and labels [B, T] with the same B and T");
+  const auto V = logits.size(2);
+  auto shifted_logits = logits.slice(1, 0, logits.size(1) - 1).reshape({-1, V}).to(torch::kFloat32);
+  auto shifted_labels = input_ids.slice(1, 1).reshape({-1}).to(logits.device(), torch::kInt64);
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(shifted_logits, shifted_labels, F::CrossEntropyFuncOptions().ignore_index(-100));
+}
+
+}  // namespace peft::models

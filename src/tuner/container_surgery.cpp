@@ -1,0 +1,69 @@
+// Replacing one child of a LibTorch container in place. Sequential and ModuleList keep their
+// elements in private lists next to the registry and offer no setter; the explicit-instantiation
+// idiom below is the standard-conforming way to name those members (access checks do not apply
+// to explicit instantiations), so the container itself — which the user's code holds — changes.
+
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/moduledict.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+
+#include "peft/error.hpp"
+#include "peft/tuner/injection.hpp"
+
+namespace peft {
+namespace {
+
+template <typename Tag, typename Tag::type Member>
+struct MemberAccess {
+  friend typename Tag::type member_of(Tag) { return Member; }
+};
+struct SequentialItems {
+  using type = std::vector<torch::nn::AnyModule> torch::nn::SequentialImpl::*;
+  friend type member_of(SequentialItems);
+};
+struct ModuleListItems {
+  using type = std::vector<std::shared_ptr<torch::nn::Module>> torch::nn::ModuleListImpl::*;
+  friend type member_of(ModuleListItems);
+};
+template struct MemberAccess<SequentialItems, &torch::nn::SequentialImpl::modules_>;
+template struct MemberAccess<ModuleListItems, &torch::nn::ModuleListImpl::modules_>;
+
+std::size_t position_of(const torch::nn::Module& parent, const std::string& name) {
+  std::size_t i = 0;
+  for (const auto& child : parent.named_children()) {
+    if (child.key() == name) return i;
+    ++i;
+  }
+  throw Error("module has no child `" + name + "`");
+}
+
+}  // namespace
+
+std::size_t container_references(const torch::nn::Module& parent) {
+  if (dynamic_cast<const torch::nn::SequentialImpl*>(&parent) ||
+      dynamic_cast<const torch::nn::ModuleListImpl*>(&parent) ||
+      dynamic_cast<const torch::nn::ModuleDictImpl*>(&parent))
+    return 2;  // the registry and the element list
+  return 1;    // the registry only
+}
+
+void replace_child_module(torch::nn::Module& parent, const std::string& name,
+                          std::shared_ptr<torch::nn::Module> replacement) {
+  if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&parent)) {
+    auto& items = seq->*member_of(SequentialItems{});
+    const auto i = position_of(parent, name);
+    auto linear = std::dynamic_pointer_cast<LinearImpl>(replacement);
+    if (!linear) throw Error("only peft::Linear replacements are supported inside a Sequential");
+    items.at(i) = torch::nn::AnyModule(linear);
+  } else if (auto* list = dynamic_cast<torch::nn::ModuleListImpl*>(&parent)) {
+    auto& items = list->*member_of(ModuleListItems{});
+    items.at(position_of(parent, name)) = replacement;
+  } else if (auto* dict = dynamic_cast<torch::nn::ModuleDictImpl*>(&parent)) {
+    dict->update({{name, replacement}});  // overwrites the entry and the registry
+    return;
+  }
+  parent.replace_module(name, std::move(replacement));
+}
+
+}  // namespace peft
