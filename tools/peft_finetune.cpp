@@ -10,6 +10,7 @@
 // saving a checkpoint (a second Ctrl-C exits at once without saving).
 //
 // stdout: what is run and a summary; stderr: the progress line, warnings and errors.
+// The run is the phases of peft/train/phases.hpp in order (run_phases below).
 
 #include <unistd.h>
 
@@ -131,6 +132,7 @@ std::pair<TrainConfig, std::string> load_config(const Args& args, const char* ar
   }
 }
 
+/// The run `args` ask for, reporting on stdout with progress on stderr.
 TrainingRun prepare(const Args& args, const char* argv0) {
   auto [cfg, name] = load_config(args, argv0);
   RunOverrides o;
@@ -146,9 +148,17 @@ TrainingRun prepare(const Args& args, const char* argv0) {
   return run;
 }
 
-/// The command that continues an interrupted run.
-std::string resume_command(const Args& args) {
-  return std::string("peft-finetune") + (args.config ? " --config " + args.config->string() : "") +
+/// One line on stderr, prefixed like every message of the tool; returns `code`.
+int fail(int code, const std::string& message) {
+  std::cerr << "peft-finetune: " << message << "\n";
+  return code;
+}
+
+/// Where an interrupted fine-tune stopped and the command that continues it.
+std::string interrupted_message(const Args& args, const TrainingRun& run, const LoopResult& r) {
+  return "interrupted at step " + std::to_string(r.step) + "/" + std::to_string(run.config.training.steps) +
+         "; checkpoint " + (r.last_checkpoint ? r.last_checkpoint->string() : std::string("(none)")) +
+         "; continue with: peft-finetune" + (args.config ? " --config " + args.config->string() : "") +
          (args.output_dir ? " --output-dir " + *args.output_dir : "") + " --resume";
 }
 
@@ -158,29 +168,17 @@ int run_phases(const Args& args, const char* argv0) {
   install_stop_handler();
 
   const PretrainResult pre = pretrain_base(run);
-  if (pre.interrupted) {
-    std::cerr << "peft-finetune: interrupted during pre-training (nothing to resume; run again)\n";
-    return kExitInterrupted;
-  }
+  if (pre.interrupted) return fail(kExitInterrupted, "interrupted during pre-training (nothing to resume; run again)");
   const BaseModel base = build_model(run, pre.base_source);
   const TokenData data = prepare_data(run, base);
   const double before = evaluate(run, *base.model, data);
   LoraModel adapter = attach_adapter(run, base);
   const LoopResult r = finetune(run, base, adapter, data, before);
-  if (r.interrupted) {
-    std::cerr << "peft-finetune: interrupted at step " << r.step << "/" << run.config.training.steps << "; checkpoint "
-              << (r.last_checkpoint ? r.last_checkpoint->string() : std::string("(none)"))
-              << "; continue with: " << resume_command(args) << "\n";
-    return kExitInterrupted;
-  }
+  if (r.interrupted) return fail(kExitInterrupted, interrupted_message(args, run, r));
   const fs::path adapter_dir = export_adapter(run, adapter);
   const MergeCheck merged = verify_merge(run, base.source, adapter_dir, data, *r.final_eval_loss);
   print_summary(run, {pre, adapter.get_nb_trainable_parameters(), before, r, adapter_dir, merged});
-  if (!merged.passed()) {
-    std::cerr << "peft-finetune: " << merged.failure_message() << "\n";
-    return kExitFailure;
-  }
-  return 0;
+  return merged.passed() ? 0 : fail(kExitFailure, merged.failure_message());
 }
 
 }  // namespace
@@ -192,29 +190,23 @@ int main(int argc, char** argv) {
   try {
     args = parse_args(argc, argv);
   } catch (const UsageError& e) {
-    std::cerr << "peft-finetune: " << e.what() << "\n" << kUsage;
+    fail(kExitUsage, e.what());
+    std::cerr << kUsage;
     return kExitUsage;
   }
   try {
     return run_phases(args, argv[0]);
   } catch (const ConfigFailure& e) {
-    std::cerr << "peft-finetune: " << e.what() << "\n";
-    return kExitUsage;
+    return fail(kExitUsage, e.what());
   } catch (const ConfigError& e) {
-    std::cerr << "peft-finetune: " << e.what() << "\n";
-    return kExitUsage;
+    return fail(kExitUsage, e.what());
   } catch (const TargetNotFoundError& e) {
-    std::cerr << "peft-finetune: lora.target_modules: " << e.what() << "\n";
-    return kExitUsage;
+    return fail(kExitUsage, std::string("lora.target_modules: ") + e.what());
   } catch (const SerializationError& e) {
-    // Config files that are not YAML, unreadable files, bad checkpoints.
-    std::cerr << "peft-finetune: " << e.what() << "\n";
-    return kExitFailure;
+    return fail(kExitFailure, e.what());  // config files that are not YAML, unreadable files, bad checkpoints
   } catch (const std::exception& e) {
-    std::string m = e.what();
     // LibTorch appends a C++ backtrace after the first line; keep the message one line.
-    if (auto nl = m.find('\n'); nl != std::string::npos) m = m.substr(0, nl);
-    std::cerr << "peft-finetune: " << m << "\n";
-    return kExitFailure;
+    const std::string m = e.what();
+    return fail(kExitFailure, m.substr(0, m.find('\n')));
   }
 }

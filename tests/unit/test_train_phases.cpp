@@ -26,28 +26,15 @@ fs::path write_corpus(const fs::path& dir) {
 
 /// A tiny run in `dir`: builtin:tiny-gpt2, seq_len 16, 3 steps; LibTorch's thread count untouched.
 TrainConfig tiny_config(const fs::path& dir) {
-  TrainConfig c;
-  c.base_model = "builtin:tiny-gpt2";
-  c.output_dir = dir / "out";
-  c.data.file = write_corpus(dir);
-  c.data.heldout_fraction = 0.2;
-  TrainingConfig& t = c.training;
-  t.steps = 3;
-  t.batch_size = 2;
-  t.seq_len = 16;
-  t.lr = 3e-3;
-  t.warmup_steps = 1;
-  t.seed = 5;
-  t.threads = torch::get_num_threads();
-  t.eval_every = 0;
-  t.eval_batches = 2;
-  t.save_every = 2;
-  t.log_every = 1;
-  c.lora.r = 2;
-  c.lora.lora_alpha = 4;
-  c.lora.target_modules = peft::ModuleSpec({"c_attn"});
-  c.lora.fan_in_fan_out = true;
-  return c;
+  write_corpus(dir);
+  const std::string yaml =
+      "base_model: builtin:tiny-gpt2\n"
+      "output_dir: " + (dir / "out").string() + "\n"
+      "data: {file: corpus.txt, heldout_fraction: 0.2}\n"
+      "training: {steps: 3, batch_size: 2, seq_len: 16, lr: 3e-3, warmup_steps: 1, seed: 5, threads: " +
+      std::to_string(torch::get_num_threads()) + ", eval_every: 0, eval_batches: 2, save_every: 2, log_every: 1}\n"
+      "lora: {r: 2, lora_alpha: 4, target_modules: [c_attn], fan_in_fan_out: true}\n";
+  return train_config_from_yaml(yaml, "tiny.yaml", dir);
 }
 
 }  // namespace
