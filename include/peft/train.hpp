@@ -1,10 +1,11 @@
 #pragma once
-/// The trainer: YAML training config, loop, checkpoints, metrics (CMake target peft::train; needs yaml-cpp).
+/// The trainer: YAML training config, phases, loop, checkpoints, metrics (CMake target peft::train; needs yaml-cpp).
 
 #include "peft/train/lora_yaml.hpp"
 #include "peft/train/loss_svg.hpp"
 #include "peft/train/lr_schedule.hpp"
 #include "peft/train/metrics.hpp"
+#include "peft/train/phases.hpp"
 #include "peft/train/progress.hpp"
 #include "peft/train/signals.hpp"
 #include "peft/train/train_config.hpp"

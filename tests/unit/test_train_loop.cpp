@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fstream>
 
+#include "peft/io/adapters.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/train/trainer.hpp"
 #include "support/fixtures.hpp"

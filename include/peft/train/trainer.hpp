@@ -6,30 +6,25 @@
 ///                       -> clip_grad_norm_(max_grad_norm) -> AdamW step
 ///   every log_every steps: a metrics.jsonl record (mean loss since the last record, lr, tokens/s)
 ///   every eval_every steps and at the end: held-out loss (model in eval mode, no grad)
-///   every save_every steps: a checkpoint (checkpoint.hpp) when a LoraModel is given
+///   every save_every steps: a checkpoint (training_checkpoint.hpp) when a LoraModel is given
 ///   stop_requested() (signals.hpp) at a step boundary: a checkpoint, then return interrupted
 ///
 /// Resuming from a checkpoint restores the adapter, AdamW, step, sampler, RNG and metrics so the
 /// run continues exactly as if it had not stopped (bit for bit on CPU: same ops, same order).
+/// Body: src/train/trainer.cpp.
 
 #include <torch/nn/module.h>
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
 
-#include <chrono>
 #include <functional>
 #include <optional>
 #include <ostream>
 #include <vector>
 
 #include "peft/tuner/lora_model.hpp"
-#include "peft/train/training_checkpoint.hpp"
-#include "peft/train/loss_svg.hpp"
-#include "peft/train/lr_schedule.hpp"
 #include "peft/train/metrics.hpp"
-#include "peft/train/progress.hpp"
 #include "peft/train/signals.hpp"
 #include "peft/train/train_config.hpp"
+#include "peft/train/training_checkpoint.hpp"
 
 namespace peft::train {
 
@@ -67,131 +62,7 @@ struct LoopResult {
 };
 
 /// Train `params` (the trainable parameters only) of `model` with AdamW.
-inline LoopResult run_training(torch::nn::Module& model, const std::vector<torch::Tensor>& params,
-                               const TrainHooks& hooks, const LoopOptions& o) {
-  const TrainingConfig& t = o.training;
-  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(t.lr).weight_decay(t.weight_decay));
-  TrainerState state;
-  if (o.resume_from) {
-    if (!o.peft_model) throw Error("resume needs the LoraModel whose adapter the checkpoint holds");
-    state = load_training_checkpoint(*o.resume_from, *o.peft_model, opt);
-    if (hooks.restore_sampler) hooks.restore_sampler(state.sampler_state);
-    set_rng_state(torch::kCPU, state.cpu_rng_state);
-    if (!state.cuda_rng_state.empty() && o.device.is_cuda())
-      set_rng_state(torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(state.cuda_device)), state.cuda_rng_state);
-  }
-  std::optional<MetricsWriter> metrics;
-  if (!o.metrics_path.empty()) metrics.emplace(o.metrics_path, state.metrics);
-  std::optional<ProgressBar> bar;
-  if (o.progress) bar.emplace(*o.progress, o.label, o.tty, t.log_every);
-  LoopResult result;
-
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  const double elapsed0 = state.elapsed_s;
-  const std::int64_t first_step = state.step;
-  auto elapsed = [&] { return elapsed0 + std::chrono::duration<double>(clock::now() - start).count(); };
-  double window_loss = 0.0, window_start = elapsed0;
-  std::int64_t window_steps = 0, window_tokens = 0;
-
-  auto evaluate = [&]() -> std::optional<double> {
-    if (!hooks.eval_loss) return std::nullopt;
-    model.eval();
-    double v;
-    {
-      torch::NoGradGuard no_grad;
-      v = hooks.eval_loss();
-    }
-    model.train();
-    return v;
-  };
-  auto checkpoint = [&]() {
-    if (o.checkpoints_dir.empty() || !o.peft_model) return;
-    state.elapsed_s = elapsed();
-    state.sampler_state = hooks.sampler_state ? hooks.sampler_state() : 0;
-    state.cpu_rng_state = rng_state(torch::kCPU);
-    if (o.device.is_cuda()) {
-      state.cuda_device = o.device.has_index() ? o.device.index() : 0;
-      state.cuda_rng_state = rng_state(torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(state.cuda_device)));
-    }
-    result.last_checkpoint = save_training_checkpoint(o.checkpoints_dir, *o.peft_model, opt, state, t.keep_checkpoints);
-  };
-
-  model.train();
-  while (state.step < t.steps) {
-    if (stop_requested()) {
-      result.interrupted = true;
-      break;
-    }
-    const double lr = lr_at(state.step, t);
-    for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    opt.zero_grad();
-    double step_loss = 0.0;
-    for (std::int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      torch::Tensor batch = hooks.next_batch().to(o.device);
-      torch::Tensor loss = hooks.loss(batch) / static_cast<double>(t.grad_accum);
-      loss.backward();
-      step_loss += loss.item<double>();
-      const std::int64_t tokens = batch.size(0) * (batch.size(1) - 1);
-      state.tokens_seen += tokens;
-      window_tokens += tokens;
-    }
-    if (t.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, t.max_grad_norm);
-    opt.step();
-    ++state.step;
-    window_loss += step_loss;
-    ++window_steps;
-
-    const bool last = state.step == t.steps;
-    std::optional<double> eval;
-    if (last || (t.eval_every > 0 && state.step % t.eval_every == 0)) eval = evaluate();
-    const double now = elapsed();
-    const double tok_s = now > window_start ? static_cast<double>(window_tokens) / (now - window_start) : 0.0;
-    ProgressInfo info;
-    info.step = state.step;
-    info.total = t.steps;
-    info.loss = step_loss;
-    info.lr = lr;
-    info.tokens_per_s = tok_s;
-    const double run_s = now - elapsed0;
-    const std::int64_t run_steps = state.step - first_step;
-    info.eta_s = run_steps > 0 ? run_s / static_cast<double>(run_steps) * static_cast<double>(t.steps - state.step) : -1;
-    info.eval_loss = eval;
-    if (bar) bar->update(info);
-    if (last || eval || state.step % t.log_every == 0) {
-      MetricsRecord r;
-      r.step = state.step;
-      r.loss = window_loss / static_cast<double>(window_steps);
-      r.lr = lr;
-      r.tokens_per_s = tok_s;
-      r.elapsed_s = now;
-      r.eval_loss = eval;
-      r.phase = o.phase;
-      state.metrics.push_back(r);
-      if (metrics) metrics->write(r);
-      window_loss = 0.0;
-      window_steps = 0;
-      window_tokens = 0;
-      window_start = now;
-    }
-    if (eval && last) result.final_eval_loss = eval;
-    if (t.save_every > 0 && state.step % t.save_every == 0) checkpoint();
-    if (stop_requested() && !last) {
-      result.interrupted = true;
-      break;
-    }
-  }
-  if (result.interrupted) {
-    // Save where we stopped unless the periodic save just did.
-    if (!(result.last_checkpoint && detail::checkpoint_step(*result.last_checkpoint) == state.step)) checkpoint();
-  }
-  if (bar) bar->finish();
-  if (!o.svg_path.empty()) write_loss_svg(o.svg_path, state.metrics, o.svg_title);
-  result.step = state.step;
-  result.metrics = state.metrics;
-  result.tokens_seen = state.tokens_seen;
-  result.elapsed_s = elapsed();
-  return result;
-}
+LoopResult run_training(torch::nn::Module& model, const std::vector<torch::Tensor>& params, const TrainHooks& hooks,
+                        const LoopOptions& o);
 
 }  // namespace peft::train

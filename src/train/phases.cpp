@@ -1,0 +1,334 @@
+// The phases of a fine-tuning run (peft/train/phases.hpp). The lines they print are
+// peft-finetune's output, which tests/finetune_cli.sh and README quote: keep them stable.
+
+#include "peft/train/phases.hpp"
+
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <sstream>
+#include <thread>
+
+#include "peft/error.hpp"
+#include "peft/io/adapters.hpp"
+
+namespace peft::train {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string fmt(double v, int prec = 4) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(prec) << v;
+  return s.str();
+}
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+torch::Device parse_device(const std::string& s, const std::string& where) {
+  torch::Device dev(s);
+  if (dev.is_cuda()) {
+    if (!torch::cuda::is_available())
+      throw TrainConfigError(where, "training.device", s,
+                             "CUDA is not available (this LibTorch has no CUDA support or no GPU is visible)",
+                             "set `device: cpu`");
+    if (dev.has_index() && dev.index() >= static_cast<int>(torch::cuda::device_count()))
+      throw TrainConfigError(where, "training.device", s,
+                             "only " + std::to_string(torch::cuda::device_count()) + " CUDA device(s) visible",
+                             "cuda:0 .. cuda:" + std::to_string(torch::cuda::device_count() - 1));
+  }
+  return dev;
+}
+
+torch::Tensor next_token_loss(models::CausalLMImpl& model, const torch::Tensor& batch) {
+  return models::causal_lm_loss(model.forward(batch), batch);
+}
+
+/// The loop options every run_training call of a run shares: schedule, device, progress stream.
+LoopOptions loop_options(const TrainingRun& run, std::string label) {
+  LoopOptions o;
+  o.training = run.config.training;
+  o.device = run.device;
+  o.label = std::move(label);
+  o.progress = run.progress;
+  o.tty = run.tty;
+  return o;
+}
+
+}  // namespace
+
+TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOverrides& overrides,
+                        std::ostream* out, std::ostream* progress, bool tty) {
+  if (overrides.output_dir) config.output_dir = *overrides.output_dir;
+  if (overrides.steps) config.training.steps = *overrides.steps;
+  if (overrides.resume) config.resume = true;
+  TrainingRun run;
+  const TrainingConfig& t = config.training;
+  run.device = parse_device(t.device, config_name);
+  run.dtype = t.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  run.output_dir = config.output_dir;
+  fs::create_directories(run.output_dir);
+  // LibTorch's default can be 1 on machines whose cores it counts as one physical core.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(t.threads > 0 ? t.threads : cores));
+  if (config.resume) {
+    if (!config.resume_from.empty()) run.resume_from = config.resume_from;
+    else run.resume_from = latest_checkpoint(run.output_dir / "checkpoints");
+    if (!run.resume_from && out)
+      *out << "resume: no checkpoint in " << (run.output_dir / "checkpoints").string() << ", starting fresh\n";
+  }
+  run.config = std::move(config);
+  run.config_name = std::move(config_name);
+  run.out = out;
+  run.progress = progress;
+  run.tty = tty;
+  return run;
+}
+
+std::string describe_run(const TrainingRun& run) {
+  const TrainingConfig& t = run.config.training;
+  std::ostringstream s;
+  s << "config " << run.config_name << ", output " << run.output_dir.string() << ", device " << t.device
+    << ", dtype " << t.dtype << ", " << torch::get_num_threads() << " threads";
+  return s.str();
+}
+
+PretrainResult pretrain_base(const TrainingRun& run) {
+  const TrainConfig& cfg = run.config;
+  const TrainingConfig& t = cfg.training;
+  PretrainResult result;
+  result.base_source = cfg.base_model;
+  if (!cfg.pretrain) return result;
+  const PretrainConfig& p = *cfg.pretrain;
+  const fs::path base_dir = run.output_dir / p.save_dir;
+  if (run.resume_from && fs::is_regular_file(base_dir / "config.json")) {
+    if (run.out) *run.out << "pretrain: reusing the saved base " << base_dir.string() << "\n";
+    result.base_source = base_dir.string();
+    return result;
+  }
+  const auto started = Clock::now();
+  torch::manual_seed(static_cast<std::int64_t>(t.seed));
+  models::CausalLM model = models::make_builtin(cfg.base_model, t.seed);
+  model->to(run.device);  // pre-trained in fp32 whatever training.dtype says; the LoRA run casts
+  const text::ByteTokenizer tokenizer;  // the builtin models' vocabulary
+  const TokenData d = load_token_data(p.file, "text", tokenizer, t.seq_len, 0.05, model->vocab_size());
+  std::int64_t n_params = 0;
+  for (const auto& param : model->parameters()) n_params += param.numel();
+  if (run.out)
+    *run.out << "pretrain: " << cfg.base_model << " (" << n_params << " parameters, all trained) on "
+             << p.file.filename().string() << " (" << d.tokens << " tokens, " << d.blocks.train.size(0) << " train / "
+             << d.blocks.heldout.size(0) << " held-out blocks of " << t.seq_len << ")\n";
+  text::BatchSampler sampler(d.blocks.train, p.batch_size, t.seed + 1);
+  TrainHooks h;
+  h.next_batch = [&] { return sampler.next(); };
+  h.loss = [&](const torch::Tensor& b) { return next_token_loss(*model, b); };
+  h.eval_loss = [&] {
+    return heldout_loss(*model, d.blocks.heldout, p.batch_size, t.eval_batches * p.batch_size, run.device);
+  };
+  LoopOptions o = loop_options(run, "pretrain");
+  o.training.steps = p.steps;
+  o.training.batch_size = p.batch_size;
+  o.training.lr = p.lr;
+  o.training.warmup_steps = p.warmup_steps;
+  o.training.grad_accum = 1;
+  o.training.eval_every = 0;
+  o.training.save_every = 0;
+  o.phase = "pretrain";
+  o.metrics_path = run.output_dir / "pretrain_metrics.jsonl";
+  o.svg_path = run.output_dir / "pretrain_loss.svg";
+  o.svg_title = "Pre-training " + cfg.base_model;
+  const LoopResult r = run_training(*model, model->parameters(), h, o);
+  if (r.interrupted) {
+    result.interrupted = true;
+    return result;
+  }
+  if (run.out)
+    *run.out << "pretrain: held-out loss on part A " << fmt(*r.final_eval_loss) << " after " << r.step << " steps ("
+             << fmt(r.elapsed_s, 1) << " s)\n";
+  for (auto& param : model->parameters()) param.set_requires_grad(false);  // frozen from here on
+  models::save_causal_lm(*model, base_dir);
+  if (run.out) *run.out << "pretrain: saved the frozen base to " << base_dir.string() << " (Hugging Face format)\n";
+  result.seconds = seconds_since(started);
+  result.base_source = base_dir.string();
+  return result;
+}
+
+BaseModel build_model(const TrainingRun& run, const std::string& source) {
+  const TrainConfig& cfg = run.config;
+  const TrainingConfig& t = cfg.training;
+  BaseModel base;
+  base.source = source;
+  if (cfg.base_model.rfind("builtin:", 0) == 0) base.tokenizer = std::make_shared<text::ByteTokenizer>();
+  else base.tokenizer = text::load_tokenizer(cfg.base_model);
+  torch::manual_seed(static_cast<std::int64_t>(t.seed));
+  base.model = models::load_causal_lm(source, run.device, run.dtype);
+  const std::int64_t positions = base.model->max_positions();
+  if (t.seq_len > positions)
+    throw TrainConfigError(run.config_name, "training.seq_len", std::to_string(t.seq_len),
+                           "longer than the model's " + std::to_string(positions) + " positions",
+                           "at most " + std::to_string(positions));
+  return base;
+}
+
+TokenData load_token_data(const fs::path& file, const std::string& jsonl_field, const text::Tokenizer& tokenizer,
+                          std::int64_t seq_len, double heldout_fraction, std::int64_t vocab) {
+  TokenData d;
+  const auto docs = text::load_documents(file, jsonl_field);
+  d.documents = docs.size();
+  const auto ids = text::encode_documents(tokenizer, docs);
+  d.tokens = static_cast<std::int64_t>(ids.size());
+  if (tokenizer.vocab_size() > vocab)
+    throw Error("the tokenizer has " + std::to_string(tokenizer.vocab_size()) + " ids but the model only " +
+                std::to_string(vocab) + " embeddings (hint: use the tokenizer that belongs to the model)");
+  d.blocks = text::make_blocks(ids, seq_len, heldout_fraction);
+  return d;
+}
+
+TokenData prepare_data(const TrainingRun& run, const BaseModel& base) {
+  const TrainConfig& cfg = run.config;
+  const std::int64_t seq_len = cfg.training.seq_len;
+  TokenData d = load_token_data(cfg.data.file, cfg.data.jsonl_field, *base.tokenizer, seq_len,
+                                cfg.data.heldout_fraction, base.model->vocab_size());
+  if (run.out)
+    *run.out << "data: " << cfg.data.file.string() << " (" << d.documents << " documents, " << d.tokens << " tokens, "
+             << base.tokenizer->kind() << " tokenizer) -> " << d.blocks.train.size(0) << " train / "
+             << d.blocks.heldout.size(0) << " held-out blocks of " << seq_len << " tokens\n";
+  return d;
+}
+
+// Every block has the same number of targets, so the mean of chunk means weighted by rows is the
+// token mean.
+double heldout_loss(models::CausalLMImpl& model, const torch::Tensor& heldout, std::int64_t batch,
+                    std::int64_t max_blocks, torch::Device device) {
+  const bool was_training = model.is_training();
+  model.eval();
+  torch::NoGradGuard no_grad;
+  std::int64_t n = heldout.size(0);
+  if (max_blocks > 0) n = std::min(n, max_blocks);
+  double total = 0.0;
+  for (std::int64_t i = 0; i < n; i += batch) {
+    const auto chunk = heldout.slice(0, i, std::min(n, i + batch)).to(device);
+    total += next_token_loss(model, chunk).item<double>() * static_cast<double>(chunk.size(0));
+  }
+  if (was_training) model.train();
+  return total / static_cast<double>(n);
+}
+
+double evaluate(const TrainingRun& run, models::CausalLMImpl& model, const TokenData& data) {
+  const TrainingConfig& t = run.config.training;
+  return heldout_loss(model, data.blocks.heldout, t.batch_size, t.eval_batches * t.batch_size, run.device);
+}
+
+LoraModelOptions adapter_options(const models::CausalLMImpl& model) {
+  LoraModelOptions o;
+  o.plan.model_type = model.model_type();
+  o.plan.output_layer = "lm_head";
+  return o;
+}
+
+LoraModel attach_adapter(const TrainingRun& run, const BaseModel& base) {
+  LoraConfig lora = run.config.lora;
+  lora.base_model_name_or_path = base.source;
+  LoraModel pm(base.model, lora, "default", adapter_options(*base.model));
+  if (run.out)
+    *run.out << "lora: r " << lora.r << ", alpha " << lora.lora_alpha.value << ", " << pm.targeted_module_names().size()
+             << " adapted modules; " << pm.trainable_parameters_summary() << "\n";
+  return pm;
+}
+
+LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& adapter, const TokenData& data,
+                    double loss_before) {
+  const TrainConfig& cfg = run.config;
+  const TrainingConfig& t = cfg.training;
+  models::CausalLMImpl& model = *base.model;
+  text::BatchSampler sampler(data.blocks.train, t.batch_size, t.seed);
+  TrainHooks h;
+  h.next_batch = [&] {
+    if (run.before_batch) run.before_batch();
+    return sampler.next();
+  };
+  h.sampler_state = [&] { return sampler.state(); };
+  h.restore_sampler = [&](std::uint64_t s) { sampler.restore(s); };
+  h.loss = [&](const torch::Tensor& b) { return next_token_loss(model, b); };
+  h.eval_loss = [&] { return evaluate(run, model, data); };
+  LoopOptions o = loop_options(run, "lora");
+  o.metrics_path = run.output_dir / "metrics.jsonl";
+  o.svg_path = run.output_dir / "loss.svg";
+  o.svg_title = "LoRA fine-tune of " + base.source + " on " + cfg.data.file.filename().string();
+  o.checkpoints_dir = run.output_dir / "checkpoints";
+  o.peft_model = &adapter;
+  o.resume_from = run.resume_from;
+  if (run.out) {
+    if (run.resume_from) *run.out << "resume: from " << run.resume_from->string() << "\n";
+    *run.out << "lora: held-out loss before fine-tuning " << fmt(loss_before) << "; training " << t.steps
+             << " steps of " << t.grad_accum << " x " << t.batch_size << " x " << t.seq_len << " tokens\n";
+  }
+  LoopResult r = run_training(model, adapter.trainable_parameters(), h, o);
+  if (!r.interrupted && !r.final_eval_loss) r.final_eval_loss = evaluate(run, model, data);
+  return r;
+}
+
+fs::path export_adapter(const TrainingRun& run, const LoraModel& adapter) {
+  const fs::path dir = run.output_dir / "adapter";
+  save_pretrained(adapter, dir);
+  return dir;
+}
+
+std::string MergeCheck::failure_message() const {
+  std::ostringstream s;
+  s << "the merged model's held-out loss " << merged_loss << " differs from the LoRA model's " << lora_loss << " by "
+    << relative_difference << " (relative), more than " << tolerance;
+  return s.str();
+}
+
+MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source, const fs::path& adapter_dir,
+                        const TokenData& data, double lora_loss) {
+  torch::manual_seed(static_cast<std::int64_t>(run.config.training.seed));
+  models::CausalLM fresh = models::load_causal_lm(base_source, run.device, run.dtype);
+  LoraModel reloaded(fresh, adapter_options(*fresh));
+  load_adapter(reloaded, adapter_dir, "default");
+  reloaded.set_adapter("default");
+  reloaded.merge_and_unload();
+  MergeCheck m;
+  m.lora_loss = lora_loss;
+  m.merged_loss = evaluate(run, *fresh, data);
+  m.relative_difference = std::abs(m.merged_loss - lora_loss) / std::max(1e-12, std::abs(lora_loss));
+  // bf16 base weights round the merged W + BA to 8 bits of mantissa; fp32 only reorders sums.
+  m.tolerance = run.dtype == torch::kBFloat16 ? 2e-2 : 1e-4;
+  return m;
+}
+
+void print_summary(const TrainingRun& run, const RunSummary& s) {
+  if (!run.out) return;
+  std::ostream& os = *run.out;
+  const double total_s = seconds_since(run.started);
+  const auto [trainable, all] = s.parameters;
+  const double before = s.loss_before, after = s.merge.lora_loss;
+  const bool resumed = run.resume_from.has_value();
+  const fs::path& out = run.output_dir;
+  os << "\nsummary\n";
+  if (s.pretrain.seconds)
+    os << "  pre-trained base:        " << s.pretrain.base_source << " (" << fmt(*s.pretrain.seconds, 1) << " s)\n";
+  os << "  trainable parameters:    " << trainable << " of " << all << " ("
+     << fmt(100.0 * static_cast<double>(trainable) / static_cast<double>(all), 2) << "%)\n";
+  os << "  held-out loss (" << run.config.data.file.filename().string() << "): before " << fmt(before) << " -> after "
+     << fmt(after) << " (" << fmt(100.0 * (after - before) / before, 1) << "%)\n";
+  const std::streamsize precision = os.precision();
+  os << "  merged model:            " << fmt(s.merge.merged_loss, 6) << " vs LoRA " << fmt(after, 6)
+     << " (relative difference " << std::scientific << std::setprecision(1) << s.merge.relative_difference
+     << std::defaultfloat << ", limit " << s.merge.tolerance << ")\n";
+  os.precision(precision);
+  os << "  steps:                   " << s.training.step << ", " << s.training.tokens_seen << " tokens, "
+     << fmt(s.training.elapsed_s, 1) << " s training" << (resumed ? " (all runs)" : "") << ", " << fmt(total_s, 1)
+     << " s in all" << (resumed ? " (this run)" : "") << "\n";
+  os << "  adapter:                 " << s.adapter_dir.string() << "\n";
+  if (fs::is_directory(out / "checkpoints")) os << "  checkpoints:             " << (out / "checkpoints").string() << "\n";
+  os << "  metrics / loss curve:    " << (out / "metrics.jsonl").string() << ", " << (out / "loss.svg").string() << "\n";
+}
+
+}  // namespace peft::train
