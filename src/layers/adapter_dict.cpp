@@ -14,10 +14,12 @@ void AdapterDict::insert(torch::nn::Module& owner, const std::string& name, cons
       parameters_ = owner.register_module(name, torch::nn::ParameterDict());
   }
   if (e.module) {
-    if (!modules_) throw Error("container `" + name_ + "` holds parameters, not modules (adapter `" + adapter + "`)");
+    if (!modules_)
+      throw Error("container `" + name_ + "` holds parameters, not modules (adapter `" + adapter + "`)");
     modules_->update({{adapter, e.module}});
   } else {
-    if (!parameters_) throw Error("container `" + name_ + "` holds modules, not parameters (adapter `" + adapter + "`)");
+    if (!parameters_)
+      throw Error("container `" + name_ + "` holds modules, not parameters (adapter `" + adapter + "`)");
     parameters_->insert(adapter, e.parameter);
   }
 }

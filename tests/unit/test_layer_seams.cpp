@@ -130,7 +130,9 @@ class FakeQuantLinearImpl : public peft::LoraLayer {
 
 class TinyEmbeddingImpl : public peft::LoraLayer {
  public:
-  TinyEmbeddingImpl(std::int64_t num, std::int64_t dim) { weight = register_parameter("weight", torch::randn({num, dim})); }
+  TinyEmbeddingImpl(std::int64_t num, std::int64_t dim) {
+    weight = register_parameter("weight", torch::randn({num, dim}));
+  }
   torch::Tensor base_forward(const torch::Tensor& ids) override { return torch::embedding(weight, ids); }
   torch::Tensor& base_weight() override { return weight; }
   torch::Tensor& base_bias() override { return no_bias; }
@@ -165,7 +167,8 @@ class TinyEmbeddingImpl : public peft::LoraLayer {
     c->weight.copy_(weight);
     return c;
   }
-  std::shared_ptr<torch::nn::Module> clone(const torch::optional<torch::Device>& device = torch::nullopt) const override {
+  std::shared_ptr<torch::nn::Module> clone(
+      const torch::optional<torch::Device>& device = torch::nullopt) const override {
     auto c = std::dynamic_pointer_cast<TinyEmbeddingImpl>(plain_copy());
     clone_adapters_into(*c, device);
     return c;
@@ -190,9 +193,10 @@ TEST(LoraVariantSeam, TheLayerDispatchesForwardToTheAdaptersVariant) {
 TEST(LoraVariantSeam, VariantModulesAreRegisteredAfterTheFactorsTrainedClonedAndRemoved) {
   auto l = subtracting_layer();
   l->update_layer("other", settings(2, 2));
-  EXPECT_EQ(param_names(*l), (std::vector<std::string>{"weight", "bias", "lora_A.default.weight", "lora_A.other.weight",
-                                                       "lora_B.default.weight", "lora_B.other.weight",
-                                                       "lora_test_gate.default.weight", "lora_test_gate.other.weight"}));
+  EXPECT_EQ(param_names(*l),
+            (std::vector<std::string>{"weight", "bias", "lora_A.default.weight", "lora_A.other.weight",
+                                      "lora_B.default.weight", "lora_B.other.weight", "lora_test_gate.default.weight",
+                                      "lora_test_gate.other.weight"}));
   auto gate = [&](const std::string& n) { return l->named_parameters()["lora_test_gate." + n + ".weight"]; };
   EXPECT_TRUE(gate("default").requires_grad());
   EXPECT_FALSE(gate("other").requires_grad());
