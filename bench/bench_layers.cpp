@@ -28,6 +28,9 @@
 #include <vector>
 
 #include "peft/layers/linear.hpp"
+#include "peft/layers/lora_dropout.hpp"
+#include "peft/targeting/patterns.hpp"
+#include "peft/warnings.hpp"
 #include "support/cpu_memory_counter.hpp"
 
 #if defined(PEFT_BENCH_CUDA_STATS)

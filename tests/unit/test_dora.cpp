@@ -9,6 +9,7 @@
 #include "peft/io/adapters.hpp"
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/layers/lora_dropout.hpp"
 #include "peft/variants/dora.hpp"
 #include "peft/warnings.hpp"
 #include "support/test_helpers.hpp"

@@ -17,17 +17,10 @@
 #include <string>
 
 #include "peft/error.hpp"
+#include "peft/init/corda_eigens.hpp"
 #include "peft/init/init_factors.hpp"
 
 namespace peft {
-
-/// PEFT's CordaEigens (attached to a layer by preprocess_corda, consumed by the init):
-/// S_WC [r], U_WC [out, r], V_WC [in, r], already cropped to the layer's rank.
-struct CordaEigens {
-  torch::Tensor S_WC;
-  torch::Tensor U_WC;
-  torch::Tensor V_WC;
-};
 
 /// One calibration call's contribution X^T X [in, in]. PEFT squeezes the batch dimension and
 /// needs 2-D inputs; peft-cpp flattens every leading dimension instead ([B, T, in] -> [B*T, in]),

@@ -1,7 +1,8 @@
 #pragma once
 /// peft::Conv1D: Hugging Face's GPT-2 `Conv1D(nf, nx)` — a linear layer whose weight is stored
 /// transposed, [in=nx, out=nf] — that can carry LoRA adapters (fan_in_fan_out: deltas are
-/// transposed to [in, out] before they touch the weight).
+/// transposed to [in, out] before they touch the weight). As a BaseLayer (layers/base_layer.hpp)
+/// it shares Linear's adapter geometry; only the base forward and the weight layout differ.
 ///
 ///   y = x @ weight + bias + sum_active scaling * B(A(dropout(x)))
 

@@ -2,6 +2,7 @@
 /// peft::Linear: a drop-in torch::nn::Linear (same options, `weight` [out, in], `bias` [out],
 /// same init and cost) that can carry LoRA adapters. Declare model layers with it and
 /// get_peft_model attaches adapters in place, so every holder of the layer sees them.
+/// As a BaseLayer (layers/base_layer.hpp) it uses the default, Linear adapter geometry.
 ///
 ///   y = x @ weight^T + bias + sum_active scaling * B(A(dropout(x)))
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "peft/config/lora_config.hpp"
+#include "peft/init/base_rewrite.hpp"
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/targeting/plan.hpp"

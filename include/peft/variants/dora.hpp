@@ -95,6 +95,7 @@ class DoraNormCache {
     if (!(w_key == w_key_) || !w_sq_.defined()) {
       w_sq_ = dora_base_row_sq(W, fan_in_fan_out, A.scalar_type());
       w_key_ = w_key;
+      w_ = W;  // keeps the keyed tensor alive, so its address cannot be reused by another W
       norm_ = torch::Tensor();
     }
     const NormKey n_key{A.unsafeGetTensorImpl(), A._version(), B.unsafeGetTensorImpl(), B._version(), scaling};
@@ -106,6 +107,7 @@ class DoraNormCache {
   }
   void clear() {
     std::lock_guard<CopyableMutex> lock(mutex_);
+    w_ = torch::Tensor();
     w_sq_ = torch::Tensor();
     norm_ = torch::Tensor();
   }
@@ -130,7 +132,7 @@ class DoraNormCache {
   CopyableMutex mutex_;
   Key w_key_;
   NormKey n_key_;
-  torch::Tensor w_sq_, norm_;
+  torch::Tensor w_, w_sq_, norm_;
 };
 
 /// DoRA's contribution for one adapter, added to `result` (the running layer output, which

@@ -1,0 +1,222 @@
+// LoraLayer's adapter lifecycle: creation, activation, modules_to_save, removal and cloning.
+// Forward paths are in lora_forward.cpp, merging in lora_merge.cpp.
+
+#include "peft/layers/lora_layer.hpp"
+
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+
+#include <algorithm>
+
+#include "peft/error.hpp"
+#include "peft/init/lora_init.hpp"
+#include "peft/targeting/patterns.hpp"
+#include "peft/variants/dora_variant.hpp"
+#include "peft/warnings.hpp"
+
+namespace peft {
+
+namespace detail {
+void drop_active_adapter(std::vector<std::string>& active, const std::string& name,
+                         const std::vector<std::string>& remaining) {
+  auto it = std::find(active.begin(), active.end(), name);
+  if (it == active.end()) return;
+  active.erase(it);
+  if (!active.empty() || remaining.empty()) return;
+  active = {*std::min_element(remaining.begin(), remaining.end())};
+  warn("Adapter " + name + " was active which is now deleted. Setting active adapter to " + active.front() + ".");
+}
+}  // namespace detail
+
+void LoraLayer::check_supported(const AdapterSettings& s) { check_lora_settings(s); }
+
+void LoraLayer::update_layer(const std::string& name, const AdapterSettings& s) {
+  check_supported(s);
+  if (has_adapter(name))
+    throw ConfigError("adapter_name", "\"" + name + "\"", "this layer already has that adapter",
+                      "delete it first or use another name");
+  // Before any change: dtype, layout, rank, eigens of a base-rewriting init.
+  check_lora_init_target(s, *this, corda_eigens_ ? &*corda_eigens_ : nullptr);
+  Adapter a;
+  a.settings = s;
+  a.variant = resolve_lora_variant(s);
+  AdapterEntry dropout;
+  if (s.lora_dropout > 0.0) {
+    a.dropout = torch::nn::Dropout(torch::nn::DropoutOptions(s.lora_dropout)).ptr();
+    dropout.module = a.dropout;
+  } else {
+    dropout.module = torch::nn::Identity().ptr();
+  }
+  // Created on the CPU in fp32, like PEFT, so the RNG stream matches Python's.
+  const LoraFactorEntries factors = create_lora_factors(s.r, s.lora_bias);
+  a.factors = detail::factor_tensors(factors.A, factors.B);
+  reset_lora_parameters(s, a.factors, corda_eigens_);
+  // PEFT's _move_adapter_to_device_of_base_layer: the stored weight's device, and its dtype when
+  // floating (a quantised base keeps fp32 adapters). Parameters keep their identity.
+  const torch::Tensor& w = base_weight();
+  const auto dtype = torch::isFloatingType(w.scalar_type()) ? std::optional<torch::ScalarType>(w.scalar_type())
+                                                            : std::nullopt;
+  detail::move_entry(factors.A, w.device(), dtype);
+  detail::move_entry(factors.B, w.device(), dtype);
+  a.variant->init(view(a));  // after the init and the cast, as PEFT's dora_init
+  dropout.module->train(is_training());
+  add_adapter_entries(name, dropout, factors, std::move(a));
+  set_requires_grad(adapters_.at(name), false);
+}
+
+void LoraLayer::add_adapter_entries(const std::string& name, const AdapterEntry& dropout,
+                                    const LoraFactorEntries& factors, Adapter a) {
+  const LoraFactorNames dict_names = lora_factor_names();
+  lora_dropout_.insert(*this, "lora_dropout", name, dropout);
+  lora_A_.insert(*this, dict_names.A, name, factors.A);
+  lora_B_.insert(*this, dict_names.B, name, factors.B);
+  for (const auto& [container, module] : a.variant->modules())
+    variant_dicts_[container].insert(*this, container, name, AdapterEntry{module, torch::Tensor()});
+  adapters_.emplace(name, std::move(a));
+  names_.push_back(name);
+}
+
+void LoraLayer::upcast_adapter(const std::string& name) {
+  Adapter& a = adapter(name);
+  const auto half = [](const torch::Tensor& t) {
+    return t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16;
+  };
+  if (half(a.factors.A)) detail::move_entry(lora_A_.get(name), a.factors.A.device(), torch::kFloat32);
+  if (half(a.factors.B)) detail::move_entry(lora_B_.get(name), a.factors.B.device(), torch::kFloat32);
+  a.variant->upcast();
+}
+
+const LoraLayer::Adapter& LoraLayer::adapter(const std::string& name) const {
+  auto it = adapters_.find(name);
+  if (it == adapters_.end()) require(name);
+  return it->second;
+}
+
+void LoraLayer::require(const std::string& name) const {
+  if (!has_adapter(name))
+    throw Error("this layer has no adapter `" + name + "` (it has " + std::to_string(names_.size()) + ")");
+}
+
+torch::nn::Linear& LoraLayer::linear_factor(std::map<std::string, torch::nn::Linear>& cache,
+                                            const detail::AdapterDict& dict, const std::string& name) {
+  require(name);
+  std::lock_guard<CopyableMutex> lock(cache_mutex_);
+  auto it = cache.find(name);
+  if (it == cache.end()) {
+    auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(dict.get(name).module);
+    if (!linear) throw Error("adapter `" + name + "` of this layer has no Linear factors (use lora_factors)");
+    it = cache.emplace(name, torch::nn::Linear(linear)).first;
+  }
+  return it->second;
+}
+
+torch::nn::Linear& LoraLayer::lora_A(const std::string& name) { return linear_factor(a_cache_, lora_A_, name); }
+torch::nn::Linear& LoraLayer::lora_B(const std::string& name) { return linear_factor(b_cache_, lora_B_, name); }
+
+torch::Tensor& LoraLayer::lora_magnitude(const std::string& name) {
+  auto* dora = dynamic_cast<DoraVariant*>(adapter(name).variant.get());
+  if (!dora) throw Error("adapter `" + name + "` of this layer does not use DoRA (it has no magnitude vector)");
+  return dora->magnitude();
+}
+
+void LoraLayer::set_scale(const std::string& name, double factor) {
+  auto& s = adapter(name).settings;
+  s.scaling = factor * lora_scaling(s.lora_alpha.value, s.r, s.use_rslora);
+}
+
+void LoraLayer::set_requires_grad(const Adapter& a, bool on) {
+  for (const auto* t : {&a.factors.A, &a.factors.B, &a.factors.B_bias})
+    if (t->defined()) t->set_requires_grad(on);
+  for (const auto& [key, t] : a.variant->extra_parameters()) t.set_requires_grad(on);
+}
+
+void LoraLayer::set_adapter(const std::vector<std::string>& names, bool trainable) {
+  if (merged()) {
+    warn("Adapter cannot be set when the model is merged. Unmerging the model first.");
+    unmerge();
+  }
+  active_ = names;
+  for (const auto& [n, a] : adapters_)
+    set_requires_grad(a, trainable && std::find(names.begin(), names.end(), n) != names.end());
+  modules_to_save_.set_trainable(names, trainable);
+}
+
+void LoraLayer::enable_adapters(bool enabled) {
+  disabled_ = !enabled;
+  if (!disabled_) return;
+  for (const auto& [n, a] : adapters_) set_requires_grad(a, false);
+  modules_to_save_.set_trainable({}, false);
+}
+
+void LoraLayer::add_trainable_copy(const std::string& name) {
+  if (modules_to_save_.has(name))
+    throw ConfigError("adapter_name", "\"" + name + "\"",
+                      "this layer already has a modules_to_save copy for that adapter", "delete the adapter first");
+  modules_to_save_.add(*this, name, plain_copy());
+}
+
+void LoraLayer::delete_adapter(const std::string& name) {
+  if (!has_adapter(name) && !has_trainable_copy(name)) require(name);
+  if (std::find(merged_.begin(), merged_.end(), name) != merged_.end())
+    throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge first)");
+  if (has_trainable_copy(name)) {
+    modules_to_save_.remove(*this, name);
+    if (!has_adapter(name)) {
+      active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
+      return;
+    }
+  }
+  for (const auto& [container, module] : adapter(name).variant->modules()) variant_dicts_[container].pop(*this, name);
+  lora_dropout_.pop(*this, name);
+  lora_A_.pop(*this, name);
+  lora_B_.pop(*this, name);
+  a_cache_.erase(name);
+  b_cache_.erase(name);
+  adapters_.erase(name);
+  names_.erase(std::find(names_.begin(), names_.end(), name));
+  detail::drop_active_adapter(active_, name, names_);
+}
+
+void LoraLayer::remove_all_adapters() {
+  if (!modules_to_save_.empty()) {
+    if (LoraLayer* copy = modules_to_save_.active_copy(active_)) {
+      torch::NoGradGuard no_grad;
+      base_weight().copy_(copy->base_weight());
+      if (base_bias().defined()) base_bias().copy_(copy->base_bias());
+    }
+    modules_to_save_.clear(*this);
+  }
+  for (auto& [container, dict] : variant_dicts_) dict.clear(*this);
+  variant_dicts_.clear();
+  lora_dropout_.clear(*this);
+  lora_A_.clear(*this);
+  lora_B_.clear(*this);
+  a_cache_.clear();
+  b_cache_.clear();
+  adapters_.clear();
+  names_.clear();
+  active_.clear();
+  merged_.clear();
+  disabled_ = false;
+}
+
+void LoraLayer::clone_adapters_into(LoraLayer& dst, const torch::optional<torch::Device>& device) const {
+  modules_to_save_.clone_into(dst.modules_to_save_, dst, device);
+  for (const auto& n : names_) {
+    const Adapter& src = adapters_.at(n);
+    Adapter a;
+    a.settings = src.settings;
+    a.variant = src.variant->clone(device);
+    const AdapterEntry dropout = detail::clone_entry(lora_dropout_.get(n), device);
+    a.dropout = std::dynamic_pointer_cast<torch::nn::DropoutImpl>(dropout.module);
+    const LoraFactorEntries factors{detail::clone_entry(lora_A_.get(n), device),
+                                    detail::clone_entry(lora_B_.get(n), device)};
+    a.factors = detail::factor_tensors(factors.A, factors.B);
+    dst.add_adapter_entries(n, dropout, factors, std::move(a));
+  }
+  dst.active_ = active_;
+  dst.merged_ = merged_;
+  dst.disabled_ = disabled_;
+}
+
+}  // namespace peft
