@@ -1,6 +1,10 @@
 # Exports every component (peft::format, lora, models, text, train and the umbrella peft::peft):
-# installed under <prefix>/lib/cmake/peft when PEFT_INSTALL is on, and always as a build-tree
-# package (find_package(peft) with peft_DIR=<build dir>).
+# installed under <prefix>/lib/cmake/peft, and as a build-tree package (find_package(peft) with
+# peft_DIR=<build dir>). Only with PEFT_INSTALL (a project that adds peft as a subdirectory
+# links the targets directly and needs neither).
+if(NOT PEFT_INSTALL)
+  return()
+endif()
 include(CMakePackageConfigHelpers)
 
 set(PEFT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/peft CACHE STRING
@@ -10,19 +14,15 @@ set(PEFT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/peft CACHE STRING
 # components it asks for.
 foreach(_c format lora models text train)
   set(_set peft-${_c}-targets)
-  if(PEFT_INSTALL)
-    install(TARGETS peft_${_c} EXPORT ${_set}
-      ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-      LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-      RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-    install(EXPORT ${_set} NAMESPACE peft:: DESTINATION ${PEFT_INSTALL_CMAKEDIR})
-  endif()
+  install(TARGETS peft_${_c} EXPORT ${_set}
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(EXPORT ${_set} NAMESPACE peft:: DESTINATION ${PEFT_INSTALL_CMAKEDIR})
   export(EXPORT ${_set} NAMESPACE peft:: FILE ${PROJECT_BINARY_DIR}/${_set}.cmake)
 endforeach()
-if(PEFT_INSTALL)
-  install(TARGETS peft EXPORT peft-targets)
-  install(EXPORT peft-targets NAMESPACE peft:: DESTINATION ${PEFT_INSTALL_CMAKEDIR})
-endif()
+install(TARGETS peft EXPORT peft-targets)
+install(EXPORT peft-targets NAMESPACE peft:: DESTINATION ${PEFT_INSTALL_CMAKEDIR})
 export(EXPORT peft-targets NAMESPACE peft:: FILE ${PROJECT_BINARY_DIR}/peft-targets.cmake)
 
 # The same config file serves both trees; the build tree's also finds nlohmann_json, which the
@@ -43,18 +43,16 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/peftConfigVersion.cmake
 configure_file(${PROJECT_SOURCE_DIR}/cmake/PeftDependencies.cmake
                ${PROJECT_BINARY_DIR}/PeftDependencies.cmake COPYONLY)
 
-if(PEFT_INSTALL)
-  install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/peft DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-  install(FILES
-    ${PROJECT_BINARY_DIR}/package/peftConfig.cmake
-    ${PROJECT_BINARY_DIR}/peftConfigVersion.cmake
-    ${PROJECT_SOURCE_DIR}/cmake/PeftDependencies.cmake
-    DESTINATION ${PEFT_INSTALL_CMAKEDIR})
-  if(PEFT_BUILD_TOOLS)
-    install(TARGETS peft-inspect peft-merge peft-finetune RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-    install(FILES ${PROJECT_SOURCE_DIR}/examples/train/default.yaml
-            DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/examples/train)
-    install(DIRECTORY ${PROJECT_SOURCE_DIR}/data/corpus DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/data
-            OPTIONAL)
-  endif()
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/peft DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES
+  ${PROJECT_BINARY_DIR}/package/peftConfig.cmake
+  ${PROJECT_BINARY_DIR}/peftConfigVersion.cmake
+  ${PROJECT_SOURCE_DIR}/cmake/PeftDependencies.cmake
+  DESTINATION ${PEFT_INSTALL_CMAKEDIR})
+if(PEFT_BUILD_TOOLS)
+  install(TARGETS peft-inspect peft-merge peft-finetune RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(FILES ${PROJECT_SOURCE_DIR}/examples/train/default.yaml
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/examples/train)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/data/corpus DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/data
+          OPTIONAL)
 endif()
