@@ -33,7 +33,10 @@
 
 #include "peft/error.hpp"
 #include "peft/config/config_json.hpp"
+#include "peft/detail/strings.hpp"
+#include "peft/format/safetensors_dtype.hpp"
 #include "peft/format/safetensors_header.hpp"
+#include "peft/io/adapter_keys.hpp"
 #include "peft/warnings.hpp"
 
 namespace fs = std::filesystem;
@@ -75,14 +78,11 @@ class MappedFile {
   std::size_t size_ = 0;
 };
 
-std::string shape_str(const std::vector<std::int64_t>& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
+using peft::detail::shape_string;
 
 bool is_float(const std::string& dtype) {
-  return dtype == "F32" || dtype == "F16" || dtype == "BF16" || dtype == "F64";
+  const peft::SafetensorsDtype* d = peft::find_safetensors_dtype(dtype);
+  return d && d->floating;
 }
 
 /// Index of the first NaN/Inf element of a floating tensor's little-endian bytes, or -1.
@@ -152,28 +152,22 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
   const peft::SafetensorsHeader header = peft::parse_safetensors_header(wfile.data(), wfile.size(), wpath.string());
   const char* data = wfile.data() + header.data_start;
 
-  const std::string root = "base_model.model.";
-  const std::vector<std::pair<std::string, int>> suffixes = {
-      {".lora_A.weight", 0}, {".lora_B.weight", 1}, {".lora_B.bias", 2}, {".lora_magnitude_vector", 3}};
+  namespace keys = peft::adapter_keys;
+  const std::string root = keys::kRoot;
   std::map<std::string, Module> modules;
   std::vector<const peft::SafetensorsEntry*> other;
   std::uint64_t params = 0;
   for (const auto& e : header.entries) {
     params += e.numel();
-    bool placed = false;
-    if (e.name.compare(0, root.size(), root) == 0) {
-      for (const auto& [suffix, slot] : suffixes) {
-        if (e.name.size() <= root.size() + suffix.size() ||
-            e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
-          continue;
-        const std::string m = e.name.substr(root.size(), e.name.size() - root.size() - suffix.size());
-        Module& mod = modules[m];
-        (slot == 0 ? mod.a : slot == 1 ? mod.b : slot == 2 ? mod.b_bias : mod.magnitude) = &e;
-        placed = true;
-        break;
-      }
+    if (const auto lora = keys::parse_lora_key(e.name)) {
+      Module& mod = modules[lora->module];
+      (lora->tensor == keys::LoraTensor::A        ? mod.a
+       : lora->tensor == keys::LoraTensor::B      ? mod.b
+       : lora->tensor == keys::LoraTensor::B_bias ? mod.b_bias
+                                                  : mod.magnitude) = &e;
+    } else {
+      other.push_back(&e);
     }
-    if (!placed) other.push_back(&e);
     if (!is_float(e.dtype))
       fail(wpath, "tensor `" + e.name + "` has dtype " + e.dtype + "; adapter weights must be floating point");
     const std::int64_t bad = first_non_finite(e, data);
@@ -187,12 +181,12 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
     if (!mod.a) fail(wpath, "`" + key + ".lora_A.weight` is missing (the file has its lora_B)");
     if (!mod.b) fail(wpath, "`" + key + ".lora_B.weight` is missing (the file has its lora_A)");
     if (mod.a->shape.size() != 2 || mod.b->shape.size() != 2)
-      fail(wpath, "`" + key + "` lora_A " + shape_str(mod.a->shape) + " / lora_B " + shape_str(mod.b->shape) +
+      fail(wpath, "`" + key + "` lora_A " + shape_string(mod.a->shape) + " / lora_B " + shape_string(mod.b->shape) +
                       " are not matrices (Linear/Conv1D adapters only)");
     const std::int64_t r = mod.a->shape[0];
     if (mod.b->shape[1] != r)
-      fail(wpath, "`" + key + "`: lora_A " + shape_str(mod.a->shape) + " has rank " + std::to_string(r) +
-                      " but lora_B " + shape_str(mod.b->shape) + " has rank " + std::to_string(mod.b->shape[1]));
+      fail(wpath, "`" + key + "`: lora_A " + shape_string(mod.a->shape) + " has rank " + std::to_string(r) +
+                      " but lora_B " + shape_string(mod.b->shape) + " has rank " + std::to_string(mod.b->shape[1]));
     if (cfg.rank_pattern.empty() && r != cfg.r)
       fail(wpath, "`" + key + ".lora_A.weight` has rank " + std::to_string(r) + " but adapter_config.json says r = " +
                       std::to_string(cfg.r));
@@ -201,7 +195,7 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
     if (!cfg.use_dora && mod.magnitude)
       fail(wpath, "`" + key + ".lora_magnitude_vector` is present but adapter_config.json says use_dora = false");
     if (mod.magnitude && mod.magnitude->shape != std::vector<std::int64_t>{mod.b->shape[0]})
-      fail(wpath, "`" + key + ".lora_magnitude_vector` has shape " + shape_str(mod.magnitude->shape) +
+      fail(wpath, "`" + key + ".lora_magnitude_vector` has shape " + shape_string(mod.magnitude->shape) +
                       ", lora_B needs [" + std::to_string(mod.b->shape[0]) + "]");
   }
 
@@ -221,12 +215,12 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
                         " (is this adapter for another base model?)");
       const auto& w = it->second->shape;
       if (w.size() != 2)
-        fail(wpath, "base weight `" + it->first + "` " + shape_str(w) + " is not a matrix");
+        fail(wpath, "base weight `" + it->first + "` " + shape_string(w) + " is not a matrix");
       const std::int64_t out = cfg.fan_in_fan_out ? w[1] : w[0];
       const std::int64_t in = cfg.fan_in_fan_out ? w[0] : w[1];
       if (mod.a->shape[1] != in || mod.b->shape[0] != out)
-        fail(wpath, "`" + root + m + "` lora_A " + shape_str(mod.a->shape) + " / lora_B " + shape_str(mod.b->shape) +
-                        " do not fit the base weight `" + it->first + "` " + shape_str(w) + " of " + base->string() +
+        fail(wpath, "`" + root + m + "` lora_A " + shape_string(mod.a->shape) + " / lora_B " + shape_string(mod.b->shape) +
+                        " do not fit the base weight `" + it->first + "` " + shape_string(w) + " of " + base->string() +
                         " (is this adapter for another base model?)");
     }
     base_line = base->string() + " (all " + std::to_string(modules.size()) + " modules fit)";
@@ -248,15 +242,15 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
   o << "base model: " << base_line << "\n";
   o << "modules (" << modules.size() << "):\n";
   for (const auto& [m, mod] : modules) {
-    o << "  " << m << "  rank " << mod.a->shape[0] << "  lora_A " << shape_str(mod.a->shape) << "  lora_B "
-      << shape_str(mod.b->shape) << "  " << mod.a->dtype;
-    if (mod.b_bias) o << "  lora_B.bias " << shape_str(mod.b_bias->shape);
-    if (mod.magnitude) o << "  magnitude " << shape_str(mod.magnitude->shape);
+    o << "  " << m << "  rank " << mod.a->shape[0] << "  lora_A " << shape_string(mod.a->shape) << "  lora_B "
+      << shape_string(mod.b->shape) << "  " << mod.a->dtype;
+    if (mod.b_bias) o << "  lora_B.bias " << shape_string(mod.b_bias->shape);
+    if (mod.magnitude) o << "  magnitude " << shape_string(mod.magnitude->shape);
     o << "\n";
   }
   if (!other.empty()) {
     o << "other tensors (" << other.size() << "):\n";
-    for (const auto* e : other) o << "  " << e->name << "  " << shape_str(e->shape) << "  " << e->dtype << "\n";
+    for (const auto* e : other) o << "  " << e->name << "  " << shape_string(e->shape) << "  " << e->dtype << "\n";
   }
   o << "parameters: " << params << "\n";
   o << "files: adapter_model.safetensors " << wfile.size() << " bytes, adapter_config.json "

@@ -1,6 +1,7 @@
 // LoraConfig <-> JSON (adapter_config.json and keyword-argument objects).
 
 #include "peft/detail/edit_distance.hpp"
+#include "peft/detail/strings.hpp"
 #include "peft/config/config_json.hpp"
 
 #include <algorithm>
@@ -347,10 +348,7 @@ LoraConfig lora_config_from_json_value(const JsonValue& object, ConfigSource sou
   }
   if (!unknown.empty()) {
     std::sort(unknown.begin(), unknown.end());
-    std::string list;
-    for (std::size_t i = 0; i < unknown.size() && i < 20; ++i)
-      list += (list.empty() ? "'" : ", '") + unknown[i] + "'";
-    if (unknown.size() > 20) list += ", ... (" + std::to_string(unknown.size()) + " in all)";
+    const std::string list = detail::abbreviated_list(unknown, 20, ", ", "'");
     warn("Unexpected keyword arguments [" + list + "] for class LoraConfig: they are ignored but "
          "kept when the config is saved again. The file was probably written by a newer PEFT.");
   }

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "peft/error.hpp"
 
@@ -33,55 +34,70 @@ std::string read_text_file(const std::filesystem::path& path, std::size_t max_by
   return ss.str();
 }
 
-void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
+AtomicFileWriter::AtomicFileWriter(std::filesystem::path path) : path_(std::move(path)) {
   std::error_code ec;
-  if (path.has_parent_path()) {
-    std::filesystem::create_directories(path.parent_path(), ec);
+  if (path_.has_parent_path()) {
+    std::filesystem::create_directories(path_.parent_path(), ec);
     if (ec)
-      throw SerializationError(path.parent_path().string() + ": cannot create directory (" +
+      throw SerializationError(path_.parent_path().string() + ": cannot create directory (" +
                                ec.message() + ")");
   }
-  const std::filesystem::path tmp =
-      path.string() + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw SerializationError(tmp.string() + ": cannot create (" + std::strerror(errno) + ")");
-  const char* p = bytes.data();
-  std::size_t left = bytes.size();
+  tmp_ = path_.string() + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0)
+    throw SerializationError(tmp_.string() + ": cannot create (" + std::strerror(errno) + ")");
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ < 0) return;  // committed (or never opened)
+  ::close(fd_);
+  std::error_code ec;
+  std::filesystem::remove(tmp_, ec);
+}
+
+void AtomicFileWriter::write(const char* p, std::size_t left) {
   while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
+    ssize_t n = ::write(fd_, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      std::filesystem::remove(tmp, ec);
-      throw SerializationError(tmp.string() + ": write failed (" + std::strerror(err) + ")");
+      throw SerializationError(tmp_.string() + ": write failed (" + std::strerror(errno) + ")");
     }
     p += n;
     left -= static_cast<std::size_t>(n);
   }
-  int sync_rc = ::fsync(fd);
+}
+
+void AtomicFileWriter::commit() {
+  std::error_code ec;
+  int sync_rc = ::fsync(fd_);
   int sync_err = errno;
-  int close_rc = ::close(fd);
+  int close_rc = ::close(fd_);
+  fd_ = -1;
   if (sync_rc != 0 || close_rc != 0) {
     int err = sync_rc != 0 ? sync_err : errno;
-    std::filesystem::remove(tmp, ec);
-    throw SerializationError(tmp.string() + ": flush failed (" + std::strerror(err) + ")");
+    std::filesystem::remove(tmp_, ec);
+    throw SerializationError(tmp_.string() + ": flush failed (" + std::strerror(err) + ")");
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     int err = errno;
-    std::filesystem::remove(tmp, ec);
-    throw SerializationError(path.string() + ": cannot replace (" + std::strerror(err) + ")");
+    std::filesystem::remove(tmp_, ec);
+    throw SerializationError(path_.string() + ": cannot replace (" + std::strerror(err) + ")");
   }
   // Persist the directory entry. Failure here is not reported: the file is complete and in
   // place for every reader; only durability across a power loss is weaker (some filesystems
   // refuse fsync on a directory).
-  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
+  const std::filesystem::path dir = path_.has_parent_path() ? path_.parent_path() : ".";
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     (void)::fsync(dfd);
     ::close(dfd);
   }
+}
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
+  AtomicFileWriter file(path);
+  file.write(bytes.data(), bytes.size());
+  file.commit();
 }
 
 }  // namespace peft

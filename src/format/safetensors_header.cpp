@@ -13,7 +13,9 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
+#include "peft/format/safetensors_dtype.hpp"
 
 namespace peft {
 namespace {
@@ -25,22 +27,11 @@ constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 /// Root object -> tensor entry object -> shape / data_offsets array.
 constexpr int kMaxDepth = 3;
 
-struct DtypeSize {
-  const char* name;
-  std::size_t size;
-};
-constexpr DtypeSize kDtypeSizes[] = {{"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8}, {"I64", 8},
-                                     {"I32", 4}, {"I16", 2}, {"I8", 1},   {"U8", 1},  {"BOOL", 1}};
-
-/// Valid safetensors dtypes that have no LibTorch 1.13 counterpart.
-constexpr const char* kKnownUnsupported[] = {"U16",     "U32",     "U64",     "F8_E4M3", "F8_E5M2",
-                                             "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",      "C64"};
-
 [[noreturn]] void fail(const std::string& source, const std::string& problem) {
   throw SerializationError(source + ": " + problem);
 }
 
-std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
+using detail::in_quotes;
 
 /// First pass over the header text: syntax, nesting depth and duplicate keys; records the
 /// top-level keys and the keys of __metadata__ in file order.
@@ -141,7 +132,7 @@ SafetensorsEntry parse_entry(const std::string& source, const std::string& name,
   spec.dtype = dtype_name;
   spec.dtype_size = safetensors_dtype_size(dtype_name);
   if (spec.dtype_size == 0) {
-    for (const char* known : kKnownUnsupported)
+    for (const char* known : kUnsupportedSafetensorsDtypes)
       if (dtype_name == known)
         fail(source, what + " has dtype " + dtype_name + ", which peft-cpp does not support");
     fail(source, what + " has unknown dtype " + in_quotes(dtype_name));
@@ -202,9 +193,8 @@ void parse_metadata(const std::string& source, const json& meta,
 }  // namespace
 
 std::size_t safetensors_dtype_size(const std::string& dtype) {
-  for (const auto& d : kDtypeSizes)
-    if (dtype == d.name) return d.size;
-  return 0;
+  const SafetensorsDtype* d = find_safetensors_dtype(dtype);
+  return d ? d->size : 0;
 }
 
 SafetensorsHeader parse_safetensors_header(const char* base, std::size_t size,

@@ -1,6 +1,6 @@
-// safetensors reader and writer. The header and every entry are validated by the LibTorch-free
+// safetensors reader. The header and every entry are validated by the LibTorch-free
 // parse_safetensors_header (format/safetensors_header.cpp); this file turns the accepted entries into
-// tensors (zero-copy views of a private mapping where aligned) and writes files.
+// tensors (zero-copy views of a private mapping where aligned). Writing is io/safetensors_writer.
 
 #include "peft/io/safetensors.hpp"
 
@@ -9,69 +9,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdint>
-#include <memory>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
-#include <limits>
-#include <nlohmann/json.hpp>
-#include <unordered_set>
+#include <memory>
 
+#include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
-#include "peft/format/atomic_file.hpp"
 #include "peft/format/safetensors_header.hpp"
+#include "peft/io/safetensors_dtype.hpp"
+#include "peft/io/safetensors_writer.hpp"
 
 namespace peft {
 namespace {
-
-using json = nlohmann::json;
-
-struct DtypeInfo {
-  const char* name;
-  c10::ScalarType type;
-  std::size_t size;
-};
-
-constexpr DtypeInfo kDtypes[] = {
-    {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2}, {"BF16", torch::kBFloat16, 2},
-    {"F64", torch::kFloat64, 8}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
-    {"BOOL", torch::kBool, 1},
-};
-
-const DtypeInfo* dtype_by_name(const std::string& name) {
-  for (const auto& d : kDtypes)
-    if (name == d.name) return &d;
-  return nullptr;
-}
-
-const DtypeInfo* dtype_by_type(c10::ScalarType type) {
-  for (const auto& d : kDtypes)
-    if (type == d.type) return &d;
-  return nullptr;
-}
 
 [[noreturn]] void fail(const std::string& source, const std::string& problem) {
   throw SerializationError(source + ": " + problem);
 }
 
-std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
-
-/// safetensors data is little-endian; swap each element in place on a big-endian host.
-void to_or_from_little_endian(char* data, std::size_t nbytes, std::size_t elem_size) {
-#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  if (elem_size > 1)
-    for (std::size_t i = 0; i + elem_size <= nbytes; i += elem_size)
-      std::reverse(data + i, data + i + elem_size);
-#else
-  (void)data;
-  (void)nbytes;
-  (void)elem_size;
-#endif
-}
+using detail::in_quotes;
 
 std::string read_binary_file(const std::filesystem::path& path) {
   std::error_code ec;
@@ -84,14 +41,6 @@ std::string read_binary_file(const std::filesystem::path& path) {
   if (size > 0 && !in.read(&bytes[0], static_cast<std::streamsize>(size)))
     fail(path.string(), "read failed");
   return bytes;
-}
-
-std::string json_string(const std::string& s, const std::string& what) {
-  try {
-    return json(s).dump();
-  } catch (const json::exception&) {
-    throw SerializationError("safetensors: " + what + " is not valid UTF-8");
-  }
 }
 
 }  // namespace
@@ -133,20 +82,20 @@ SafetensorsFile parse_bytes(const char* base, std::size_t size, const std::strin
   for (const auto& s : specs) {
     const std::size_t nbytes = static_cast<std::size_t>(s.end - s.begin);
     const char* from = data + s.begin;
-    const DtypeInfo* dtype = dtype_by_name(s.dtype);  // every name the header accepts has one
+    const auto dtype = torch_dtype_of(s.dtype);  // every name the header accepts has one
     if (!dtype) fail(src, "tensor " + in_quotes(s.name) + ": dtype " + s.dtype + " has no LibTorch type");
     torch::Tensor t;
     if (mapping && nbytes > 0 && host_is_little_endian() &&
-        reinterpret_cast<std::uintptr_t>(from) % dtype->size == 0) {
+        reinterpret_cast<std::uintptr_t>(from) % s.dtype_size == 0) {
       // Zero-copy: a view of the mapping that keeps it alive.
       std::shared_ptr<Mapping> keep = mapping;
       t = torch::from_blob(const_cast<char*>(from), s.shape, [keep](void*) {},
-                           torch::TensorOptions().dtype(dtype->type));
+                           torch::TensorOptions().dtype(*dtype));
       file.tensors.emplace_back(s.name, std::move(t));
       continue;
     }
     try {
-      t = torch::empty(s.shape, torch::TensorOptions().dtype(dtype->type));
+      t = torch::empty(s.shape, torch::TensorOptions().dtype(*dtype));
     } catch (const c10::Error& e) {
       fail(src, "tensor " + in_quotes(s.name) + ": cannot allocate (" + e.what_without_backtrace() +
                     ")");
@@ -154,7 +103,7 @@ SafetensorsFile parse_bytes(const char* base, std::size_t size, const std::strin
     if (nbytes > 0) {
       char* to = static_cast<char*>(t.data_ptr());
       std::memcpy(to, from, nbytes);
-      to_or_from_little_endian(to, nbytes, dtype->size);
+      detail::to_or_from_little_endian(to, nbytes, s.dtype_size);
     }
     file.tensors.emplace_back(s.name, std::move(t));
   }
@@ -188,84 +137,25 @@ SafetensorsFile load_safetensors(const std::filesystem::path& path) {
 std::string serialize_safetensors(
     const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
     const std::vector<std::pair<std::string, std::string>>& metadata) {
-  std::unordered_set<std::string> seen;
-  for (const auto& kv : metadata)
-    if (!seen.insert(kv.first).second)
-      throw SerializationError("safetensors: duplicate metadata key " + in_quotes(kv.first));
-  seen.clear();
-
-  std::vector<torch::Tensor> cpu;
-  std::vector<const DtypeInfo*> dtypes;
-  cpu.reserve(tensors.size());
-  dtypes.reserve(tensors.size());
-  for (const auto& kv : tensors) {
-    const std::string what = "tensor " + in_quotes(kv.first);
-    if (kv.first == "__metadata__")
-      throw SerializationError("safetensors: a tensor cannot be called \"__metadata__\"");
-    if (!seen.insert(kv.first).second)
-      throw SerializationError("safetensors: duplicate tensor name " + in_quotes(kv.first));
-    if (!kv.second.defined()) throw SerializationError("safetensors: " + what + " is undefined");
-    const DtypeInfo* d = dtype_by_type(kv.second.scalar_type());
-    if (!d)
-      throw SerializationError("safetensors: " + what + " has dtype " +
-                               std::string(c10::toString(kv.second.scalar_type())) +
-                               ", which safetensors files of peft-cpp cannot hold");
-    cpu.push_back(kv.second.detach().to(torch::kCPU).contiguous());
-    dtypes.push_back(d);
-  }
-
-  std::string header = "{";
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    for (std::size_t i = 0; i < metadata.size(); ++i) {
-      if (i) header += ',';
-      header += json_string(metadata[i].first, "metadata key") + ":" +
-                json_string(metadata[i].second, "metadata value of " + in_quotes(metadata[i].first));
-    }
-    header += '}';
-  }
-  std::uint64_t offset = 0;
-  for (std::size_t i = 0; i < cpu.size(); ++i) {
-    const std::uint64_t nbytes = cpu[i].numel() * dtypes[i]->size;
-    nlohmann::ordered_json entry;
-    entry["dtype"] = dtypes[i]->name;
-    entry["shape"] = cpu[i].sizes().vec();
-    entry["data_offsets"] = {offset, offset + nbytes};
-    offset += nbytes;
-    if (header.size() > 1) header += ',';
-    header += json_string(tensors[i].first, "tensor name") + ":" + entry.dump();
-  }
-  header += '}';
-  while (header.size() % 8 != 0) header += ' ';
-
+  std::vector<SafetensorsTensorSpec> specs;
+  specs.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) specs.push_back(SafetensorsWriter::spec_of(name, t));
   std::string out;
-  out.reserve(8 + header.size() + static_cast<std::size_t>(offset));
-  std::uint64_t len = header.size();
-  for (int i = 0; i < 8; ++i) out += static_cast<char>((len >> (8 * i)) & 0xff);
-  out += header;
-  for (std::size_t i = 0; i < cpu.size(); ++i) {
-    const std::size_t nbytes = static_cast<std::size_t>(cpu[i].numel()) * dtypes[i]->size;
-    if (nbytes == 0) continue;
-    const std::size_t at = out.size();
-    out.append(static_cast<const char*>(cpu[i].data_ptr()), nbytes);
-    to_or_from_little_endian(&out[at], nbytes, dtypes[i]->size);
-  }
+  SafetensorsWriter writer(&out, std::move(specs), metadata, "safetensors");
+  for (const auto& kv : tensors) writer.write(kv.second);
+  writer.commit();
   return out;
 }
 
 void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::vector<std::pair<std::string, std::string>>& metadata) {
-  std::string bytes;
-  try {
-    bytes = serialize_safetensors(tensors, metadata);
-  } catch (const SerializationError& e) {
-    std::string msg = e.what();
-    const std::string prefix = "safetensors: ";
-    if (msg.compare(0, prefix.size(), prefix) == 0) msg.erase(0, prefix.size());
-    throw SerializationError(path.string() + ": " + msg);
-  }
-  write_file_atomically(path, bytes);
+  std::vector<SafetensorsTensorSpec> specs;
+  specs.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) specs.push_back(SafetensorsWriter::spec_of(name, t));
+  SafetensorsWriter writer(path, std::move(specs), metadata);
+  for (const auto& kv : tensors) writer.write(kv.second);
+  writer.commit();
 }
 
 }  // namespace peft

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <set>
 
+#include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/io/hf_checkpoint.hpp"
@@ -19,10 +20,8 @@
 namespace peft::models {
 namespace {
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
+using detail::ends_with;
+using detail::starts_with;
 
 /// The builtin configs. Byte vocabulary: 256 bytes + <|endoftext|> (id 256, also bos/eos).
 GPT2Config tiny_gpt2_config() {
@@ -60,10 +59,11 @@ CausalLM build(const JsonValue& config, const std::string& source) {
   const std::string t = type && type->is_string() ? type->as_string() : "";
   if (t == "gpt2") return std::make_shared<GPT2LMHeadModelImpl>(gpt2_config_from_json(config, source));
   if (t == "llama") return std::make_shared<LlamaForCausalLMImpl>(llama_config_from_json(config, source));
-  throw ModelConfigError(source + ": config", "model_type", type ? type->dump() : "",
+  throw ModelConfigError("config", "model_type", type ? type->dump() : "",
                          type ? "unsupported architecture" : "missing from config.json",
                          "the reference models are \"gpt2\" (GPT2LMHeadModel) and \"llama\" (LlamaForCausalLM)",
-                         type ? ConfigError::Kind::NotImplemented : ConfigError::Kind::WrongType);
+                         type ? ConfigError::Kind::NotImplemented : ConfigError::Kind::WrongType)
+      .located(source);
 }
 
 /// HF checkpoint key -> our key: adds the base-model prefix the original GPT-2 files lack, skips
@@ -121,8 +121,8 @@ CausalLM make_builtin(const std::string& name, uint64_t seed) {
     m->init_weights(gen);
     return m;
   }
-  throw ConfigError("base_model", "\"" + name + "\"", "unknown builtin model",
-                    "use builtin:tiny-gpt2 or builtin:tiny-llama, or an HF checkpoint directory");
+  throw ConfigError::about("make_builtin", "name", "\"" + name + "\"", "unknown builtin model",
+                           "use builtin:tiny-gpt2 or builtin:tiny-llama, or an HF checkpoint directory");
 }
 
 CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device, torch::Dtype dtype) {

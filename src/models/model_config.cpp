@@ -23,7 +23,7 @@ class FieldReader {
 
   [[noreturn]] void fail(const std::string& field, const JsonValue* v, const std::string& problem,
                          const std::string& hint, Kind kind = Kind::InvalidValue) const {
-    throw ModelConfigError(source_ + ": " + owner_, field, v ? v->dump() : "", problem, hint, kind);
+    throw ModelConfigError(owner_, field, v ? v->dump() : "", problem, hint, kind).located(source_);
   }
 
   /// The field's value, nullptr when absent or null. `required`: absent/null is an error.
@@ -82,26 +82,40 @@ const std::set<std::string> kRegenerated = {"model_type", "architectures", "torc
 
 void check_model_type(const JsonValue& json, const std::string& want, const std::string& source) {
   if (!json.is_object())
-    throw ModelConfigError(source, "<root>", json.dump(), "config.json must be a JSON object", "", Kind::WrongType);
+    throw ModelConfigError("config", "<root>", json.dump(), "config.json must be a JSON object", "", Kind::WrongType)
+        .located(source);
   const JsonValue* t = json.find("model_type");
   if (!t || !t->is_string() || t->as_string() != want)
-    throw ModelConfigError(source + ": config", "model_type", t ? t->dump() : "", "expected \"" + want + "\"",
-                           "the reference models are gpt2 and llama");
+    throw ModelConfigError("config", "model_type", t ? t->dump() : "", "expected \"" + want + "\"",
+                           "the reference models are gpt2 and llama")
+        .located(source);
 }
 
 std::string fmt(double v) { return JsonValue(v).dump(); }
 
-void positive(const std::string& owner, const std::string& field, std::int64_t v) {
-  if (v <= 0) throw ModelConfigError(owner, field, std::to_string(v), "must be positive", "");
+/// The config a validation error is about, and the file it came from ("" when built in code).
+struct Owner {
+  std::string subject;
+  std::string where;
+};
+
+[[noreturn]] void fail(const Owner& o, const std::string& field, const std::string& value, const std::string& problem,
+                       const std::string& hint, Kind kind = Kind::InvalidValue) {
+  const ModelConfigError e(o.subject, field, value, problem, hint, kind);
+  if (o.where.empty()) throw e;
+  throw e.located(o.where);
 }
-void probability(const std::string& owner, const std::string& field, double v) {
-  if (!(v >= 0.0 && v < 1.0)) throw ModelConfigError(owner, field, fmt(v), "must be in [0, 1)", "");
+
+void positive(const Owner& owner, const std::string& field, std::int64_t v) {
+  if (v <= 0) fail(owner, field, std::to_string(v), "must be positive", "");
 }
-void activation(const std::string& owner, const std::string& field, const std::string& name) {
+void probability(const Owner& owner, const std::string& field, double v) {
+  if (!(v >= 0.0 && v < 1.0)) fail(owner, field, fmt(v), "must be in [0, 1)", "");
+}
+void activation(const Owner& owner, const std::string& field, const std::string& name) {
   if (!is_supported_activation(name))
-    throw ModelConfigError(owner, field, "\"" + name + "\"", "unsupported activation",
-                           "use gelu_new, gelu, gelu_pytorch_tanh, gelu_fast, quick_gelu, relu, silu or swish",
-                           Kind::NotImplemented);
+    fail(owner, field, "\"" + name + "\"", "unsupported activation",
+         "use gelu_new, gelu, gelu_pytorch_tanh, gelu_fast, quick_gelu, relu, silu or swish", Kind::NotImplemented);
 }
 
 std::string dump_config(JsonValue fields, const JsonValue& extra, torch::Dtype dtype) {
@@ -119,7 +133,7 @@ std::string torch_dtype_name(torch::Dtype dtype) {
     case torch::kBFloat16: return "bfloat16";
     case torch::kFloat16: return "float16";
     case torch::kFloat64: return "float64";
-    default: throw ConfigError("torch_dtype", c10::toString(dtype), "not a floating-point model dtype", "");
+    default: throw ModelConfigError("config", "torch_dtype", c10::toString(dtype), "not a floating-point model dtype", "");
   }
 }
 
@@ -127,27 +141,27 @@ std::string torch_dtype_name(torch::Dtype dtype) {
 
 namespace {
 
-void validate_gpt2(const GPT2Config& c, const std::string& o) {
+void validate_gpt2(const GPT2Config& c, const Owner& o) {
   positive(o, "vocab_size", c.vocab_size);
   positive(o, "n_positions", c.n_positions);
   positive(o, "n_embd", c.n_embd);
   positive(o, "n_layer", c.n_layer);
   positive(o, "n_head", c.n_head);
-  if (c.n_inner < 0) throw ModelConfigError(o, "n_inner", std::to_string(c.n_inner), "must be positive or null", "");
+  if (c.n_inner < 0) fail(o, "n_inner", std::to_string(c.n_inner), "must be positive or null", "");
   if (c.n_embd % c.n_head != 0)
-    throw ModelConfigError(o, "n_head", std::to_string(c.n_head),
+    fail(o, "n_head", std::to_string(c.n_head),
                            "does not divide n_embd = " + std::to_string(c.n_embd), "");
   activation(o, "activation_function", c.activation_function);
   probability(o, "resid_pdrop", c.resid_pdrop);
   probability(o, "embd_pdrop", c.embd_pdrop);
   probability(o, "attn_pdrop", c.attn_pdrop);
   if (!(c.layer_norm_epsilon > 0.0))
-    throw ModelConfigError(o, "layer_norm_epsilon", fmt(c.layer_norm_epsilon), "must be positive", "");
+    fail(o, "layer_norm_epsilon", fmt(c.layer_norm_epsilon), "must be positive", "");
 }
 
 }  // namespace
 
-void GPT2Config::validate() const { validate_gpt2(*this, "GPT2Config"); }
+void GPT2Config::validate() const { validate_gpt2(*this, {"GPT2Config", ""}); }
 
 GPT2Config gpt2_config_from_json(const JsonValue& json, const std::string& source) {
   check_model_type(json, "gpt2", source);
@@ -175,7 +189,7 @@ GPT2Config gpt2_config_from_json(const JsonValue& json, const std::string& sourc
     r.fail("add_cross_attention", json.find("add_cross_attention"), "cross-attention is not supported",
            "the reference GPT-2 is decoder-only", Kind::NotImplemented);
   c.extra = r.rest(kRegenerated);
-  validate_gpt2(c, source + ": GPT2Config");
+  validate_gpt2(c, {"GPT2Config", source});
   return c;
 }
 
@@ -207,7 +221,7 @@ std::string gpt2_config_to_json(const GPT2Config& c, torch::Dtype dtype) {
 
 namespace {
 
-void validate_llama(const LlamaConfig& c, const std::string& o) {
+void validate_llama(const LlamaConfig& c, const Owner& o) {
   positive(o, "vocab_size", c.vocab_size);
   positive(o, "hidden_size", c.hidden_size);
   positive(o, "intermediate_size", c.intermediate_size);
@@ -215,34 +229,34 @@ void validate_llama(const LlamaConfig& c, const std::string& o) {
   positive(o, "num_attention_heads", c.num_attention_heads);
   positive(o, "max_position_embeddings", c.max_position_embeddings);
   if (c.num_key_value_heads < 0)
-    throw ModelConfigError(o, "num_key_value_heads", std::to_string(c.num_key_value_heads), "must be positive or null", "");
+    fail(o, "num_key_value_heads", std::to_string(c.num_key_value_heads), "must be positive or null", "");
   if (c.num_attention_heads % c.kv_heads() != 0)
-    throw ModelConfigError(o, "num_key_value_heads", std::to_string(c.kv_heads()),
+    fail(o, "num_key_value_heads", std::to_string(c.kv_heads()),
                            "does not divide num_attention_heads = " + std::to_string(c.num_attention_heads), "");
-  if (c.head_dim < 0) throw ModelConfigError(o, "head_dim", std::to_string(c.head_dim), "must be positive or null", "");
+  if (c.head_dim < 0) fail(o, "head_dim", std::to_string(c.head_dim), "must be positive or null", "");
   if (c.head_dim == 0 && c.hidden_size % c.num_attention_heads != 0)
-    throw ModelConfigError(o, "num_attention_heads", std::to_string(c.num_attention_heads),
+    fail(o, "num_attention_heads", std::to_string(c.num_attention_heads),
                            "does not divide hidden_size = " + std::to_string(c.hidden_size), "or set head_dim");
   if (c.attn_head_dim() % 2 != 0)
-    throw ModelConfigError(o, "head_dim", std::to_string(c.attn_head_dim()), "must be even for rotary embeddings", "");
+    fail(o, "head_dim", std::to_string(c.attn_head_dim()), "must be even for rotary embeddings", "");
   activation(o, "hidden_act", c.hidden_act);
   probability(o, "attention_dropout", c.attention_dropout);
-  if (!(c.rms_norm_eps > 0.0)) throw ModelConfigError(o, "rms_norm_eps", fmt(c.rms_norm_eps), "must be positive", "");
-  if (!(c.rope_theta > 0.0)) throw ModelConfigError(o, "rope_theta", fmt(c.rope_theta), "must be positive", "");
+  if (!(c.rms_norm_eps > 0.0)) fail(o, "rms_norm_eps", fmt(c.rms_norm_eps), "must be positive", "");
+  if (!(c.rope_theta > 0.0)) fail(o, "rope_theta", fmt(c.rope_theta), "must be positive", "");
   if (c.rope_type != "default" && c.rope_type != "linear" && c.rope_type != "llama3")
-    throw ModelConfigError(o, "rope_scaling.rope_type", "\"" + c.rope_type + "\"", "unsupported RoPE scaling",
+    fail(o, "rope_scaling.rope_type", "\"" + c.rope_type + "\"", "unsupported RoPE scaling",
                            "supported: default (null), linear, llama3", Kind::NotImplemented);
   if (c.rope_type != "default" && !(c.rope_factor > 0.0))
-    throw ModelConfigError(o, "rope_scaling.factor", fmt(c.rope_factor), "must be positive", "");
+    fail(o, "rope_scaling.factor", fmt(c.rope_factor), "must be positive", "");
   if (c.rope_type == "llama3" && !(c.rope_high_freq_factor > c.rope_low_freq_factor && c.rope_low_freq_factor > 0.0))
-    throw ModelConfigError(o, "rope_scaling.high_freq_factor", fmt(c.rope_high_freq_factor),
+    fail(o, "rope_scaling.high_freq_factor", fmt(c.rope_high_freq_factor),
                            "must be greater than low_freq_factor = " + fmt(c.rope_low_freq_factor) + " > 0", "");
   if (c.rope_type == "llama3") positive(o, "rope_scaling.original_max_position_embeddings", c.rope_original_max_position_embeddings);
 }
 
 }  // namespace
 
-void LlamaConfig::validate() const { validate_llama(*this, "LlamaConfig"); }
+void LlamaConfig::validate() const { validate_llama(*this, {"LlamaConfig", ""}); }
 
 LlamaConfig llama_config_from_json(const JsonValue& json, const std::string& source) {
   check_model_type(json, "llama", source);
@@ -291,7 +305,7 @@ LlamaConfig llama_config_from_json(const JsonValue& json, const std::string& sou
     }
   }
   c.extra = r.rest(kRegenerated);
-  validate_llama(c, source + ": LlamaConfig");
+  validate_llama(c, {"LlamaConfig", source});
   return c;
 }
 

@@ -50,18 +50,14 @@ std::string type_name(const JsonValue& v) {
                            (got ? ", got " + type_name(*got) : std::string(", but it is missing")));
 }
 
-// A ConfigError whose message names the tokenizer file and its field (ConfigError's own message
-// says "LoraConfig.<field>", which would mislead here).
+// A ConfigError about the tokenizer (subject "tokenizer") whose message names the tokenizer file
+// and its field: `dir/tokenizer.json: pre_tokenizer.type = Metaspace: ... (hint: ...)`.
 class TokenizerConfigError : public ConfigError {
  public:
   TokenizerConfigError(const std::string& file, const std::string& field, const std::string& value,
                        const std::string& problem, const std::string& hint)
-      : ConfigError(field, value, problem, hint),
-        message_(file + ": " + field + " = " + value + ": " + problem + " (hint: " + hint + ")") {}
-  const char* what() const noexcept override { return message_.c_str(); }
-
- private:
-  std::string message_;
+      : ConfigError(Message{file + ": " + field + " = " + value + ": " + problem + " (hint: " + hint + ")"},
+                    "tokenizer", field, value, Kind::InvalidValue) {}
 };
 
 // A tokenizer.json this library cannot reproduce exactly: ConfigError naming file, field, value.

@@ -122,13 +122,13 @@ void check_weighted(const fs::path& dir, const JsonValue& c, const peft::Safeten
   const JsonValue& checks = get(c, "checks");
   for (const auto& call : calls.as_array()) {
     const std::string name = get(call, "name").as_string();
-    const std::string type = get(call, "combination_type").as_string();
     peft::WeightedAdapterOptions o;
-    o.combination_type = type;
+    o.combination_type = peft::parse_combination_type(get(call, "combination_type").as_string());
     if (get(call, "density").is_number()) o.density = get(call, "density").as_double();
     if (get(call, "svd_rank").is_number()) o.svd_rank = get(call, "svd_rank").as_int();
     if (get(call, "svd_clamp").is_number()) o.svd_clamp = get(call, "svd_clamp").as_double();
-    if (get(call, "majority_sign_method").is_string()) o.majority_sign_method = get(call, "majority_sign_method").as_string();
+    if (get(call, "majority_sign_method").is_string())
+      o.majority_sign_method = peft::merge::parse_majority_sign_method(get(call, "majority_sign_method").as_string());
     if (get(call, "svd_full_matrices").is_bool()) o.svd_full_matrices = get(call, "svd_full_matrices").as_bool();
     std::vector<double> weights;
     for (const auto& w : get(call, "weights").as_array()) weights.push_back(w.as_double());
@@ -138,8 +138,7 @@ void check_weighted(const fs::path& dir, const JsonValue& c, const peft::Safeten
     // Factors: deterministic types (dare_* too: the Bernoulli masks come from the same generator
     // state, so they match PEFT's bit for bit). svd factors have arbitrary signs: compare deltas.
     const fs::path saved = dir / "adapter" / name;
-    const bool svd = type.size() >= 3 && type.compare(type.size() - 3, 3, "svd") == 0 &&
-                     get(call, "adapters").as_array().size() > 1;
+    const bool svd = peft::is_svd_combination(o.combination_type) && get(call, "adapters").as_array().size() > 1;
     const auto theirs_w = peft::load_safetensors(saved / peft::kAdapterWeightsFile);
     std::size_t compared = 0;
     const JsonValue& layer_info = get(get(c, "layers"), name.c_str());

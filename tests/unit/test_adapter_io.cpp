@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
+#include "peft/io/adapter_keys.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/warnings.hpp"
@@ -71,6 +73,70 @@ TEST(SavePretrained, OtherAdaptersGoToSubdirectoriesAndBiasAllSavesBiases) {
   // lin1 carries LoRA (of adapter "second"), so PEFT names its bias base_layer.bias too.
   EXPECT_NE(f.find("base_model.model.lin1.base_layer.bias"), nullptr);
   EXPECT_EQ(f.find("base_model.model.lin1.lora_A.weight"), nullptr);  // adapter "second"'s
+}
+
+TEST(SavePretrained, BiasAllWithModulesToSaveWritesTheTrainedCopysBiasOnce) {
+  // The modules_to_save copy of lin1 is saved under lin1.weight / lin1.bias (docs/file-format.md);
+  // bias="all" must not add the frozen original's bias under the same key again.
+  torch::manual_seed(3);
+  Net net;
+  auto c = cfg({"lin0"});
+  c.bias = peft::Bias::all;
+  c.modules_to_save = std::vector<std::string>{"lin1"};
+  auto pm = peft::get_peft_model(net, c);
+  {
+    torch::NoGradGuard no_grad;
+    net->lin1->trainable_copy("default").base_bias().fill_(0.25);
+  }
+  const auto dir = temp_dir("bias_all_modules_to_save");
+  peft::save_pretrained(pm, dir);
+  const auto f = peft::load_safetensors(dir / "adapter_model.safetensors");
+  std::vector<std::string> keys;
+  for (const auto& [k, t] : f.tensors) keys.push_back(k);
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"base_model.model.lin0.base_layer.bias", "base_model.model.lin0.lora_A.weight",
+                                            "base_model.model.lin0.lora_B.weight", "base_model.model.lin1.bias",
+                                            "base_model.model.lin1.weight"}));
+  ASSERT_NE(f.find("base_model.model.lin1.bias"), nullptr);
+  EXPECT_TRUE(torch::equal(*f.find("base_model.model.lin1.bias"), torch::full({2}, 0.25)));
+  // ... and loads back into the trained copy.
+  Net other;
+  auto again = peft::from_pretrained(other.ptr(), dir);
+  EXPECT_TRUE(torch::equal(other->lin1->trainable_copy("default").base_bias(), torch::full({2}, 0.25)));
+}
+
+TEST(SavePretrained, EverySavedKeyParsesBackByTheSameKeyRules) {
+  // save_pretrained's names (detail::adapter_key_map) and peft-merge's parsing share io/adapter_keys.hpp.
+  Net net;
+  auto c = cfg({"lin0"});
+  c.lora_bias = true;
+  c.bias = peft::Bias::all;
+  c.modules_to_save = std::vector<std::string>{"lin1"};
+  auto pm = peft::get_peft_model(net, c);
+  auto dora = cfg({"lin0"});
+  dora.use_dora = true;
+  pm.add_adapter("dora", dora);
+  auto parse_all = [&](const std::string& adapter) {
+    std::vector<std::string> lora, other;
+    for (const auto& [key, t] : peft::get_peft_model_state_dict(pm, adapter)) {
+      EXPECT_TRUE(peft::adapter_keys::has_root(key)) << key;
+      if (const auto parsed = peft::adapter_keys::parse_lora_key(key)) {
+        EXPECT_EQ(peft::adapter_keys::lora_key(parsed->module, parsed->tensor), key);
+        lora.push_back(parsed->module + "/" + peft::adapter_keys::suffix(parsed->tensor));
+      } else {
+        other.push_back(peft::adapter_keys::base_model_key(key));  // the base tensor it replaces
+      }
+    }
+    std::sort(lora.begin(), lora.end());
+    std::sort(other.begin(), other.end());
+    return std::make_pair(lora, other);
+  };
+  const auto [lora, other] = parse_all("default");
+  EXPECT_EQ(lora, (std::vector<std::string>{"lin0/lora_A.weight", "lin0/lora_B.bias", "lin0/lora_B.weight"}));
+  EXPECT_EQ(other, (std::vector<std::string>{"lin0.bias", "lin1.bias", "lin1.weight"}));
+  const auto [dora_lora, dora_other] = parse_all("dora");
+  EXPECT_EQ(dora_lora, (std::vector<std::string>{"lin0/lora_A.weight", "lin0/lora_B.weight", "lin0/lora_magnitude_vector"}));
+  EXPECT_TRUE(dora_other.empty());
 }
 
 TEST(LoadAdapter, RoundTripGivesIdenticalOutputs) {

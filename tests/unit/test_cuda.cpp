@@ -175,10 +175,10 @@ TEST(Cuda, WeightedSvdCombinationOnTheGpuMatchesTheCpu) {
   auto cpu = build(torch::kCPU, torch::kFloat32);
   auto cuda = build(gpu, torch::kFloat32);
   peft::WeightedAdapterOptions o;
-  o.combination_type = "svd";
+  o.combination_type = peft::CombinationType::svd;
   ASSERT_TRUE(peft::add_weighted_adapter(*cpu.pm, {"default"}, {0.5}, "half", o));
   ASSERT_TRUE(peft::add_weighted_adapter(*cuda.pm, {"default"}, {0.5}, "half", o));
-  o.combination_type = "cat";
+  o.combination_type = peft::CombinationType::cat;
   auto c2 = two_layer_config();
   cpu.pm->add_adapter("other", c2);
   cuda.pm->add_adapter("other", c2);

@@ -174,7 +174,7 @@ TEST(AddWeightedAdapter, OneAdapterGivesWeightTimesItsDelta) {
   for (double w : {0.6, -0.6}) {
     const std::string name = w > 0 ? "pos" : "neg";
     peft::WeightedAdapterOptions o;
-    o.combination_type = "cat";  // one source: always linear
+    o.combination_type = peft::CombinationType::cat;  // one source: always linear
     ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default"}, {w}, name, o));
     EXPECT_EQ(pm.peft_config(name).r, 4);
     EXPECT_EQ(pm.peft_config(name).lora_alpha.value, 4);
@@ -193,7 +193,7 @@ TEST(AddWeightedAdapter, CatReproducesTheSumOfTheSources) {
   pm.set_adapter(std::vector<std::string>{"default", "other"});
   const auto both = net(x);
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {1.0, 1.0}, "cat",
-                                         peft::WeightedAdapterOptions{"cat"}));
+                                         peft::WeightedAdapterOptions{peft::CombinationType::cat}));
   EXPECT_EQ(pm.peft_config("cat").r, 6);  // 4 + 2
   EXPECT_EQ(layer(pm, "lin1")->lora_A("cat")->weight.size(0), 6);
   // lin0 has only `default`: its rows 4..5 stay zero
@@ -202,7 +202,7 @@ TEST(AddWeightedAdapter, CatReproducesTheSumOfTheSources) {
   EXPECT_TRUE(torch::allclose(net(x), both, 1e-5, 1e-6));
   // weighted: delta = Σ w_i Δ_i
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {0.5, -2.0}, "cat2",
-                                         peft::WeightedAdapterOptions{"cat"}));
+                                         peft::WeightedAdapterOptions{peft::CombinationType::cat}));
   auto l = layer(pm, "lin1");
   EXPECT_TRUE(torch::allclose(l->delta_weight("cat2"), 0.5 * l->delta_weight("default") - 2.0 * l->delta_weight("other"),
                               1e-5, 1e-6));
@@ -244,7 +244,7 @@ TEST(AddWeightedAdapter, TiesIsFactorWiseWithSignedSquareRootWeights) {
   TwoLayer net;
   auto pm = two_adapters(net);
   peft::WeightedAdapterOptions o;
-  o.combination_type = "ties";
+  o.combination_type = peft::CombinationType::ties;
   o.density = 0.5;
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {0.7, -0.5}, "t", o));
   auto l = layer(pm, "lin1");
@@ -261,7 +261,7 @@ TEST(AddWeightedAdapter, NewAdapterIsFrozenInactiveAndTargetsTheUnion) {
   TwoLayer net;
   auto pm = two_adapters(net);
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"other", "default"}, {1.0, 1.0}, "lin",
-                                         peft::WeightedAdapterOptions{"linear"}));
+                                         peft::WeightedAdapterOptions{peft::CombinationType::linear}));
   EXPECT_EQ(pm.active_adapters(), std::vector<std::string>{"default"});
   EXPECT_EQ(pm.peft_config("lin").target_modules, peft::ModuleSpec({"lin0", "lin1"}));
   EXPECT_TRUE(pm.peft_config("lin").rank_pattern.empty());
@@ -275,7 +275,7 @@ TEST(AddWeightedAdapter, RegexTargetsAreJoinedAsAlternatives) {
   torch::manual_seed(0);
   auto pm = peft::get_peft_model(net, lora(peft::ModuleSpec::regex("lin0"), 4, 4));
   pm.add_adapter("b", lora(peft::ModuleSpec::regex("lin1"), 4, 4));
-  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {1.0, 1.0}, "w", peft::WeightedAdapterOptions{"linear"}));
+  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {1.0, 1.0}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}));
   EXPECT_EQ(pm.peft_config("w").target_modules.pattern(), "(lin0)|(lin1)");
 }
 
@@ -295,13 +295,13 @@ TEST(AddWeightedAdapter, RankRules) {
   const Snapshot before(pm, net, x);
   for (const char* type : {"linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"}) {
     peft::WeightedAdapterOptions o;
-    o.combination_type = type;
+    o.combination_type = peft::parse_combination_type(type);
     o.density = 0.5;
     EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "other"}, {1.0, 1.0}, "w", o), peft::ConfigError) << type;
   }
   before.expect_same(pm, net, x);
   peft::WeightedAdapterOptions o;
-  o.combination_type = "magnitude_prune_svd";
+  o.combination_type = peft::CombinationType::magnitude_prune_svd;
   o.density = 0.5;
   o.svd_rank = 3;
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {1.0, 1.0}, "w", o));
@@ -318,17 +318,20 @@ TEST(AddWeightedAdapter, BadArgumentsChangeNothing) {
     peft::add_weighted_adapter(pm, adapters, weights, "w", o);
   };
   peft::WeightedAdapterOptions ties;
-  ties.combination_type = "ties";
+  ties.combination_type = peft::CombinationType::ties;
   EXPECT_THROW(call({"default", "other"}, {1, 1}, ties), peft::ConfigError);  // no density
   ties.density = -0.5;
   EXPECT_THROW(call({"default", "other"}, {1, 1}, ties), peft::ConfigError);
   ties.density = 0.5;
-  ties.majority_sign_method = "mode";
+  EXPECT_THROW(ties.majority_sign_method = merge::parse_majority_sign_method("mode"), peft::ConfigError);
+  ties.majority_sign_method = static_cast<merge::MajoritySignMethod>(7);  // outside PEFT's set
   EXPECT_THROW(call({"default", "other"}, {1, 1}, ties), peft::ConfigError);
   EXPECT_THROW(call({"default", "missing"}, {1, 1}, {}), peft::Error);
   EXPECT_THROW(call({"default", "other"}, {1}, {}), peft::ConfigError);
   EXPECT_THROW(call({}, {}, {}), peft::ConfigError);
-  EXPECT_THROW(call({"default", "other"}, {1, 1}, peft::WeightedAdapterOptions{"average"}), peft::ConfigError);
+  EXPECT_THROW(peft::parse_combination_type("average"), peft::ConfigError);
+  EXPECT_THROW(call({"default", "other"}, {1, 1}, peft::WeightedAdapterOptions{static_cast<peft::CombinationType>(42)}),
+               peft::ConfigError);
   peft::WeightedAdapterOptions svd;
   svd.svd_clamp = 1.5;
   EXPECT_THROW(call({"default", "other"}, {1, 1}, svd), peft::ConfigError);
@@ -339,7 +342,7 @@ TEST(AddWeightedAdapter, BadArgumentsChangeNothing) {
   // a regex source and a list source
   pm.add_adapter("rx", lora(peft::ModuleSpec::regex("lin0"), 4, 4));
   const Snapshot with_rx(pm, net, x);
-  EXPECT_THROW(call({"default", "rx"}, {1, 1}, peft::WeightedAdapterOptions{"linear"}), peft::ConfigError);
+  EXPECT_THROW(call({"default", "rx"}, {1, 1}, peft::WeightedAdapterOptions{peft::CombinationType::linear}), peft::ConfigError);
   with_rx.expect_same(pm, net, x);
 }
 
@@ -396,11 +399,11 @@ TEST(AddWeightedAdapter, ALayerTheCopiedConfigTargetsWithoutAnySourceIsAnError) 
   auto x = torch::randn({3, 10});
   const Snapshot before(pm, net, x);
   // the new config is default's (no exclusions) with targets {lin0, lin1}: lin1 has no source
-  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{"linear"}),
+  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}),
                peft::Error);
   before.expect_same(pm, net, x);
   // with b first, its exclusion is copied too and the combination works
-  EXPECT_TRUE(peft::add_weighted_adapter(pm, {"b", "default"}, {1, 1}, "w", peft::WeightedAdapterOptions{"linear"}));
+  EXPECT_TRUE(peft::add_weighted_adapter(pm, {"b", "default"}, {1, 1}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}));
   EXPECT_EQ(pm.targeted_module_names("w"), std::vector<std::string>{"lin0"});
 }
 
@@ -415,10 +418,10 @@ TEST(AddWeightedAdapter, RankPatternRaisesTheSourceRankAndCatKeepsEveryLayersRan
   auto x = torch::randn({3, 10});
   const Snapshot before(pm, net, x);
   // equal ρ (max(4, 2) = 4) passes the rank rule, but lin1 holds ranks 2 and 4: cannot stack
-  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{"linear"}),
+  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}),
                peft::ConfigError);
   before.expect_same(pm, net, x);
-  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {0.5, 2}, "w", peft::WeightedAdapterOptions{"cat"}));
+  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {0.5, 2}, "w", peft::WeightedAdapterOptions{peft::CombinationType::cat}));
   EXPECT_EQ(pm.peft_config("w").r, 8);
   auto l = layer(pm, "lin1");
   EXPECT_EQ(l->lora_A("w")->weight.size(0), 8);

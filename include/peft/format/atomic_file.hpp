@@ -18,4 +18,23 @@ std::string read_text_file(const std::filesystem::path& path, std::size_t max_by
 /// one process writing the same path at once (they share the temporary name).
 void write_file_atomically(const std::filesystem::path& path, const std::string& bytes);
 
+/// write_file_atomically in pieces, for files too large to hold in memory: the constructor
+/// creates `path`.tmp-<pid>, write() appends, commit() fsyncs and renames it over `path`.
+/// Destroyed without commit() (an error on the way), it removes the temporary file and `path`
+/// stays as it was. Errors are SerializationErrors naming the file.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::filesystem::path path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void write(const char* data, std::size_t size);
+  void commit();
+
+ private:
+  std::filesystem::path path_, tmp_;
+  int fd_ = -1;
+};
+
 }  // namespace peft

@@ -21,10 +21,12 @@
 #include <utility>
 #include <vector>
 
+#include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
 #include "peft/init/base_rewrite.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/config/config_json.hpp"
+#include "peft/io/adapter_keys.hpp"
 #include "peft/io/init_conversion.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/tuner/lora_model.hpp"
@@ -35,10 +37,6 @@ inline constexpr const char* kAdapterWeightsFile = "adapter_model.safetensors";
 inline constexpr const char* kAdapterConfigFile = "adapter_config.json";
 
 namespace detail {
-
-inline bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 /// Where each on-disk key of adapter `name` lives in the model (and, for loading, its shape).
 struct AdapterKeyMap {
@@ -53,27 +51,27 @@ struct AdapterKeyMap {
   }
 };
 
-/// PEFT's get_peft_model_state_dict key rule for the tensors of adapter `name` in `pm`.
-/// bias="lora_only" base biases are written too (PEFT 0.20.0 forgets them, bug #3306, fixed later;
-/// PEFT loads them back as base-model keys).
+/// PEFT's get_peft_model_state_dict key rule (io/adapter_keys.hpp) for the tensors of adapter
+/// `name` in `pm`. bias="lora_only" base biases are written too (PEFT 0.20.0 forgets them, bug
+/// #3306, fixed later; PEFT loads them back as base-model keys).
 inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& name, const LoraConfig& config) {
+  using adapter_keys::LoraTensor;
   AdapterKeyMap map;
-  const std::string root = "base_model.model.";
   std::map<std::string, std::shared_ptr<LoraLayer>> layers;
   for (const auto& [key, layer] : pm.lora_layers()) layers[key] = layer;
   for (const auto& [key, layer] : layers) {
-    const std::string prefix = root + (key.empty() ? "" : key + ".");
     if (layer->has_adapter(name)) {
-      map.entries.emplace_back(prefix + "lora_A.weight", layer->lora_A(name)->weight);
-      map.entries.emplace_back(prefix + "lora_B.weight", layer->lora_B(name)->weight);
-      if (layer->settings(name).lora_bias) map.entries.emplace_back(prefix + "lora_B.bias", layer->lora_B(name)->bias);
+      map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::A), layer->lora_A(name)->weight);
+      map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::B), layer->lora_B(name)->weight);
+      if (layer->settings(name).lora_bias)
+        map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::B_bias), layer->lora_B(name)->bias);
       // PEFT saves the DoRA magnitude without its ".weight" (spec §9.1).
       if (layer->settings(name).use_dora)
-        map.entries.emplace_back(prefix + "lora_magnitude_vector", layer->lora_magnitude(name));
+        map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::magnitude), layer->lora_magnitude(name));
     }
     if (layer->has_trainable_copy(name))
       for (const auto& p : layer->trainable_copy(name).named_parameters(/*recurse=*/false))
-        map.entries.emplace_back(prefix + p.key(), p.value());
+        map.entries.emplace_back(adapter_keys::module_key(key, p.key()), p.value());
   }
   if (config.bias == Bias::none) return map;
   // Base biases: `<m>.base_layer.bias` for layers that carry LoRA, `<m>.bias` elsewhere.
@@ -86,20 +84,17 @@ inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& nam
     auto it = layers.find(key);
     const bool lora = it != layers.end() && !it->second->adapter_names().empty();
     if (config.bias == Bias::lora_only && !lora) continue;
+    // This adapter's modules_to_save copy already fills `<m>.bias` with its trained bias (PEFT
+    // saves the copy's tensors under the module's own keys); the frozen original is not saved.
+    if (!lora && it != layers.end() && it->second->has_trainable_copy(name)) continue;
     for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
       if (p.key() != "bias") continue;
-      const std::string base = root + (key.empty() ? "" : key + ".");
-      map.entries.emplace_back(base + (lora ? "base_layer.bias" : "bias"), p.value());
+      map.entries.emplace_back(lora ? adapter_keys::base_layer_bias_key(key) : adapter_keys::module_key(key, "bias"),
+                               p.value());
       map.optional.push_back(map.entries.back().first);
     }
   }
   return map;
-}
-
-inline std::string shape_string(torch::IntArrayRef s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
 }
 
 }  // namespace detail
@@ -272,12 +267,7 @@ inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const 
                                  " (is this adapter for another base model?)");
     }
     if (!missing.empty() || !unexpected.empty()) {
-      auto list = [](const std::vector<std::string>& keys) {
-        std::string out;
-        for (std::size_t i = 0; i < keys.size() && i < 8; ++i) out += " " + keys[i];
-        if (keys.size() > 8) out += " ... (" + std::to_string(keys.size()) + " in all)";
-        return out + ".";
-      };
+      auto list = [](const std::vector<std::string>& keys) { return " " + detail::abbreviated_list(keys, 8, " ") + "."; };
       std::string msg = where + ": adapter does not fit the model.";
       if (!missing.empty()) msg += " Missing keys:" + list(missing);
       if (!unexpected.empty()) msg += " Unexpected keys:" + list(unexpected);

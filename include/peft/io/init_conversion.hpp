@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "peft/config/lora_config.hpp"
+#include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/warnings.hpp"
@@ -68,9 +69,7 @@ inline LoraConfig converted_lora_config(LoraConfig cfg) {
 inline std::vector<std::pair<std::string, torch::Tensor>> convert_mutated_to_lora(
     const std::vector<std::pair<std::string, torch::Tensor>>& trained, const SafetensorsFile& initial,
     const std::string& where) {
-  auto ends_with = [](const std::string& s, const std::string& suf) {
-    return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-  };
+  using detail::ends_with;
   std::vector<std::pair<std::string, torch::Tensor>> out;
   torch::NoGradGuard no_grad;
   for (const auto& [key, t] : trained) {

@@ -42,7 +42,8 @@ std::string serialize_safetensors(
     const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
     const std::vector<std::pair<std::string, std::string>>& metadata = {});
 
-/// serialize_safetensors, written atomically with write_file_atomically.
+/// The bytes of serialize_safetensors, written to `path` atomically one tensor at a time
+/// (io/safetensors_writer.hpp); errors name the path and leave an existing file as it was.
 void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::vector<std::pair<std::string, std::string>>& metadata = {});

@@ -22,27 +22,22 @@
 namespace peft::models {
 
 /// A config.json field holds a value the reference models cannot use (wrong type, out of range,
-/// unsupported model_type / activation / rope type). A peft::ConfigError: field() is the key
-/// (`n_head`, `rope_type`), value() the offending value as JSON text; what() names the file and
-/// the config (`dir/config.json: LlamaConfig.rope_scaling.rope_type = "yarn": ...`), not LoraConfig.
+/// unsupported model_type / activation / rope type). A peft::ConfigError whose subject() is the
+/// config ("GPT2Config", "LlamaConfig", "LlamaConfig.rope_scaling", or "config" before the
+/// model_type is known), field() the key (`n_head`, `rope_type`) and value() the offending value
+/// as JSON text; with located(), what() names the file too
+/// (`dir/config.json: LlamaConfig.rope_scaling.rope_type = "yarn": ...`).
 class ModelConfigError : public ConfigError {
  public:
-  ModelConfigError(const std::string& owner, const std::string& field, const std::string& value,
+  ModelConfigError(const std::string& subject, const std::string& field, const std::string& value,
                    const std::string& problem, const std::string& hint, Kind kind = Kind::InvalidValue)
-      : ConfigError(field, value, problem, hint, kind), message_(compose(owner, field, value, problem, hint)) {}
+      : ConfigError(about(subject, field, value, problem, hint, kind)) {}
 
-  const char* what() const noexcept override { return message_.c_str(); }
+  /// The same error with the file in front: `dir/config.json: GPT2Config.n_head = ...`.
+  ModelConfigError located(const std::string& where) const { return ModelConfigError(ConfigError::located(where)); }
 
  private:
-  std::string message_;
-  static std::string compose(const std::string& owner, const std::string& field, const std::string& value,
-                             const std::string& problem, const std::string& hint) {
-    std::string m = owner + "." + field;
-    if (!value.empty()) m += " = " + value;
-    m += ": " + problem;
-    if (!hint.empty()) m += " (hint: " + hint + ")";
-    return m;
-  }
+  explicit ModelConfigError(const ConfigError& e) : ConfigError(e) {}
 };
 
 /// transformers' GPT2Config (defaults = GPT-2 small).

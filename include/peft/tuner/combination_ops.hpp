@@ -38,14 +38,26 @@ inline std::string number_text(double v) {
   return s.str();
 }
 }  // namespace detail
+/// The sign election of ties / dare_ties (add_weighted_adapter's majority_sign_method).
 enum class MajoritySignMethod { total, frequency };
 
-/// "total" / "frequency" (PEFT's spelling); anything else is a ConfigError.
+/// "total" / "frequency" (PEFT's spelling); anything else is a ConfigError (subject
+/// add_weighted_adapter) naming the value and the valid set.
 inline MajoritySignMethod parse_majority_sign_method(const std::string& s) {
   if (s == "total") return MajoritySignMethod::total;
   if (s == "frequency") return MajoritySignMethod::frequency;
-  throw ConfigError("majority_sign_method", "\"" + s + "\"", "Unimplemented mask method",
-                    "use \"total\" or \"frequency\"");
+  throw ConfigError::about("add_weighted_adapter", "majority_sign_method", "\"" + s + "\"",
+                           "Unimplemented mask method", "use \"total\" or \"frequency\"");
+}
+
+/// PEFT's spelling; ConfigError (subject add_weighted_adapter) for a value outside the enum.
+inline std::string to_string(MajoritySignMethod m) {
+  switch (m) {
+    case MajoritySignMethod::total: return "total";
+    case MajoritySignMethod::frequency: return "frequency";
+  }
+  throw ConfigError::about("add_weighted_adapter", "majority_sign_method", std::to_string(static_cast<int>(m)),
+                           "Unimplemented mask method", "use \"total\" or \"frequency\"");
 }
 
 /// Weights as PEFT passes them: `torch.tensor(list_of_python_floats)`, i.e. float32 (each double
@@ -89,12 +101,13 @@ inline torch::Tensor prune(const torch::Tensor& t, double density, PruneMethod m
     return t;
   }
   if (!(density >= 0))
-    throw ConfigError("density", detail::number_text(density), "Density should be >= 0",
-                      "use a fraction of values to keep in [0, 1]");
+    throw ConfigError::about("merge::prune", "density", detail::number_text(density), "Density should be >= 0",
+                             "use a fraction of values to keep in [0, 1]");
   if (method == PruneMethod::magnitude) return magnitude_based_pruning(t, density);
   if (rescale && density == 0)
-    throw ConfigError("density", "0", "random pruning with density 0 keeps nothing and rescales by 1/0 (NaN)",
-                      "use a density in (0, 1]");
+    throw ConfigError::about("merge::prune", "density", "0",
+                             "random pruning with density 0 keeps nothing and rescales by 1/0 (NaN)",
+                             "use a density in (0, 1]");
   return random_pruning(t, density, rescale);
 }
 

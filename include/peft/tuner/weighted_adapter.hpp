@@ -3,7 +3,8 @@
 /// LoraModel.add_weighted_adapter, spec §7.9).
 ///
 ///   peft::add_weighted_adapter(pm, {"default", "other"}, {0.7, 0.5}, "mix",
-///                              {.combination_type = "ties", .density = 0.5});   // C++20 style
+///                              {.combination_type = peft::CombinationType::ties, .density = 0.5});  // C++20
+///   o.combination_type = peft::parse_combination_type("ties");   // from PEFT's spelling
 ///   pm.set_adapter("mix");
 ///
 /// New rank R: linear / ties / dare_linear / dare_ties / magnitude_prune need equal source ranks
@@ -61,6 +62,7 @@
 #include "peft/error.hpp"
 #include "peft/tuner/injection.hpp"
 #include "peft/tuner/combination_ops.hpp"
+#include "peft/tuner/combination_type.hpp"
 #include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
 
@@ -68,14 +70,16 @@ namespace peft {
 
 struct WeightedAdapterOptions {
   /// svd, linear, cat, ties, ties_svd, dare_linear, dare_ties, dare_linear_svd, dare_ties_svd,
-  /// magnitude_prune, magnitude_prune_svd. With one source adapter PEFT always uses linear.
-  std::string combination_type = "svd";
+  /// magnitude_prune, magnitude_prune_svd (tuner/combination_type.hpp). With one source adapter
+  /// PEFT always uses linear.
+  CombinationType combination_type = CombinationType::svd;
   std::optional<std::int64_t> svd_rank;  ///< *svd: rank of the result (None or 0: max source rank)
   std::optional<double> svd_clamp;       ///< *svd: quantile in [0, 1] to clamp U and Vh to
   bool svd_full_matrices = true;         ///< torch.linalg.svd(full_matrices=...)
   std::optional<std::string> svd_driver; ///< cuSOLVER driver (CUDA only)
   std::optional<double> density;         ///< fraction kept by ties / dare / magnitude_prune types
-  std::string majority_sign_method = "total";  ///< ties types: "total" or "frequency"
+  /// ties types: total or frequency (merge::parse_majority_sign_method reads PEFT's spelling)
+  merge::MajoritySignMethod majority_sign_method = merge::MajoritySignMethod::total;
 };
 
 namespace detail {
@@ -83,26 +87,24 @@ namespace detail {
 enum class WeightedKind { cat, factorwise, svd };
 
 struct WeightedPlan {
-  std::string combination_type;  ///< after the one-source -> linear rule
+  CombinationType combination_type = CombinationType::svd;  ///< after the one-source -> linear rule
   WeightedKind kind = WeightedKind::factorwise;
-  std::string base_function;     ///< linear/ties/dare_linear/dare_ties/magnitude_prune (svd: its F)
+  /// linear/ties/dare_linear/dare_ties/magnitude_prune (svd: its F)
+  CombinationType base_function = CombinationType::linear;
   std::int64_t rank = 0;
   LoraConfig config;
 };
 
-inline bool weighted_ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 /// F of the combination type applied to a stack with weights.
-inline torch::Tensor weighted_combine(const std::string& function, const std::vector<torch::Tensor>& tensors,
+inline torch::Tensor weighted_combine(CombinationType function, const std::vector<torch::Tensor>& tensors,
                                       const torch::Tensor& weights, const WeightedAdapterOptions& o) {
-  const auto sign_method = merge::parse_majority_sign_method(o.majority_sign_method);
-  if (function == "linear") return merge::task_arithmetic(tensors, weights);
-  if (function == "ties") return merge::ties(tensors, weights, *o.density, sign_method);
-  if (function == "dare_linear") return merge::dare_linear(tensors, weights, *o.density);
-  if (function == "dare_ties") return merge::dare_ties(tensors, weights, *o.density, sign_method);
-  return merge::magnitude_prune(tensors, weights, *o.density);
+  switch (function) {
+    case CombinationType::linear: return merge::task_arithmetic(tensors, weights);
+    case CombinationType::ties: return merge::ties(tensors, weights, *o.density, o.majority_sign_method);
+    case CombinationType::dare_linear: return merge::dare_linear(tensors, weights, *o.density);
+    case CombinationType::dare_ties: return merge::dare_ties(tensors, weights, *o.density, o.majority_sign_method);
+    default: return merge::magnitude_prune(tensors, weights, *o.density);
+  }
 }
 
 /// Write `value` into `param` (same dtype as `param`); a smaller value fills the leading block.
@@ -118,18 +120,13 @@ inline void weighted_assign(torch::Tensor& param, const torch::Tensor& value) {
 inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::string>& adapters,
                                           const std::vector<double>& weights, const std::string& adapter_name,
                                           const WeightedAdapterOptions& o) {
-  static const std::vector<std::string> kTypes = {
-      "svd", "linear", "cat", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
-      "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd"};
   WeightedPlan plan;
   if (adapters.empty())
-    throw ConfigError("adapters", "[]", "add_weighted_adapter needs at least one source adapter",
-                      "name the adapters to combine");
+    throw weighted_adapter_error("adapters", "[]", "needs at least one source adapter", "name the adapters to combine");
   if (weights.size() != adapters.size())
-    throw ConfigError("weights", std::to_string(weights.size()) + " values",
-                      "add_weighted_adapter needs one weight per adapter (" + std::to_string(adapters.size()) +
-                          " adapters)",
-                      "pass exactly one weight per source adapter");
+    throw weighted_adapter_error("weights", std::to_string(weights.size()) + " values",
+                                 "needs one weight per adapter (" + std::to_string(adapters.size()) + " adapters)",
+                                 "pass exactly one weight per source adapter");
   for (const auto& a : adapters)
     if (std::find(pm.adapter_names().begin(), pm.adapter_names().end(), a) == pm.adapter_names().end())
       throw Error("Adapter " + a + " does not exist (hint: add or load it before combining)");
@@ -139,11 +136,9 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
                         "add_weighted_adapter does not support targeting nn.Parameter (problematic adapter '" + a +
                             "')",
                         "combine adapters that target modules only");
-  if (std::find(kTypes.begin(), kTypes.end(), o.combination_type) == kTypes.end())
-    throw ConfigError("combination_type", "\"" + o.combination_type + "\"", "Invalid combination_type",
-                      "use one of svd, linear, cat, ties, ties_svd, dare_linear, dare_ties, dare_linear_svd, "
-                      "dare_ties_svd, magnitude_prune, magnitude_prune_svd");
-  merge::parse_majority_sign_method(o.majority_sign_method);
+  // Enums hold PEFT's closed sets; a value cast from outside them is refused here, in PEFT's order.
+  to_string(o.combination_type);
+  merge::to_string(o.majority_sign_method);
 
   // Two sources owning the same modules_to_save copy cannot be combined.
   std::size_t clashes = 0;
@@ -156,8 +151,9 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
     throw Error("Cannot add weighted adapters if they target the same module with modules_to_save, but found " +
                 std::to_string(clashes) + " such instance(s).");
 
-  plan.combination_type = adapters.size() == 1 ? std::string("linear") : o.combination_type;
-  const std::string& type = plan.combination_type;
+  plan.combination_type = adapters.size() == 1 ? CombinationType::linear : o.combination_type;
+  const CombinationType type = plan.combination_type;
+  const std::string type_text = "\"" + to_string(type) + "\"";
   std::vector<std::int64_t> ranks;
   for (const auto& a : adapters) {
     const auto& c = pm.peft_config(a);
@@ -165,53 +161,54 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
     for (const auto& [pattern, value] : c.rank_pattern) r = std::max(r, value);
     ranks.push_back(r);
   }
-  if (type == "cat") {
+  if (type == CombinationType::cat) {
     plan.kind = WeightedKind::cat;
     for (auto r : ranks) plan.rank += r;
-  } else if (weighted_ends_with(type, "svd")) {
+  } else if (is_svd_combination(type)) {
     plan.kind = WeightedKind::svd;
-    plan.base_function = type == "svd" ? "linear" : type.substr(0, type.size() - 4);
+    plan.base_function = combination_function(type);
     if (o.svd_rank && *o.svd_rank < 0)
-      throw ConfigError("svd_rank", std::to_string(*o.svd_rank), "the rank of the combined adapter must be positive",
-                        "leave it unset to use the largest source rank");
+      throw weighted_adapter_error("svd_rank", std::to_string(*o.svd_rank), "the rank of the combined adapter must be positive",
+                                   "leave it unset to use the largest source rank");
     plan.rank = o.svd_rank && *o.svd_rank > 0 ? *o.svd_rank : *std::max_element(ranks.begin(), ranks.end());
     if (o.svd_clamp && !(*o.svd_clamp >= 0.0 && *o.svd_clamp <= 1.0))
-      throw ConfigError("svd_clamp", merge::detail::number_text(*o.svd_clamp), "the clamp quantile must lie in [0, 1]",
-                        "use e.g. 0.99, or leave it unset");
+      throw weighted_adapter_error("svd_clamp", merge::detail::number_text(*o.svd_clamp),
+                                   "the clamp quantile must lie in [0, 1]", "use e.g. 0.99, or leave it unset");
     if (o.svd_driver) {
       const auto& d = *o.svd_driver;
       if (d != "gesvd" && d != "gesvdj" && d != "gesvda")
-        throw ConfigError("svd_driver", "\"" + d + "\"", "unknown cuSOLVER driver",
-                          "use \"gesvd\", \"gesvdj\", \"gesvda\" or leave it unset");
+        throw weighted_adapter_error("svd_driver", "\"" + d + "\"", "unknown cuSOLVER driver",
+                                     "use \"gesvd\", \"gesvdj\", \"gesvda\" or leave it unset");
       for (const auto& [key, layer] : pm.lora_layers())
         for (const auto& a : adapters)
           if (layer->has_adapter(a) && !layer->lora_A(a)->weight.device().is_cuda())
-            throw ConfigError("svd_driver", "\"" + d + "\"",
-                              "torch.linalg.svd accepts a driver only for CUDA inputs (the adapters are on " +
-                                  layer->lora_A(a)->weight.device().str() + ")",
-                              "leave svd_driver unset on the CPU");
+            throw weighted_adapter_error("svd_driver", "\"" + d + "\"",
+                                         "torch.linalg.svd accepts a driver only for CUDA inputs (the adapters are "
+                                         "on " + layer->lora_A(a)->weight.device().str() + ")",
+                                         "leave svd_driver unset on the CPU");
     }
   } else {
     plan.kind = WeightedKind::factorwise;
     plan.base_function = type;
     for (auto r : ranks)
       if (r != ranks.front())
-        throw ConfigError("combination_type", "\"" + type + "\"",
-                          "All adapters must have the same r value when using combination_type linear, ties, "
-                          "dare_ties, dare_linear or magnitude_prune",
-                          "use \"cat\" or an svd type to combine adapters of different ranks");
+        throw weighted_adapter_error("combination_type", type_text,
+                                     "All adapters must have the same r value when using combination_type linear, "
+                                     "ties, dare_ties, dare_linear or magnitude_prune",
+                                     "use \"cat\" or an svd type to combine adapters of different ranks");
     plan.rank = ranks.front();
   }
-  if (plan.kind != WeightedKind::cat && plan.base_function != "linear") {
+  if (plan.kind != WeightedKind::cat && plan.base_function != CombinationType::linear) {
     if (!o.density)
-      throw ConfigError("density", "None", "combination_type \"" + type + "\" prunes and needs a density",
-                        "pass the fraction of values to keep, e.g. density = 0.5");
+      throw weighted_adapter_error("density", "None", "combination_type " + type_text + " prunes and needs a density",
+                                   "pass the fraction of values to keep, e.g. density = 0.5");
     if (!(*o.density >= 0))
-      throw ConfigError("density", merge::detail::number_text(*o.density), "Density should be >= 0",
-                        "use a fraction of values to keep in [0, 1]");
-    if (*o.density == 0 && plan.base_function.rfind("dare", 0) == 0)
-      throw ConfigError("density", "0", "dare with density 0 keeps nothing and rescales by 1/0 (NaN)",
-                        "use a density in (0, 1]");
+      throw weighted_adapter_error("density", merge::detail::number_text(*o.density), "Density should be >= 0",
+                                   "use a fraction of values to keep in [0, 1]");
+    if (*o.density == 0 && (plan.base_function == CombinationType::dare_linear ||
+                            plan.base_function == CombinationType::dare_ties))
+      throw weighted_adapter_error("density", "0", "dare with density 0 keeps nothing and rescales by 1/0 (NaN)",
+                                   "use a density in (0, 1]");
   }
 
   // The new config: a copy of the first source's with the combined rank and targets.
@@ -278,10 +275,10 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
     for (const auto& a : present)
       if (layer->lora_A(a)->weight.sizes() != layer->lora_A(present.front())->weight.sizes() ||
           layer->lora_B(a)->weight.sizes() != layer->lora_B(present.front())->weight.sizes())
-        throw ConfigError("combination_type", "\"" + type + "\"",
-                          "adapters `" + present.front() + "` and `" + a + "` have different ranks on module `" +
-                              planned.key + "` (rank_pattern), which a factor-wise combination cannot stack",
-                          "use \"cat\" or an svd type");
+        throw weighted_adapter_error("combination_type", type_text,
+                                     "adapters `" + present.front() + "` and `" + a + "` have different ranks on "
+                                     "module `" + planned.key + "` (rank_pattern), which a factor-wise combination "
+                                     "cannot stack", "use \"cat\" or an svd type");
   }
   return plan;
 }

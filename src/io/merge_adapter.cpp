@@ -1,0 +1,133 @@
+// peft-merge's reading of one adapter directory (io/detail/merge_adapter.hpp): the config checks,
+// the tensors sorted by PEFT's key rules (io/adapter_keys.hpp) and validated against each other.
+
+#include "peft/io/detail/merge_adapter.hpp"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "peft/config/config_json.hpp"
+#include "peft/detail/strings.hpp"
+#include "peft/error.hpp"
+#include "peft/io/adapter_keys.hpp"
+#include "peft/io/safetensors.hpp"
+
+namespace peft::detail {
+namespace {
+namespace fs = std::filesystem;
+using adapter_keys::LoraTensor;
+using adapter_keys::lora_key;
+const std::string kRoot = adapter_keys::kRoot;
+}  // namespace
+
+MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
+  MergeAdapterData a;
+  a.dir = spec.dir;
+  a.weight = spec.weight;
+  std::error_code ec;
+  if (!fs::is_directory(spec.dir, ec))
+    throw SerializationError(spec.dir.string() + ": not an adapter directory (expected adapter_config.json + "
+                             "adapter_model.safetensors)");
+  if (!std::isfinite(spec.weight))
+    throw ConfigError::about("peft-merge", "weight", std::to_string(spec.weight),
+                             "the weight of adapter " + spec.dir.string() + " is not finite",
+                             "pass a finite number, e.g. --weight 0.5");
+  a.cfg = load_adapter_config(spec.dir);
+  const std::string where = spec.dir.string() + "/adapter_config.json: ";
+  switch (a.cfg.init_method()) {
+    case InitMethod::Pissa:
+    case InitMethod::PissaNiter:
+    case InitMethod::Olora:
+    case InitMethod::Corda:
+    case InitMethod::Loftq:
+      throw ConfigError("init_lora_weights", "\"" + a.cfg.init_lora_weights.name() + "\"",
+                        where + "this adapter was trained on a base its init rewrote (residual or quantised "
+                        "weights), so merging it into the original checkpoint would be wrong",
+                        "convert it to a plain LoRA adapter first: PEFT save_pretrained(..., "
+                        "path_initial_model_for_weight_conversion=<adapter saved right after init>) or peft-cpp "
+                        "SaveOptions::path_initial_model_for_weight_conversion; then merge the converted adapter");
+    default:
+      break;
+  }
+  if (a.cfg.target_parameters && !a.cfg.target_parameters->empty())
+    throw UnsupportedModuleError(where + "`target_parameters` adapters (LoRA on nn.Parameter) cannot be merged "
+                                 "by peft-merge (hint: merge with PEFT's merge_and_unload)");
+  if (a.cfg.layer_replication)
+    throw UnsupportedModuleError(where + "`layer_replication` changes the base model's layers; peft-merge works "
+                                 "on the state dict only (hint: merge with PEFT's merge_and_unload)");
+  if (a.cfg.use_dora && spec.weight != 1.0)
+    throw ConfigError::about("peft-merge", "weight", std::to_string(spec.weight),
+                             where + "a DoRA adapter can only be merged with weight 1 (its norm makes the "
+                             "merge non-linear in the delta)", "drop --weight for this adapter");
+
+  a.file = spec.dir / "adapter_model.safetensors";
+  if (!fs::exists(a.file, ec)) {
+    if (fs::exists(spec.dir / "adapter_model.bin", ec))
+      throw SerializationError(a.file.string() + ": missing; only adapter_model.bin (pickle) is there (hint: "
+                               "re-save the adapter with safe_serialization=True)");
+    throw SerializationError(a.file.string() + ": no such file");
+  }
+  const SafetensorsFile file = load_safetensors(a.file);
+  const std::string fname = a.file.string() + ": ";
+  for (const auto& [key, t] : file.tensors) {
+    if (!t.is_floating_point())
+      throw SerializationError(fname + "tensor " + ticked(key) + " has dtype " + c10::toString(t.scalar_type()) +
+                               "; adapter weights must be floating point");
+    if (t.numel() > 0 && !torch::isfinite(t).all().item<bool>())
+      throw SerializationError(fname + "tensor " + ticked(key) + " holds NaN or infinite values");
+    if (!adapter_keys::has_root(key))
+      throw SerializationError(fname + "key " + ticked(key) + " does not start with `" + kRoot +
+                               "` (not a PEFT LoRA adapter file?)");
+    if (key.find("lora_embedding_") != std::string::npos || key.find("token_adapter") != std::string::npos)
+      throw UnsupportedModuleError(fname + ticked(key) + ": embedding / trainable-token adapters cannot be merged "
+                                   "by peft-merge (Linear and Conv1D LoRA only; hint: PEFT's merge_and_unload)");
+    if (const auto lora = adapter_keys::parse_lora_key(key, adapter_keys::MagnitudeSpelling::AlsoWithWeight)) {
+      MergeFactors& f = a.modules[lora->module];
+      torch::Tensor& slot = lora->tensor == LoraTensor::A        ? f.A
+                            : lora->tensor == LoraTensor::B      ? f.B
+                            : lora->tensor == LoraTensor::B_bias ? f.b_bias
+                                                                 : f.magnitude;
+      if (slot.defined()) throw SerializationError(fname + "module " + ticked(lora->module) + " appears twice");
+      slot = t;
+      continue;
+    }
+    if (key.find(".lora_") != std::string::npos)
+      throw UnsupportedModuleError(fname + ticked(key) + ": unknown LoRA tensor (Linear and Conv1D LoRA only)");
+    // bias="all" biases (`<m>.base_layer.bias`, `<m>.bias`) and modules_to_save copies (plain keys).
+    a.replacements.emplace_back(adapter_keys::base_model_key(key), t);
+  }
+  if (a.modules.empty() && a.replacements.empty())
+    throw SerializationError(fname + "holds no LoRA weights");
+  for (const auto& [m, f] : a.modules) {
+    const std::string mk = kRoot + m;
+    if (!f.A.defined() || !f.B.defined())
+      throw SerializationError(fname + ticked(lora_key(m, f.A.defined() ? LoraTensor::B : LoraTensor::A)) +
+                               " is missing (the file has the other factor)");
+    if (f.A.dim() != 2 || f.B.dim() != 2)
+      throw UnsupportedModuleError(fname + ticked(mk) + ": lora_A " + shape_string(f.A.sizes()) + " / lora_B " +
+                                   shape_string(f.B.sizes()) + " are not matrices (Linear and Conv1D LoRA only)");
+    if (f.B.size(1) != f.A.size(0))
+      throw SerializationError(fname + ticked(mk) + ": lora_A " + shape_string(f.A.sizes()) + " and lora_B " +
+                               shape_string(f.B.sizes()) + " have different ranks");
+    if (f.magnitude.defined() != a.cfg.use_dora)
+      throw SerializationError(fname + ticked(lora_key(m, LoraTensor::magnitude)) +
+                               (a.cfg.use_dora ? " is missing (adapter_config.json says use_dora = true)"
+                                               : " is present but adapter_config.json says use_dora = false"));
+    if (f.magnitude.defined() && (f.magnitude.dim() != 1 || f.magnitude.size(0) != f.B.size(0)))
+      throw SerializationError(fname + ticked(lora_key(m, LoraTensor::magnitude)) + " has shape " +
+                               shape_string(f.magnitude.sizes()) + ", lora_B needs [" + std::to_string(f.B.size(0)) + "]");
+    if (f.b_bias.defined() && !a.cfg.lora_bias)
+      throw SerializationError(fname + ticked(lora_key(m, LoraTensor::B_bias)) +
+                               " is present but adapter_config.json says lora_bias = false");
+    if (!f.b_bias.defined() && a.cfg.lora_bias)
+      throw SerializationError(fname + ticked(lora_key(m, LoraTensor::B_bias)) +
+                               " is missing (adapter_config.json says lora_bias = true)");
+    if (f.b_bias.defined() && (f.b_bias.dim() != 1 || f.b_bias.size(0) != f.B.size(0)))
+      throw SerializationError(fname + ticked(lora_key(m, LoraTensor::B_bias)) + " has shape " + shape_string(f.b_bias.sizes()) +
+                               ", lora_B needs [" + std::to_string(f.B.size(0)) + "]");
+  }
+  return a;
+}
+
+}  // namespace peft::detail
