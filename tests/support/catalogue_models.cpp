@@ -80,30 +80,6 @@ struct LlamaBlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(LlamaBlock);
 
-struct LlamaModelImpl : torch::nn::Module {
-  LlamaModelImpl(std::int64_t vocab, std::int64_t d, std::int64_t d_ff, std::int64_t n_layers)
-      : embed_tokens(register_module("embed_tokens", torch::nn::Embedding(vocab, d))),
-        layers(register_module("layers", torch::nn::ModuleList())) {
-    for (std::int64_t i = 0; i < n_layers; ++i) layers->push_back(LlamaBlock(d, d_ff));
-  }
-  torch::nn::Embedding embed_tokens;
-  torch::nn::ModuleList layers;
-};
-TORCH_MODULE(LlamaModel);
-
-struct DecoderImpl : torch::nn::Module {
-  DecoderImpl(std::int64_t vocab, std::int64_t d, std::int64_t d_ff, std::int64_t n_layers)
-      : model(register_module("model", LlamaModel(vocab, d, d_ff, n_layers))),
-        lm_head(register_module("lm_head", linear(d, vocab, false))) {}
-  torch::Tensor forward(const torch::Tensor& ids) {
-    auto h = model->embed_tokens(ids);
-    for (const auto& block : *model->layers) h = block->as<LlamaBlockImpl>()->forward(h);
-    return lm_head(h);
-  }
-  LlamaModel model;
-  peft::Linear lm_head;
-};
-
 struct Gpt2AttentionImpl : torch::nn::Module {
   explicit Gpt2AttentionImpl(std::int64_t d)
       : c_attn(register_module("c_attn", peft::Conv1D(3 * d, d))),
@@ -134,54 +110,57 @@ struct Gpt2BlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(Gpt2Block);
 
-struct Gpt2ModelImpl : torch::nn::Module {
-  Gpt2ModelImpl(std::int64_t vocab, std::int64_t d, std::int64_t d_ff, std::int64_t n_layers)
-      : wte(register_module("wte", torch::nn::Embedding(vocab, d))),
-        h(register_module("h", torch::nn::ModuleList())) {
-    for (std::int64_t i = 0; i < n_layers; ++i) h->push_back(Gpt2Block(d, d_ff));
+/// The token embedding and the blocks, registered as `embed` and `blocks` (Llama's model:
+/// embed_tokens, layers; GPT-2's transformer: wte, h).
+template <class Block>
+struct BodyImpl : torch::nn::Module {
+  BodyImpl(const char* embed_name, const char* blocks_name, std::int64_t vocab, std::int64_t d, std::int64_t d_ff,
+           std::int64_t n_layers)
+      : embed(register_module(embed_name, torch::nn::Embedding(vocab, d))),
+        blocks(register_module(blocks_name, torch::nn::ModuleList())) {
+    for (std::int64_t i = 0; i < n_layers; ++i) blocks->push_back(Block(d, d_ff));
   }
-  torch::nn::Embedding wte;
-  torch::nn::ModuleList h;
-};
-TORCH_MODULE(Gpt2Model);
-
-struct Gpt2Impl : torch::nn::Module {
-  Gpt2Impl(std::int64_t vocab, std::int64_t d, std::int64_t d_ff, std::int64_t n_layers)
-      : transformer(register_module("transformer", Gpt2Model(vocab, d, d_ff, n_layers))),
-        lm_head(register_module("lm_head", linear(d, vocab, false))) {}
   torch::Tensor forward(const torch::Tensor& ids) {
-    auto h = transformer->wte(ids);
-    for (const auto& block : *transformer->h) h = block->as<Gpt2BlockImpl>()->forward(h);
-    return lm_head(h);
+    auto h = embed(ids);
+    for (const auto& block : *blocks) h = block->as<typename Block::ContainedType>()->forward(h);
+    return h;
   }
-  Gpt2Model transformer;
+  torch::nn::Embedding embed;
+  torch::nn::ModuleList blocks;
+};
+
+/// The body registered as `body_name` (decoder: model, gpt2: transformer), then lm_head.
+template <class Block>
+struct CausalLmImpl : torch::nn::Module {
+  CausalLmImpl(const char* body_name, const char* embed_name, const char* blocks_name, const peft::JsonValue& dims)
+      : body(register_module(body_name, std::make_shared<BodyImpl<Block>>(embed_name, blocks_name, dim(dims, "vocab"),
+                                                                          dim(dims, "d_model"), dim(dims, "d_ff"),
+                                                                          dim(dims, "n_layers")))),
+        lm_head(register_module("lm_head", linear(dim(dims, "d_model"), dim(dims, "vocab"), false))) {}
+  torch::Tensor forward(const torch::Tensor& ids) { return lm_head(body->forward(ids)); }
+  std::shared_ptr<BodyImpl<Block>> body;
   peft::Linear lm_head;
 };
+
+template <class M>
+CatalogueModel catalogue_model(std::shared_ptr<M> m) {
+  return {m, [m](const torch::Tensor& x) { return m->forward(x); }};
+}
 
 }  // namespace
 
 CatalogueModel build_catalogue_model(const std::string& model, const peft::JsonValue& dims) {
-  CatalogueModel out;
   if (model == "mlp" || model == "mlp_nobias") {
     const peft::JsonValue* b = dims.find("bias");
     const bool bias = model == "mlp" && (!b || !b->is_bool() || b->as_bool());
-    auto m = std::make_shared<MlpImpl>(dim(dims, "d_in"), dim(dims, "d_hidden"), dim(dims, "d_out"), bias);
-    out.module = m;
-    out.forward = [m](const torch::Tensor& x) { return m->forward(x); };
-  } else if (model == "decoder") {
-    auto m = std::make_shared<DecoderImpl>(dim(dims, "vocab"), dim(dims, "d_model"), dim(dims, "d_ff"),
-                                           dim(dims, "n_layers"));
-    out.module = m;
-    out.forward = [m](const torch::Tensor& x) { return m->forward(x); };
-  } else if (model == "gpt2") {
-    auto m = std::make_shared<Gpt2Impl>(dim(dims, "vocab"), dim(dims, "d_model"), dim(dims, "d_ff"),
-                                        dim(dims, "n_layers"));
-    out.module = m;
-    out.forward = [m](const torch::Tensor& x) { return m->forward(x); };
-  } else {
-    throw std::runtime_error("unknown catalogue model `" + model + "`");
+    return catalogue_model(
+        std::make_shared<MlpImpl>(dim(dims, "d_in"), dim(dims, "d_hidden"), dim(dims, "d_out"), bias));
   }
-  return out;
+  if (model == "decoder")
+    return catalogue_model(std::make_shared<CausalLmImpl<LlamaBlock>>("model", "embed_tokens", "layers", dims));
+  if (model == "gpt2")
+    return catalogue_model(std::make_shared<CausalLmImpl<Gpt2Block>>("transformer", "wte", "h", dims));
+  throw std::runtime_error("unknown catalogue model `" + model + "`");
 }
 
 }  // namespace peft_test

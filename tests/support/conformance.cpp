@@ -23,7 +23,6 @@ using peft::JsonValue;
 
 CaseResult pass(std::string id) { return {std::move(id), Status::Pass, ""}; }
 CaseResult fail(std::string id, std::string why) { return {std::move(id), Status::Fail, std::move(why)}; }
-CaseResult skip(std::string id, std::string why) { return {std::move(id), Status::Skip, std::move(why)}; }
 
 const JsonValue& field(const JsonValue& obj, const char* key) {
   static const JsonValue null;

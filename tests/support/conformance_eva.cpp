@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "peft/init/eva.hpp"
+#include "support/tensor_diff.hpp"
 
 namespace peft_test {
 namespace {
@@ -62,9 +63,8 @@ void run_eva_and_check(peft::LoraModel& pm, const std::function<torch::Tensor(co
       return *t;
     };
     auto close = [&](const std::string& what, const torch::Tensor& a, const torch::Tensor& b, double atol) {
-      if (a.sizes() != b.sizes()) fail(what + ": shape differs");
-      const double err = (a.to(torch::kFloat) - b.to(torch::kFloat)).abs().max().item<double>();
-      if (!(err <= atol)) fail(what + ": max abs diff " + std::to_string(err));
+      const TensorDiff d = compare_close(a.to(torch::kFloat), b.to(torch::kFloat), 0.0, atol);
+      if (!d.ok) fail(what + ": " + d.message);
     };
     close("init." + key + ".delta", layer->delta_weight("default"), need("init." + key + ".delta"), 1e-4);
     close("init." + key + ".base_weight", layer->base_weight(), need("init." + key + ".base_weight"), 1e-4);

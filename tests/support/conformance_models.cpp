@@ -23,6 +23,7 @@
 #include "support/conformance.hpp"
 #include "support/conformance_eva.hpp"
 #include "support/fixtures.hpp"
+#include "support/tensor_diff.hpp"
 
 namespace peft_test {
 namespace {
@@ -46,19 +47,10 @@ const JsonValue& get(const JsonValue& o, const char* key) {
   return v ? *v : null;
 }
 
-/// max |a - b| over same-shaped tensors, compared in float32.
+/// Same shape and |ours - want| <= atol everywhere, compared in float32.
 void expect_close(const std::string& what, const torch::Tensor& ours, const torch::Tensor& want, double atol) {
-  if (ours.sizes() != want.sizes()) {
-    std::ostringstream s;
-    s << what << ": shape " << ours.sizes() << " vs expected " << want.sizes();
-    throw Mismatch(s.str());
-  }
-  const double err = (ours.to(torch::kFloat32) - want.to(torch::kFloat32)).abs().max().item<double>();
-  if (!(err <= atol)) {
-    std::ostringstream s;
-    s << what << ": max abs diff " << err << " > atol " << atol;
-    throw Mismatch(s.str());
-  }
+  const TensorDiff d = compare_close(ours.to(torch::kFloat32), want.to(torch::kFloat32), 0.0, atol);
+  if (!d.ok) throw Mismatch(what + ": " + d.message);
 }
 
 /// Copy a state dict into the model's parameters; the key sets must be equal.

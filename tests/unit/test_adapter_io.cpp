@@ -12,19 +12,19 @@
 #include "peft/io/adapters.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/warnings.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 #include "support/test_helpers.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct NetImpl : torch::nn::Module {
-  explicit NetImpl(std::int64_t hidden = 20)
-      : lin0(register_module("lin0", peft::Linear(10, hidden))), lin1(register_module("lin1", peft::Linear(hidden, 2))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return lin1(torch::relu(lin0(x))); }
-  peft::Linear lin0, lin1;
+/// lin0 (10 -> hidden) -> relu -> lin1 (hidden -> 2).
+struct Net : peft_test::Mlp {
+  explicit Net(std::int64_t hidden = 20) : Mlp(peft_test::MlpOptions({10, hidden, 2})) {}
 };
-TORCH_MODULE(Net);
 
 fs::path temp_dir(const std::string& name) { return peft_test::scratch_dir("io_" + name); }
 
@@ -40,7 +40,7 @@ using peft_test::param_names;
 
 }  // namespace
 
-TEST(SavePretrained, WritesPeftKeysAndConfig) {
+SEEDED_TEST(SavePretrained, WritesPeftKeysAndConfig) {
   Net net;
   auto pm = peft::get_peft_model(net, cfg({"lin0", "lin1"}));
   const auto dir = temp_dir("keys");
@@ -58,7 +58,7 @@ TEST(SavePretrained, WritesPeftKeysAndConfig) {
   EXPECT_EQ(c.r, 4);
 }
 
-TEST(SavePretrained, OtherAdaptersGoToSubdirectoriesAndBiasAllSavesBiases) {
+SEEDED_TEST(SavePretrained, OtherAdaptersGoToSubdirectoriesAndBiasAllSavesBiases) {
   Net net;
   auto c = cfg({"lin0"});
   c.bias = peft::Bias::all;
@@ -75,7 +75,7 @@ TEST(SavePretrained, OtherAdaptersGoToSubdirectoriesAndBiasAllSavesBiases) {
   EXPECT_EQ(f.find("base_model.model.lin1.lora_A.weight"), nullptr);  // adapter "second"'s
 }
 
-TEST(SavePretrained, BiasAllWithModulesToSaveWritesTheTrainedCopysBiasOnce) {
+SEEDED_TEST(SavePretrained, BiasAllWithModulesToSaveWritesTheTrainedCopysBiasOnce) {
   // The modules_to_save copy of lin1 is saved under lin1.weight / lin1.bias (docs/file-format.md);
   // bias="all" must not add the frozen original's bias under the same key again.
   torch::manual_seed(3);
@@ -105,7 +105,7 @@ TEST(SavePretrained, BiasAllWithModulesToSaveWritesTheTrainedCopysBiasOnce) {
   EXPECT_TRUE(torch::equal(other->lin1->trainable_copy("default").base_bias(), torch::full({2}, 0.25)));
 }
 
-TEST(SavePretrained, EverySavedKeyParsesBackByTheSameKeyRules) {
+SEEDED_TEST(SavePretrained, EverySavedKeyParsesBackByTheSameKeyRules) {
   // save_pretrained's names (detail::adapter_key_map) and peft-merge's parsing share io/adapter_keys.hpp.
   Net net;
   auto c = cfg({"lin0"});
@@ -139,7 +139,7 @@ TEST(SavePretrained, EverySavedKeyParsesBackByTheSameKeyRules) {
   EXPECT_TRUE(dora_other.empty());
 }
 
-TEST(LoadAdapter, RoundTripGivesIdenticalOutputs) {
+SEEDED_TEST(LoadAdapter, RoundTripGivesIdenticalOutputs) {
   torch::manual_seed(1);
   Net net;
   auto pm = peft::get_peft_model(net, cfg({"lin0", "lin1"}));
@@ -150,7 +150,7 @@ TEST(LoadAdapter, RoundTripGivesIdenticalOutputs) {
   peft::save_pretrained(pm, dir);
   pm.unload();
   auto again = peft::from_pretrained(net.ptr(), dir);
-  EXPECT_TRUE(torch::equal(net(x), y));
+  EXPECT_TRUE(peft_test::equal(net(x), y));
   EXPECT_EQ(again.get_nb_trainable_parameters().first, 0);  // frozen unless is_trainable
   peft::LoraModel trainable(net.ptr(), peft::LoraModelOptions{});
   peft::load_adapter(trainable, dir, "t", /*is_trainable=*/true);
@@ -158,7 +158,7 @@ TEST(LoadAdapter, RoundTripGivesIdenticalOutputs) {
   EXPECT_GT(trainable.get_nb_trainable_parameters().first, 0);
 }
 
-TEST(LoadAdapter, AWrongBaseModelNamesTheKeyAndBothShapesAndChangesNothing) {
+SEEDED_TEST(LoadAdapter, AWrongBaseModelNamesTheKeyAndBothShapesAndChangesNothing) {
   Net small;
   auto pm = peft::get_peft_model(small, cfg({"lin0"}));
   const auto dir = temp_dir("wrong_base");
@@ -179,7 +179,7 @@ TEST(LoadAdapter, AWrongBaseModelNamesTheKeyAndBothShapesAndChangesNothing) {
   EXPECT_TRUE(target.adapter_names().empty());
 }
 
-TEST(LoadAdapter, MissingAndUnexpectedKeysAreListed) {
+SEEDED_TEST(LoadAdapter, MissingAndUnexpectedKeysAreListed) {
   Net net;
   auto pm = peft::get_peft_model(net, cfg({"lin0"}));
   const auto dir = temp_dir("keys_off");
@@ -203,7 +203,7 @@ TEST(LoadAdapter, MissingAndUnexpectedKeysAreListed) {
   EXPECT_EQ(param_names(*other), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
 }
 
-TEST(LoadAdapter, RefusesInitsThatRewroteTheBase) {
+SEEDED_TEST(LoadAdapter, RefusesInitsThatRewroteTheBase) {
   Net net;
   auto pm = peft::get_peft_model(net, cfg({"lin0"}));
   const auto dir = temp_dir("pissa");
@@ -215,7 +215,7 @@ TEST(LoadAdapter, RefusesInitsThatRewroteTheBase) {
   EXPECT_THROW(peft::load_adapter(target, dir, "p"), peft::ConfigError);
 }
 
-TEST(LoadCheckpoint, ReadsASingleFileOrAShardedIndexByParameterName) {
+SEEDED_TEST(LoadCheckpoint, ReadsASingleFileOrAShardedIndexByParameterName) {
   torch::manual_seed(2);
   Net source;
   const auto dir = temp_dir("hf_single");
@@ -225,7 +225,7 @@ TEST(LoadCheckpoint, ReadsASingleFileOrAShardedIndexByParameterName) {
   Net target;
   peft::load_checkpoint(*target, dir);
   auto x = torch::randn({3, 10});
-  EXPECT_TRUE(torch::equal(target(x), source(x)));
+  EXPECT_TRUE(peft_test::equal(target(x), source(x)));
 
   const auto sharded = temp_dir("hf_sharded");
   peft::save_safetensors(sharded / "model-00001-of-00002.safetensors", {all[0], all[1]});
@@ -236,10 +236,10 @@ TEST(LoadCheckpoint, ReadsASingleFileOrAShardedIndexByParameterName) {
             "lin1.bias": "model-00002-of-00002.safetensors"}})";
   Net target2;
   peft::load_checkpoint(*target2, sharded);
-  EXPECT_TRUE(torch::equal(target2(x), source(x)));
+  EXPECT_TRUE(peft_test::equal(target2(x), source(x)));
 }
 
-TEST(LoadCheckpoint, MismatchesChangeNothingAndNameTheKeys) {
+SEEDED_TEST(LoadCheckpoint, MismatchesChangeNothingAndNameTheKeys) {
   Net source(32);
   const auto dir = temp_dir("hf_wrong");
   std::vector<std::pair<std::string, torch::Tensor>> all;
@@ -253,7 +253,7 @@ TEST(LoadCheckpoint, MismatchesChangeNothingAndNameTheKeys) {
   } catch (const peft::SerializationError& e) {
     EXPECT_NE(std::string(e.what()).find("lin0.weight"), std::string::npos) << e.what();
   }
-  EXPECT_TRUE(torch::equal(target->lin0->weight, w0));
+  EXPECT_TRUE(peft_test::equal(target->lin0->weight, w0));
   peft::save_safetensors(dir / "model.safetensors", {all[0], all[1], {"extra.weight", torch::zeros({1})}});
   Net narrow(32);
   EXPECT_THROW(peft::load_checkpoint(*narrow, dir), peft::SerializationError);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -19,9 +20,11 @@
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/config/config_json.hpp"
 #include "peft/train/lora_yaml.hpp"
-#include "peft/layers/linear.hpp"
 #include "peft/warnings.hpp"
+#include "support/expect_close.hpp"
 #include "support/fixtures.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 
 namespace fs = std::filesystem;
 
@@ -33,12 +36,9 @@ fs::path data_dir() {
 }
 
 /// The corpus model: lin0 = Linear(4 -> 6), lin1 = Linear(6 -> 3), weights from the corpus.
-struct TinyMlpImpl : torch::nn::Module {
-  TinyMlpImpl() : lin0(register_module("lin0", peft::Linear(4, 6))), lin1(register_module("lin1", peft::Linear(6, 3))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return lin1(torch::relu(lin0(x))); }
-  peft::Linear lin0, lin1;
+struct TinyMlp : peft_test::Mlp {
+  TinyMlp() : Mlp(peft_test::MlpOptions({4, 6, 3})) {}
 };
-TORCH_MODULE(TinyMlp);
 
 TinyMlp tiny_mlp() {
   TinyMlp m;
@@ -59,8 +59,8 @@ Snapshot snapshot(torch::nn::Module& m) {
   for (const auto& [k, t] : a) {
     auto it = b.find(k);
     if (it == b.end()) return ::testing::AssertionFailure() << k << " disappeared";
-    if (t.sizes() != it->second.sizes() || !torch::allclose(t, it->second, 0, 0, /*equal_nan=*/true))
-      return ::testing::AssertionFailure() << k << " changed";
+    if (auto c = peft_test::close(t, it->second, 0, 0, /*equal_nan=*/true); !c)
+      return ::testing::AssertionFailure() << k << " changed: " << c.message();
   }
   return ::testing::AssertionSuccess();
 }
@@ -77,6 +77,26 @@ std::map<std::string, std::string> file_bytes(const fs::path& root) {
 }
 
 enum class Want { Serialization, Config };
+
+/// The message of the typed error `load` must throw: a ConfigError whose field() is `field`
+/// (Want::Config) or a SerializationError. Anything else fails the test (`what` names the input).
+std::string expect_typed_error(Want want, const std::string& field, const std::string& what,
+                               const std::function<void()>& load) {
+  try {
+    load();
+    ADD_FAILURE() << what << ": accepted";
+  } catch (const peft::ConfigError& e) {
+    EXPECT_EQ(want, Want::Config) << e.what();
+    EXPECT_EQ(e.field(), field) << e.what();
+    return e.what();
+  } catch (const peft::SerializationError& e) {
+    EXPECT_EQ(want, Want::Serialization) << e.what();
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "untyped error: " << e.what();
+  }
+  return "";
+}
 
 struct BadAdapter {
   const char* dir;
@@ -124,11 +144,11 @@ const std::vector<BadAdapter>& bad_adapters() {
   return cases;
 }
 
-class BadAdapterDir : public ::testing::TestWithParam<BadAdapter> {};
+class BadAdapterDir : public peft_test::SeededTestWithParam<BadAdapter> {};
 
 }  // namespace
 
-TEST(BadInputsCorpus, EveryAdapterDirectoryOfTheCorpusHasATest) {
+SEEDED_TEST(BadInputsCorpus, EveryAdapterDirectoryOfTheCorpusHasATest) {
   std::vector<std::string> listed;
   for (const auto& c : bad_adapters()) listed.push_back(c.dir);
   listed.push_back("nan_weights");  // its own test below
@@ -140,13 +160,13 @@ TEST(BadInputsCorpus, EveryAdapterDirectoryOfTheCorpusHasATest) {
   EXPECT_EQ(on_disk, listed);
 }
 
-TEST(BadInputsCorpus, TheGoodAdaptersOfTheCorpusLoad) {
+SEEDED_TEST(BadInputsCorpus, TheGoodAdaptersOfTheCorpusLoad) {
   for (const char* name : {"adapter", "dora_adapter"}) {
     auto m = tiny_mlp();
     const auto x = torch::linspace(-1, 1, 8).reshape({2, 4});
     const auto base = m->forward(x);
     auto pm = peft::from_pretrained(m.ptr(), data_dir() / "tiny_mlp" / name);
-    EXPECT_FALSE(torch::allclose(m->forward(x), base)) << name << ": the adapter changes nothing";
+    EXPECT_TRUE(peft_test::not_close(m->forward(x), base)) << name << ": the adapter changes nothing";
   }
 }
 
@@ -159,34 +179,23 @@ TEST_P(BadAdapterDir, LoadAdapterThrowsATypedErrorNamingTheFileAndChangesNothing
   const auto before = snapshot(*m);
   const auto x = torch::linspace(-1, 1, 8).reshape({2, 4});
   const auto y = m->forward(x);
-  std::string msg;
-  try {
+  const std::string msg = expect_typed_error(c.type, c.field, c.dir, [&] {
     peft::ScopedWarningCapture quiet;
     peft::load_adapter(pm, dir, "default");
-    ADD_FAILURE() << c.dir << ": loaded";
-  } catch (const peft::ConfigError& e) {
-    msg = e.what();
-    EXPECT_EQ(c.type, Want::Config) << msg;
-    EXPECT_EQ(e.field(), c.field) << msg;
-  } catch (const peft::SerializationError& e) {
-    msg = e.what();
-    EXPECT_EQ(c.type, Want::Serialization) << msg;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "untyped error: " << e.what();
-  }
+  });
   EXPECT_NE(msg.find((dir / c.file).string()), std::string::npos) << "does not name the file: " << msg;
   for (const char* n : c.needles) EXPECT_NE(msg.find(n), std::string::npos) << "no `" << n << "` in: " << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << "multi-line message: " << msg;
   EXPECT_TRUE(same(before, snapshot(*m)));
   EXPECT_TRUE(pm.adapter_names().empty());
-  EXPECT_TRUE(torch::equal(m->forward(x), y));
+  EXPECT_TRUE(peft_test::equal(m->forward(x), y));
   EXPECT_EQ(file_bytes(dir), files_before);
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, BadAdapterDir, ::testing::ValuesIn(bad_adapters()),
-                         [](const auto& info) { return std::string(info.param.dir); });
+                         [](const auto& param_info) { return std::string(param_info.param.dir); });
 
-TEST(BadInputsCorpus, NanWeightsLoadButSafeMergeRefusesNamingLayerAndAdapterAndChangesNothing) {
+SEEDED_TEST(BadInputsCorpus, NanWeightsLoadButSafeMergeRefusesNamingLayerAndAdapterAndChangesNothing) {
   const fs::path dir = data_dir() / "bad" / "nan_weights";
   const auto files_before = file_bytes(dir);
   auto m = tiny_mlp();
@@ -206,7 +215,7 @@ TEST(BadInputsCorpus, NanWeightsLoadButSafeMergeRefusesNamingLayerAndAdapterAndC
   EXPECT_EQ(file_bytes(dir), files_before);
 }
 
-TEST(BadInputsCorpus, EveryConfigFieldWithAWrongJsonTypeIsRejectedNamingFieldAndFile) {
+SEEDED_TEST(BadInputsCorpus, EveryConfigFieldWithAWrongJsonTypeIsRejectedNamingFieldAndFile) {
   peft::LoraConfig good;
   good.r = 2;
   good.lora_alpha = 4;
@@ -266,7 +275,7 @@ class BadYamlFile : public ::testing::TestWithParam<BadYaml> {};
 
 }  // namespace
 
-TEST(BadInputsCorpus, EveryYamlFileOfTheCorpusHasATest) {
+SEEDED_TEST(BadInputsCorpus, EveryYamlFileOfTheCorpusHasATest) {
   std::size_t n = 0;
   for (const auto& e : fs::directory_iterator(data_dir() / "bad" / "yaml")) n += e.path().extension() == ".yaml";
   EXPECT_EQ(n, 6u);
@@ -276,20 +285,7 @@ TEST_P(BadYamlFile, LoadLoraYamlThrowsATypedErrorWithFileAndLine) {
   const BadYaml& c = GetParam();
   const fs::path path = data_dir() / "bad" / "yaml" / c.file;
   const auto before = file_bytes(path);
-  std::string msg;
-  try {
-    peft::load_lora_yaml(path);
-    ADD_FAILURE() << c.file << ": accepted";
-  } catch (const peft::ConfigError& e) {
-    msg = e.what();
-    EXPECT_EQ(c.type, Want::Config) << msg;
-    EXPECT_EQ(e.field(), c.field) << msg;
-  } catch (const peft::SerializationError& e) {
-    msg = e.what();
-    EXPECT_EQ(c.type, Want::Serialization) << msg;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "untyped error: " << e.what();
-  }
+  const std::string msg = expect_typed_error(c.type, c.field, c.file, [&] { peft::load_lora_yaml(path); });
   EXPECT_EQ(msg.rfind(path.string() + ":", 0), 0u) << "does not start with the path: " << msg;
   for (const char* n : c.needles) EXPECT_NE(msg.find(n), std::string::npos) << "no `" << n << "` in: " << msg;
   EXPECT_EQ(file_bytes(path), before);
@@ -303,12 +299,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadYaml{"not_utf8.yaml", Want::Serialization, {":3:", "UTF-8"}},
                       BadYaml{"deep_nesting.yaml", Want::Serialization, {"invalid YAML"}},
                       BadYaml{"not_a_mapping.yaml", Want::Serialization, {"must be a mapping"}}),
-    [](const auto& info) {
-      std::string n = info.param.file;
+    [](const auto& param_info) {
+      std::string n = param_info.param.file;
       return n.substr(0, n.find('.'));
     });
 
-TEST(BadInputsCorpus, AConfigWithManyKeysAndPatternsIsReadAndWrittenInLinearTime) {
+SEEDED_TEST(BadInputsCorpus, AConfigWithManyKeysAndPatternsIsReadAndWrittenInLinearTime) {
   // Quadratic key handling (ordered maps, linear set(), PatternMap::set) took minutes here.
   std::string text = "{\"peft_type\": \"LORA\", \"target_modules\": [\"lin0\"]";
   for (int i = 0; i < 200000; ++i) text += ", \"k" + std::to_string(i) + "\": " + std::to_string(i);

@@ -14,20 +14,17 @@
 #include <random>
 
 #include "peft/io/adapters.hpp"
-#include "peft/layers/linear.hpp"
 #include "support/fixtures.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct CrashNetImpl : torch::nn::Module {
-  CrashNetImpl()
-      : lin0(register_module("lin0", peft::Linear(64, 64))), lin1(register_module("lin1", peft::Linear(64, 8))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return lin1(torch::relu(lin0(x))); }
-  peft::Linear lin0, lin1;
+struct CrashNet : peft_test::Mlp {
+  CrashNet() : Mlp(peft_test::MlpOptions({64, 64, 8})) {}
 };
-TORCH_MODULE(CrashNet);
 
 peft::LoraConfig crash_cfg() {
   peft::LoraConfig c;
@@ -64,7 +61,7 @@ float loaded_value(const fs::path& dir) {
 
 }  // namespace
 
-TEST(CrashSafety, SavePretrainedKilledAtRandomMomentsLeavesTheOldOrTheNewAdapter) {
+SEEDED_TEST(CrashSafety, SavePretrainedKilledAtRandomMomentsLeavesTheOldOrTheNewAdapter) {
   const fs::path dir = peft_test::scratch_dir("crash_safety");
   CrashNet net1, net2;
   auto pm1 = peft::get_peft_model(net1, crash_cfg());
@@ -114,7 +111,7 @@ TEST(CrashSafety, SavePretrainedKilledAtRandomMomentsLeavesTheOldOrTheNewAdapter
   RecordProperty("rounds_new", seen_new);
 }
 
-TEST(CrashSafety, AnUnchangedConfigIsNotRewrittenSoRepeatedSavesCannotTearThePair) {
+SEEDED_TEST(CrashSafety, AnUnchangedConfigIsNotRewrittenSoRepeatedSavesCannotTearThePair) {
   const fs::path dir = peft_test::scratch_dir("crash_config");
   CrashNet net;
   auto pm = peft::get_peft_model(net, crash_cfg());

@@ -8,16 +8,16 @@
 #include "peft/io/adapters.hpp"
 #include "peft/tuner/lora_model.hpp"
 #include "peft/tuner/weighted_adapter.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 
 namespace {
 
-struct TwoLayerImpl : torch::nn::Module {
-  TwoLayerImpl()
-      : fc1(register_module("fc1", peft::Linear(64, 128))), fc2(register_module("fc2", peft::Linear(128, 16))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::gelu(fc1(x))); }
-  peft::Linear fc1, fc2;
+/// lin0 (64 -> 128) -> gelu -> lin1 (128 -> 16).
+struct TwoLayer : peft_test::Mlp {
+  TwoLayer() : Mlp(peft_test::MlpOptions({64, 128, 16}).activation(peft_test::Activation::Gelu)) {}
 };
-TORCH_MODULE(TwoLayer);
 
 struct Run {
   TwoLayer model;
@@ -26,7 +26,7 @@ struct Run {
 
 peft::LoraConfig two_layer_config() {
   peft::LoraConfig c;
-  c.target_modules = {"fc1", "fc2"};
+  c.target_modules = {"lin0", "lin1"};
   c.r = 8;
   c.lora_alpha = 16;
   c.lora_dropout = 0.0;
@@ -49,41 +49,41 @@ Run build(torch::Device device, torch::Dtype dtype, peft::LoraConfig c = two_lay
 
 }  // namespace
 
-TEST(Cuda, ForwardBackwardAndMergeMatchTheCpu) {
+SEEDED_TEST(Cuda, ForwardBackwardAndMergeMatchTheCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device gpu(torch::kCUDA);
   auto cpu = build(torch::kCPU, torch::kFloat32);
   auto cuda = build(gpu, torch::kFloat32);
-  EXPECT_TRUE(cuda.model->fc1->lora_A("default")->weight.is_cuda());
+  EXPECT_TRUE(cuda.model->lin0->lora_A("default")->weight.is_cuda());
   torch::manual_seed(9);
   auto x = torch::randn({32, 64});
   auto y_cpu = cpu.model(x);
   auto y_gpu = cuda.model(x.to(gpu));
-  EXPECT_TRUE(torch::allclose(y_gpu.cpu(), y_cpu, 1e-4, 1e-4));
+  EXPECT_TRUE(peft_test::close(y_gpu.cpu(), y_cpu, 1e-4, 1e-4));
   y_cpu.square().sum().backward();
   y_gpu.square().sum().backward();
-  auto g_cpu = cpu.model->fc1->lora_A("default")->weight.grad();
-  auto g_gpu = cuda.model->fc1->lora_A("default")->weight.grad();
-  EXPECT_TRUE(torch::allclose(g_gpu.cpu(), g_cpu, 1e-3, 1e-3));
-  EXPECT_FALSE(cuda.model->fc1->weight.grad().defined());  // base frozen
+  auto g_cpu = cpu.model->lin0->lora_A("default")->weight.grad();
+  auto g_gpu = cuda.model->lin0->lora_A("default")->weight.grad();
+  EXPECT_TRUE(peft_test::close(g_gpu.cpu(), g_cpu, 1e-3, 1e-3));
+  EXPECT_FALSE(cuda.model->lin0->weight.grad().defined());  // base frozen
   torch::NoGradGuard g;
   cpu.pm->merge_and_unload();
   cuda.pm->merge_and_unload();
-  EXPECT_TRUE(torch::allclose(cuda.model->fc1->weight.cpu(), cpu.model->fc1->weight, 1e-5, 1e-5));
-  EXPECT_TRUE(torch::allclose(cuda.model(x.to(gpu)).cpu(), y_cpu, 1e-4, 1e-4));
+  EXPECT_TRUE(peft_test::close(cuda.model->lin0->weight.cpu(), cpu.model->lin0->weight, 1e-5, 1e-5));
+  EXPECT_TRUE(peft_test::close(cuda.model(x.to(gpu)).cpu(), y_cpu, 1e-4, 1e-4));
 }
 
-TEST(Cuda, Bf16BaseRunsWithFp32AdaptersOnTheGpu) {
+SEEDED_TEST(Cuda, Bf16BaseRunsWithFp32AdaptersOnTheGpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device gpu(torch::kCUDA);
   auto ref = build(torch::kCPU, torch::kFloat32);
   auto half = build(gpu, torch::kBFloat16);
-  EXPECT_EQ(half.model->fc1->lora_A("default")->weight.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(half.model->lin0->lora_A("default")->weight.scalar_type(), torch::kFloat32);
   torch::NoGradGuard g;
   auto x = torch::randn({8, 64});
   auto y = half.model(x.to(gpu, torch::kBFloat16));
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(torch::allclose(y.to(torch::kFloat32).cpu(), ref.model(x), 5e-2, 5e-2));
+  EXPECT_TRUE(peft_test::close(y.to(torch::kFloat32).cpu(), ref.model(x), 5e-2, 5e-2));
 }
 
 namespace {
@@ -92,19 +92,19 @@ peft::LoraConfig dora_config() {
   c.use_dora = true;
   return c;
 }
-bool close_on_cpu(const torch::Tensor& gpu, const torch::Tensor& cpu, double tol) {
-  return torch::allclose(gpu.to(torch::kCPU, torch::kFloat32), cpu.to(torch::kFloat32), tol, tol);
+::testing::AssertionResult close_on_cpu(const torch::Tensor& gpu, const torch::Tensor& cpu, double tol) {
+  return peft_test::close(gpu.to(torch::kCPU, torch::kFloat32), cpu.to(torch::kFloat32), tol, tol);
 }
 }  // namespace
 
-TEST(Cuda, DoraForwardBackwardMergeAndUnmergeMatchTheCpu) {
+SEEDED_TEST(Cuda, DoraForwardBackwardMergeAndUnmergeMatchTheCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device gpu(torch::kCUDA);
   auto cpu = build(torch::kCPU, torch::kFloat32, dora_config());
   auto cuda = build(gpu, torch::kFloat32, dora_config());
-  EXPECT_TRUE(cuda.model->fc1->lora_magnitude("default").is_cuda());
-  EXPECT_TRUE(close_on_cpu(cuda.model->fc1->lora_magnitude("default"),
-                           cpu.model->fc1->lora_magnitude("default"), 1e-5));
+  EXPECT_TRUE(cuda.model->lin0->lora_magnitude("default").is_cuda());
+  EXPECT_TRUE(close_on_cpu(cuda.model->lin0->lora_magnitude("default"),
+                           cpu.model->lin0->lora_magnitude("default"), 1e-5));
   torch::manual_seed(9);
   auto x = torch::randn({32, 64});
   auto y_cpu = cpu.model(x);
@@ -112,9 +112,9 @@ TEST(Cuda, DoraForwardBackwardMergeAndUnmergeMatchTheCpu) {
   EXPECT_TRUE(close_on_cpu(y_gpu, y_cpu, 1e-4));
   y_cpu.square().sum().backward();
   y_gpu.square().sum().backward();
-  for (const char* which : {"fc1", "fc2"}) {
-    auto& lc = which[2] == '1' ? cpu.model->fc1 : cpu.model->fc2;
-    auto& lg = which[2] == '1' ? cuda.model->fc1 : cuda.model->fc2;
+  for (const char* which : {"lin0", "lin1"}) {
+    auto& lc = which[3] == '0' ? cpu.model->lin0 : cpu.model->lin1;
+    auto& lg = which[3] == '0' ? cuda.model->lin0 : cuda.model->lin1;
     EXPECT_TRUE(close_on_cpu(lg->lora_magnitude("default").grad(),
                              lc->lora_magnitude("default").grad(), 1e-3)) << which;
     EXPECT_TRUE(close_on_cpu(lg->lora_B("default")->weight.grad(), lc->lora_B("default")->weight.grad(), 1e-3))
@@ -122,14 +122,14 @@ TEST(Cuda, DoraForwardBackwardMergeAndUnmergeMatchTheCpu) {
   }
   torch::NoGradGuard g;
   cuda.model->eval();
-  const auto w_before = cuda.model->fc1->weight.clone();
+  const auto w_before = cuda.model->lin0->weight.clone();
   cuda.pm->merge_adapter();
   EXPECT_TRUE(close_on_cpu(cuda.model(x.to(gpu)), y_cpu, 1e-4));
   cuda.pm->unmerge_adapter();
-  EXPECT_TRUE(torch::allclose(cuda.model->fc1->weight, w_before, 1e-5, 1e-5));
+  EXPECT_TRUE(peft_test::close(cuda.model->lin0->weight, w_before, 1e-5, 1e-5));
 }
 
-TEST(Cuda, AdapterSavedFromTheGpuLoadsIntoACpuModel) {
+SEEDED_TEST(Cuda, AdapterSavedFromTheGpuLoadsIntoACpuModel) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device gpu(torch::kCUDA);
   auto cuda = build(gpu, torch::kFloat32, dora_config());
@@ -148,7 +148,7 @@ TEST(Cuda, AdapterSavedFromTheGpuLoadsIntoACpuModel) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(Cuda, PissaInitOnTheGpuGivesTheCpuDeltaAndResidual) {
+SEEDED_TEST(Cuda, PissaInitOnTheGpuGivesTheCpuDeltaAndResidual) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device gpu(torch::kCUDA);
   auto c = two_layer_config();
@@ -164,12 +164,12 @@ TEST(Cuda, PissaInitOnTheGpuGivesTheCpuDeltaAndResidual) {
   peft::LoraModel cpu_pm(cpu_model.ptr(), c);
   peft::LoraModel gpu_pm(gpu_model.ptr(), c);
   // Singular vectors may differ in sign between LAPACK and cuSOLVER; delta and residual may not.
-  EXPECT_TRUE(close_on_cpu(gpu_model->fc1->weight, cpu_model->fc1->weight, 1e-4));
-  EXPECT_TRUE(close_on_cpu(gpu_model->fc1->delta_weight("default"), cpu_model->fc1->delta_weight("default"), 1e-4));
-  EXPECT_TRUE(close_on_cpu(gpu_model->fc2->delta_weight("default"), cpu_model->fc2->delta_weight("default"), 1e-4));
+  EXPECT_TRUE(close_on_cpu(gpu_model->lin0->weight, cpu_model->lin0->weight, 1e-4));
+  EXPECT_TRUE(close_on_cpu(gpu_model->lin0->delta_weight("default"), cpu_model->lin0->delta_weight("default"), 1e-4));
+  EXPECT_TRUE(close_on_cpu(gpu_model->lin1->delta_weight("default"), cpu_model->lin1->delta_weight("default"), 1e-4));
 }
 
-TEST(Cuda, WeightedSvdCombinationOnTheGpuMatchesTheCpu) {
+SEEDED_TEST(Cuda, WeightedSvdCombinationOnTheGpuMatchesTheCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device gpu(torch::kCUDA);
   auto cpu = build(torch::kCPU, torch::kFloat32);
@@ -185,5 +185,5 @@ TEST(Cuda, WeightedSvdCombinationOnTheGpuMatchesTheCpu) {
   ASSERT_TRUE(peft::add_weighted_adapter(*cpu.pm, {"default", "other"}, {1.0, 0.5}, "both", o));
   ASSERT_TRUE(peft::add_weighted_adapter(*cuda.pm, {"default", "other"}, {1.0, 0.5}, "both", o));
   for (const char* name : {"half", "both"})
-    EXPECT_TRUE(close_on_cpu(cuda.model->fc1->delta_weight(name), cpu.model->fc1->delta_weight(name), 1e-4)) << name;
+    EXPECT_TRUE(close_on_cpu(cuda.model->lin0->delta_weight(name), cpu.model->lin0->delta_weight(name), 1e-4)) << name;
 }

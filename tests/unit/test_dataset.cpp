@@ -10,6 +10,7 @@
 
 #include "peft/error.hpp"
 #include "peft/text/dataset.hpp"
+#include "support/expect_close.hpp"
 #include "support/fixtures.hpp"
 
 namespace fs = std::filesystem;
@@ -105,7 +106,7 @@ TEST(DatasetSampler, SameSeedSameBatchesAndEachEpochVisitsEveryBlockOnce) {
   for (int i = 0; i < 3; ++i) {  // one epoch = 3 batches of 4
     auto x = a.next();
     ASSERT_EQ(x.sizes(), (torch::IntArrayRef{4, 6}));
-    EXPECT_TRUE(torch::equal(x, b.next()));
+    EXPECT_TRUE(peft_test::equal(x, b.next()));
     differs |= !torch::equal(x, c.next());
     for (int64_t r = 0; r < 4; ++r) firsts.insert(x[r][0].item<int64_t>());
   }
@@ -124,7 +125,7 @@ TEST(DatasetSampler, RestoreFromStateContinuesWithTheSameBatches) {
   for (int i = 0; i < 5; ++i) expected.push_back(a.next());
   BatchSampler resumed(blocks, 4, 123);
   resumed.restore(s);
-  for (int i = 0; i < 5; ++i) EXPECT_TRUE(torch::equal(resumed.next(), expected[static_cast<std::size_t>(i)])) << i;
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(peft_test::equal(resumed.next(), expected[static_cast<std::size_t>(i)])) << i;
 }
 
 TEST(DatasetSampler, BatchLargerThanTheDataWrapsIntoTheNextEpoch) {

@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <stdexcept>
 
 #include "peft/init/eva.hpp"
 #include "peft/init/incremental_pca.hpp"
 #include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
 
 namespace {
 
@@ -86,13 +89,26 @@ struct Calibration {
       return true;
     };
   }
+  /// feed() with huge values along another direction at sequence position `pos` of x, which
+  /// `mask_out` marks as left out (attention mask, labels): they must not show up in A.
+  peft::EvaFeed junk_feed(Net& net, std::int64_t pos, std::function<void(peft::EvaBatch&)> mask_out) {
+    const torch::Tensor junk_dir = torch::ones({8}) / std::sqrt(8.0);
+    return [this, net, pos, junk_dir, mask_out](peft::EvaBatch& b) mutable {
+      if (b.index >= static_cast<std::int64_t>(x.size())) return false;
+      torch::Tensor xb = x[b.index].clone();
+      xb.select(1, pos).copy_(100.0 * torch::randn({4, 1}) * junk_dir);
+      mask_out(b);
+      net->forward(xb, x2[b.index]);
+      return true;
+    };
+  }
 };
 
 }  // namespace
 
 // ---- IncrementalPCA ----
 
-TEST(IncrementalPCA, BatchesOfLowRankDataGiveTheExactPrincipalDirections) {
+SEEDED_TEST(IncrementalPCA, BatchesOfLowRankDataGiveTheExactPrincipalDirections) {
   const torch::Tensor X = low_rank_data();
   peft::IncrementalPCAOptions o;
   o.n_components = 3;
@@ -100,8 +116,8 @@ TEST(IncrementalPCA, BatchesOfLowRankDataGiveTheExactPrincipalDirections) {
   for (std::int64_t start = 0; start < X.size(0); start += 40) pca.partial_fit(X.slice(0, start, start + 40));
   EXPECT_EQ(pca.n_samples_seen(), 200);
   EXPECT_LT(row_mismatch(pca.components(), exact_components(X, 3)), 1e-9);
-  EXPECT_TRUE(torch::allclose(pca.mean(), X.mean(0), 1e-12, 1e-12));
-  EXPECT_TRUE(torch::allclose(pca.var(), X.var(0, /*unbiased=*/false), 1e-10, 1e-10));
+  EXPECT_TRUE(peft_test::close(pca.mean(), X.mean(0), 1e-12, 1e-12));
+  EXPECT_TRUE(peft_test::close(pca.var(), X.var(0, /*unbiased=*/false), 1e-10, 1e-10));
   // Rank-3 data: three components explain all the variance, in decreasing amounts.
   const auto ratio = pca.explained_variance_ratio();
   EXPECT_NEAR(ratio.sum().item<double>(), 1.0, 1e-9);
@@ -109,10 +125,10 @@ TEST(IncrementalPCA, BatchesOfLowRankDataGiveTheExactPrincipalDirections) {
   EXPECT_GT(ratio[1].item<double>(), ratio[2].item<double>());
   // explained_variance = S^2 / (n - 1) = the sample variance along each component.
   const torch::Tensor proj = pca.transform(X);
-  EXPECT_TRUE(torch::allclose(pca.explained_variance(), proj.var(0, /*unbiased=*/true), 1e-9, 1e-9));
+  EXPECT_TRUE(peft_test::close(pca.explained_variance(), proj.var(0, /*unbiased=*/true), 1e-9, 1e-9));
 }
 
-TEST(IncrementalPCA, FlipsEachComponentSoItsLargestEntryIsPositive) {
+SEEDED_TEST(IncrementalPCA, FlipsEachComponentSoItsLargestEntryIsPositive) {
   const torch::Tensor X = low_rank_data();
   peft::IncrementalPCAOptions o;
   o.n_components = 3;
@@ -123,7 +139,7 @@ TEST(IncrementalPCA, FlipsEachComponentSoItsLargestEntryIsPositive) {
   EXPECT_TRUE(C.gather(1, idx.unsqueeze(1)).gt(0).all().item<bool>());
 }
 
-TEST(IncrementalPCA, SeededLowRankPathMatchesExactSvdAndLeavesTheGlobalRngAlone) {
+SEEDED_TEST(IncrementalPCA, SeededLowRankPathMatchesExactSvdAndLeavesTheGlobalRngAlone) {
   const torch::Tensor X = low_rank_data().to(torch::kFloat);
   peft::IncrementalPCAOptions exact_o;
   exact_o.n_components = 3;
@@ -141,13 +157,13 @@ TEST(IncrementalPCA, SeededLowRankPathMatchesExactSvdAndLeavesTheGlobalRngAlone)
     lowrank.partial_fit(X.slice(0, start, start + 50));
     again.partial_fit(X.slice(0, start, start + 50));
   }
-  EXPECT_TRUE(torch::equal(torch::rand({4}), expected_draw));  // seed 42 did not leak
+  EXPECT_TRUE(peft_test::equal(torch::rand({4}), expected_draw));  // seed 42 did not leak
   EXPECT_LT(row_mismatch(lowrank.components(), exact.components()), 1e-6);
-  EXPECT_TRUE(torch::equal(lowrank.components(), again.components()));  // reproducible
+  EXPECT_TRUE(peft_test::equal(lowrank.components(), again.components()));  // reproducible
   EXPECT_EQ(lowrank.components().scalar_type(), torch::kDouble);         // PEFT: float64 after step 2
 }
 
-TEST(IncrementalPCA, RejectsMoreComponentsThanSamplesOrFeatures) {
+SEEDED_TEST(IncrementalPCA, RejectsMoreComponentsThanSamplesOrFeatures) {
   peft::IncrementalPCAOptions o;
   o.n_components = 5;
   peft::IncrementalPCA pca(o);
@@ -188,7 +204,7 @@ TEST(EvaRankDistribution, RoundsLikePython) {
 
 // ---- loading an EVA state dict ----
 
-TEST(LoadEvaStateDict, ResizesAdaptersAdjustsAlphaRemovesRankZeroAndRewritesTheConfig) {
+SEEDED_TEST(LoadEvaStateDict, ResizesAdaptersAdjustsAlphaRemovesRankZeroAndRewritesTheConfig) {
   Net net;
   auto pm = peft::get_peft_model(net, eva_config(/*r=*/2, /*alpha=*/8));
   EXPECT_TRUE(net->a->lora_B("default")->weight.eq(0).all().item<bool>());  // eva creation: B = 0
@@ -201,10 +217,10 @@ TEST(LoadEvaStateDict, ResizesAdaptersAdjustsAlphaRemovesRankZeroAndRewritesTheC
   EXPECT_DOUBLE_EQ(sa.lora_alpha.value, 12.0);  // 8 * 3 / 2
   EXPECT_FALSE(sa.lora_alpha.integral);
   EXPECT_DOUBLE_EQ(sa.scaling, 4.0);
-  EXPECT_TRUE(torch::equal(net->a->lora_A("default")->weight, rows_a));
+  EXPECT_TRUE(peft_test::equal(net->a->lora_A("default")->weight, rows_a));
   EXPECT_TRUE(net->a->lora_B("default")->weight.eq(0).all().item<bool>());
   EXPECT_EQ(net->b->settings("default").r, 2);
-  EXPECT_TRUE(torch::equal(net->b->lora_A("default")->weight, rows_b));
+  EXPECT_TRUE(peft_test::equal(net->b->lora_A("default")->weight, rows_b));
   EXPECT_FALSE(net->c->has_adapter("default"));  // rank 0: the base layer stays, adapter gone
   EXPECT_TRUE(net->c->plain());
 
@@ -218,7 +234,7 @@ TEST(LoadEvaStateDict, ResizesAdaptersAdjustsAlphaRemovesRankZeroAndRewritesTheC
   EXPECT_EQ(pm.get_nb_trainable_parameters().first, 3 * (8 + 8) + 2 * (8 + 8));
 }
 
-TEST(LoadEvaStateDict, KeepsAlphaWithoutAdjustScalingFactors) {
+SEEDED_TEST(LoadEvaStateDict, KeepsAlphaWithoutAdjustScalingFactors) {
   Net net;
   auto cfg = eva_config(2, 8);
   cfg.eva_config->adjust_scaling_factors = false;
@@ -232,7 +248,7 @@ TEST(LoadEvaStateDict, KeepsAlphaWithoutAdjustScalingFactors) {
   EXPECT_EQ(pm.peft_config().rank_pattern, (peft::PatternMap<std::int64_t>{{"a", 4}, {"b", 1}}));
 }
 
-TEST(LoadEvaStateDict, LayersMissingFromTheStateDictFallBackToInitTrueWithAWarning) {
+SEEDED_TEST(LoadEvaStateDict, LayersMissingFromTheStateDictFallBackToInitTrueWithAWarning) {
   Net net;
   auto pm = peft::get_peft_model(net, eva_config());
   peft::ScopedWarningCapture warnings;
@@ -245,20 +261,20 @@ TEST(LoadEvaStateDict, LayersMissingFromTheStateDictFallBackToInitTrueWithAWarni
   EXPECT_LE(net->c->lora_A("default")->weight.abs().max().item<double>(), bound);
 }
 
-TEST(LoadEvaStateDict, RejectsBadEntriesBeforeChangingAnything) {
+SEEDED_TEST(LoadEvaStateDict, RejectsBadEntriesBeforeChangingAnything) {
   Net net;
   auto pm = peft::get_peft_model(net, eva_config());
   const torch::Tensor A = net->a->lora_A("default")->weight.clone();
   EXPECT_THROW(peft::load_eva_state_dict(pm, {{"a", torch::eye(8).slice(0, 0, 2)}, {"nope", torch::eye(8)}}),
                peft::Error);
   EXPECT_THROW(peft::load_eva_state_dict(pm, {{"a", torch::ones({2, 5})}}), peft::Error);
-  EXPECT_TRUE(torch::equal(net->a->lora_A("default")->weight, A));
+  EXPECT_TRUE(peft_test::equal(net->a->lora_A("default")->weight, A));
   EXPECT_TRUE(pm.peft_config().rank_pattern.empty());
 }
 
 // ---- initialize_lora_eva_weights ----
 
-TEST(InitializeLoraEvaWeights, FindsThePrincipalDirectionsAndRedistributesRanks) {
+SEEDED_TEST(InitializeLoraEvaWeights, FindsThePrincipalDirectionsAndRedistributesRanks) {
   Calibration data;
   Net net;
   net->train();
@@ -284,14 +300,14 @@ TEST(InitializeLoraEvaWeights, FindsThePrincipalDirectionsAndRedistributesRanks)
   // (the sample covariance of z rotates them slightly within the span).
   const torch::Tensor Aa = net->a->lora_A("default")->weight;
   EXPECT_LT(span_residual(Aa, data.W), 1e-4);
-  EXPECT_LT((torch::mm(Aa, Aa.t()) - torch::eye(3)).abs().max().item<double>(), 1e-5);
+  EXPECT_TRUE(peft_test::close(torch::mm(Aa, Aa.t()), torch::eye(3), 0, 1e-5));
   EXPECT_GT(std::abs(torch::dot(Aa[0], data.W[0]).item<double>()), 0.9);
-  EXPECT_TRUE(torch::equal(net->b->lora_A("default")->weight, Aa.slice(0, 0, 2)));
+  EXPECT_TRUE(peft_test::equal(net->b->lora_A("default")->weight, Aa.slice(0, 0, 2)));
   EXPECT_LT(row_mismatch(net->c->lora_A("default")->weight, data.w2), 1e-3);
   EXPECT_EQ(pm.peft_config().rank_pattern, (peft::PatternMap<std::int64_t>{{"a", 3}, {"c", 1}}));
   EXPECT_EQ(pm.peft_config().alpha_pattern, (peft::PatternMap<peft::Number>{{"a", 12.0}, {"c", 4.0}}));
 
-  EXPECT_TRUE(torch::allclose(net->forward(probe, probe2), base_out));  // B = 0: still the base model
+  EXPECT_TRUE(peft_test::close(net->forward(probe, probe2), base_out));  // B = 0: still the base model
   EXPECT_TRUE(net->is_training());                                    // train mode restored
   ASSERT_FALSE(progress.empty());
   EXPECT_EQ(progress.back().converged_layers, 3);
@@ -299,25 +315,18 @@ TEST(InitializeLoraEvaWeights, FindsThePrincipalDirectionsAndRedistributesRanks)
   EXPECT_GE(progress.back().step, 2);  // convergence needs two batches at least
 }
 
-TEST(InitializeLoraEvaWeights, LeavesPositionsOutByAttentionMask) {
+SEEDED_TEST(InitializeLoraEvaWeights, LeavesPositionsOutByAttentionMask) {
   Calibration data;
   Net net;
   auto pm = peft::get_peft_model(net, eva_config());
-  // Masked positions carry huge values along another direction; they must not show up in A.
-  const torch::Tensor junk_dir = torch::ones({8}) / std::sqrt(8.0);
-  peft::initialize_lora_eva_weights(pm, [&](peft::EvaBatch& b) {
-    if (b.index >= static_cast<std::int64_t>(data.x.size())) return false;
-    torch::Tensor x = data.x[b.index].clone();
-    x.select(1, 7).copy_(100.0 * torch::randn({4, 1}) * junk_dir);
+  peft::initialize_lora_eva_weights(pm, data.junk_feed(net, 7, [](peft::EvaBatch& b) {
     b.attention_mask = torch::ones({4, 8}, torch::kLong);
     b.attention_mask.select(1, 7).zero_();
-    net->forward(x, data.x2[b.index]);
-    return true;
-  });
+  }));
   EXPECT_LT(span_residual(net->a->lora_A("default")->weight, data.W), 1e-4);
 }
 
-TEST(InitializeLoraEvaWeights, RefusesWrongSetupsWithoutChangingTheModel) {
+SEEDED_TEST(InitializeLoraEvaWeights, RefusesWrongSetupsWithoutChangingTheModel) {
   Calibration data;
   Net net;
   auto pm = peft::get_peft_model(net, eva_config());
@@ -342,7 +351,7 @@ TEST(InitializeLoraEvaWeights, RefusesWrongSetupsWithoutChangingTheModel) {
                                                    return true;
                                                  }),
                std::runtime_error);
-  EXPECT_TRUE(torch::equal(net->a->lora_A("default")->weight, A));
+  EXPECT_TRUE(peft_test::equal(net->a->lora_A("default")->weight, A));
   EXPECT_EQ(net->a->settings("default").r, 2);
   EXPECT_TRUE(pm.peft_config().rank_pattern.empty());
   // Adapters are enabled again: a non-zero B changes the output.
@@ -356,7 +365,7 @@ TEST(InitializeLoraEvaWeights, RefusesWrongSetupsWithoutChangingTheModel) {
     auto off = pm.disable_adapter();
     without = net->forward(data.x[0], data.x2[0]);
   }
-  EXPECT_FALSE(torch::allclose(with, without));
+  EXPECT_TRUE(peft_test::not_close(with, without));
 
   // Init other than eva; more than one active adapter.
   Net other;
@@ -372,7 +381,7 @@ TEST(InitializeLoraEvaWeights, RefusesWrongSetupsWithoutChangingTheModel) {
   EXPECT_THROW(peft::initialize_lora_eva_weights(pm3, data.feed(two)), peft::Error);
 }
 
-TEST(InitializeLoraEvaWeights, StopsAtTheEndOfTheDataWhenNotCycling) {
+SEEDED_TEST(InitializeLoraEvaWeights, StopsAtTheEndOfTheDataWhenNotCycling) {
   Calibration data(2);
   Net net;
   auto cfg = eva_config();
@@ -391,24 +400,18 @@ TEST(InitializeLoraEvaWeights, StopsAtTheEndOfTheDataWhenNotCycling) {
   EXPECT_EQ(total, 6);  // the budget is spread in full
 }
 
-TEST(InitializeLoraEvaWeights, LeavesLabelMaskedPositionsOut) {
+SEEDED_TEST(InitializeLoraEvaWeights, LeavesLabelMaskedPositionsOut) {
   Calibration data;
   Net net;
   auto pm = peft::get_peft_model(net, eva_config());
-  const torch::Tensor junk_dir = torch::ones({8}) / std::sqrt(8.0);
-  peft::initialize_lora_eva_weights(pm, [&](peft::EvaBatch& b) {
-    if (b.index >= static_cast<std::int64_t>(data.x.size())) return false;
-    torch::Tensor x = data.x[b.index].clone();
-    x.select(1, 0).copy_(100.0 * torch::randn({4, 1}) * junk_dir);
+  peft::initialize_lora_eva_weights(pm, data.junk_feed(net, 0, [](peft::EvaBatch& b) {
     b.labels = torch::full({4, 8}, 3, torch::kLong);
     b.labels.select(1, 0).fill_(-100);  // eva_config.label_mask_value
-    net->forward(x, data.x2[b.index]);
-    return true;
-  });
+  }));
   EXPECT_LT(span_residual(net->a->lora_A("default")->weight, data.W), 1e-4);
 }
 
-TEST(GetEvaStateDict, ComputesRowsWithoutChangingTheModelAndWhitensOnRequest) {
+SEEDED_TEST(GetEvaStateDict, ComputesRowsWithoutChangingTheModelAndWhitensOnRequest) {
   Calibration data;
   Net plain_net, white_net;
   auto plain = peft::get_peft_model(plain_net, eva_config());
@@ -424,7 +427,7 @@ TEST(GetEvaStateDict, ComputesRowsWithoutChangingTheModelAndWhitensOnRequest) {
   EXPECT_EQ(rows[1].first, "b");
   EXPECT_EQ(rows[2].first, "c");
   EXPECT_EQ(rows[0].second.size(0) + rows[1].second.size(0) + rows[2].second.size(0), 6);  // the budget
-  EXPECT_TRUE(torch::equal(plain_net->a->lora_A("default")->weight, A_before));          // model untouched
+  EXPECT_TRUE(peft_test::equal(plain_net->a->lora_A("default")->weight, A_before));          // model untouched
   EXPECT_EQ(plain_net->a->settings("default").r, 2);
 
   // Whitening divides row i by sqrt(S_i): same directions, norms growing as S falls (once, also
@@ -437,10 +440,10 @@ TEST(GetEvaStateDict, ComputesRowsWithoutChangingTheModelAndWhitensOnRequest) {
     EXPECT_LT(row_mismatch(w / norms.unsqueeze(1), u), 1e-9);
     for (std::int64_t i = 1; i < norms.size(0); ++i) EXPECT_GT(norms[i].item<double>(), norms[i - 1].item<double>());
   }
-  EXPECT_TRUE(torch::allclose(whitened[1].second, whitened[0].second.slice(0, 0, whitened[1].second.size(0))));
+  EXPECT_TRUE(peft_test::close(whitened[1].second, whitened[0].second.slice(0, 0, whitened[1].second.size(0))));
 }
 
-TEST(InitializeLoraEvaWeights, CudaModelGivesTheCpuSubspaces) {
+SEEDED_TEST(InitializeLoraEvaWeights, CudaModelGivesTheCpuSubspaces) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   Calibration data;
   Net cpu_net, gpu_net;
@@ -456,7 +459,7 @@ TEST(InitializeLoraEvaWeights, CudaModelGivesTheCpuSubspaces) {
     gpu_net->forward(data.x[b.index].cuda(), data.x2[b.index].cuda());
     return true;
   });
-  EXPECT_TRUE(torch::equal(torch::rand({2}, torch::kCUDA).cpu(), draw));  // the CUDA stream did not move
+  EXPECT_TRUE(peft_test::equal(torch::rand({2}, torch::kCUDA).cpu(), draw));  // the CUDA stream did not move
   for (auto* name : {"a", "b", "c"}) {
     auto& l_cpu = *std::dynamic_pointer_cast<peft::LoraLayer>(cpu_net->named_children()[name]);
     auto& l_gpu = *std::dynamic_pointer_cast<peft::LoraLayer>(gpu_net->named_children()[name]);

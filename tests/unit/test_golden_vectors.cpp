@@ -6,6 +6,7 @@
 #include "peft/io/safetensors.hpp"
 #include "support/conformance.hpp"
 #include "support/fixtures.hpp"
+#include "support/seeded_test.hpp"
 
 namespace {
 
@@ -29,25 +30,25 @@ peft::JsonValue first_entry(const char* file) {
 
 }  // namespace
 
-TEST(GoldenVectors, ConfigsAgreeWithPeft) {
+SEEDED_TEST(GoldenVectors, ConfigsAgreeWithPeft) {
   expect_all_pass("configs.json", [](std::size_t i, const peft::JsonValue& e) { return peft_test::check_config_case(i, e); });
 }
-TEST(GoldenVectors, MatchingAgreesWithPeft) { expect_all_pass("matching.json", peft_test::check_matching_case); }
-TEST(GoldenVectors, PatternsAgreeWithPeft) { expect_all_pass("patterns.json", peft_test::check_pattern_case); }
+SEEDED_TEST(GoldenVectors, MatchingAgreesWithPeft) { expect_all_pass("matching.json", peft_test::check_matching_case); }
+SEEDED_TEST(GoldenVectors, PatternsAgreeWithPeft) { expect_all_pass("patterns.json", peft_test::check_pattern_case); }
 
-TEST(GoldenVectorChecks, DetectAWrongMatchingExpectation) {
+SEEDED_TEST(GoldenVectorChecks, DetectAWrongMatchingExpectation) {
   peft::JsonValue e = first_entry("matching.json");
   e.set("expected", !e.find("expected")->as_bool());
   EXPECT_EQ(peft_test::check_matching_case(0, e).status, peft_test::Status::Fail);
 }
 
-TEST(GoldenVectorChecks, DetectAWrongScaling) {
+SEEDED_TEST(GoldenVectorChecks, DetectAWrongScaling) {
   peft::JsonValue e = first_entry("patterns.json");
   e.set("expected_scaling", e.find("expected_scaling")->as_double() * 1.5);
   EXPECT_EQ(peft_test::check_pattern_case(0, e).status, peft_test::Status::Fail);
 }
 
-TEST(GoldenVectorChecks, DetectAWrongSavedConfig) {
+SEEDED_TEST(GoldenVectorChecks, DetectAWrongSavedConfig) {
   peft::JsonValue e = first_entry("configs.json");
   ASSERT_NE(e.find("adapter_config"), nullptr);
   peft::JsonValue saved = *e.find("adapter_config");
@@ -56,7 +57,7 @@ TEST(GoldenVectorChecks, DetectAWrongSavedConfig) {
   EXPECT_EQ(peft_test::check_config_case(0, e).status, peft_test::Status::Fail);
 }
 
-TEST(GoldenVectorChecks, DetectAnAcceptedInvalidConfig) {
+SEEDED_TEST(GoldenVectorChecks, DetectAnAcceptedInvalidConfig) {
   peft::JsonValue e = first_entry("configs.json");
   e.set("ok", false);
   e.set("stage", "config");
@@ -66,7 +67,7 @@ TEST(GoldenVectorChecks, DetectAnAcceptedInvalidConfig) {
   EXPECT_EQ(peft_test::check_config_case(0, e).status, peft_test::Status::Fail);
 }
 
-TEST(GoldenModelCases, EveryRunnableCaseAgreesWithPeft) {
+SEEDED_TEST(GoldenModelCases, EveryRunnableCaseAgreesWithPeft) {
   std::size_t passed = 0;
   for (const auto& entry : std::filesystem::directory_iterator(peft_test::fixtures_dir())) {
     if (!std::filesystem::exists(entry.path() / "case.json")) continue;
@@ -77,7 +78,7 @@ TEST(GoldenModelCases, EveryRunnableCaseAgreesWithPeft) {
   EXPECT_GT(passed, 0u);
 }
 
-TEST(GoldenVectorChecks, DetectAWrongModelOutput) {
+SEEDED_TEST(GoldenVectorChecks, DetectAWrongModelOutput) {
   namespace fs = std::filesystem;
   const fs::path src = peft_test::fixtures_dir() / "mlp_default";
   const char* base = std::getenv("PEFT_TEST_TMP");

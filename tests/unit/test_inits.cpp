@@ -12,26 +12,28 @@
 #include "peft/io/adapters.hpp"
 #include "peft/io/init_conversion.hpp"
 #include "peft/warnings.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-bool close(const torch::Tensor& a, const torch::Tensor& b, double atol = 1e-5) {
-  return a.sizes() == b.sizes() && torch::allclose(a.to(torch::kFloat32), b.to(torch::kFloat32), 0.0, atol);
+/// peft_test::close in float32 (bf16 results too), atol only.
+::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b, double atol = 1e-5) {
+  return peft_test::close(a.to(torch::kFloat32), b.to(torch::kFloat32), 0.0, atol);
 }
 
 torch::Tensor delta(const peft::InitFactors& f, double s, bool fifo = false) {
   return peft::lora_delta_weight(f.lora_A, f.lora_B, s, fifo);
 }
 
-struct NetImpl : torch::nn::Module {
-  NetImpl() : lin0(register_module("lin0", peft::Linear(6, 5))), lin1(register_module("lin1", peft::Linear(5, 4))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return lin1(torch::tanh(lin0(x))); }
-  peft::Linear lin0, lin1;
+/// lin0 (6 -> 5) -> tanh -> lin1 (5 -> 4).
+struct Net : peft_test::Mlp {
+  Net() : Mlp(peft_test::MlpOptions({6, 5, 4}).activation(peft_test::Activation::Tanh)) {}
 };
-TORCH_MODULE(Net);
 
 peft::LoraConfig config(const std::string& init, std::int64_t r = 2) {
   peft::LoraConfig c;
@@ -46,7 +48,7 @@ peft::LoraConfig config(const std::string& init, std::int64_t r = 2) {
 
 // ---- PiSSA ----
 
-TEST(PissaInit, OnADiagonalMatrixMovesTheLargestSingularValuesIntoTheAdapter) {
+SEEDED_TEST(PissaInit, OnADiagonalMatrixMovesTheLargestSingularValuesIntoTheAdapter) {
   auto W = torch::diag(torch::tensor({3.f, 2.f, 1.f}));
   auto f = peft::pissa_init(W, /*r=*/1, /*scaling=*/1.0, false);
   EXPECT_TRUE(close(delta(f, 1.0), torch::diag(torch::tensor({3.f, 0.f, 0.f}))));
@@ -54,14 +56,14 @@ TEST(PissaInit, OnADiagonalMatrixMovesTheLargestSingularValuesIntoTheAdapter) {
   EXPECT_NEAR(std::abs(f.lora_A[0][0].item<float>()), std::sqrt(3.f), 1e-6);
 }
 
-TEST(PissaInit, DividesTheSingularValuesByScaling) {
+SEEDED_TEST(PissaInit, DividesTheSingularValuesByScaling) {
   auto W = torch::diag(torch::tensor({4.f, 1.f}));
   auto f = peft::pissa_init(W, 1, /*scaling=*/4.0, false);
   EXPECT_TRUE(close(torch::matmul(f.lora_B, f.lora_A), torch::diag(torch::tensor({1.f, 0.f}))));
   EXPECT_TRUE(close(f.base_weight, torch::diag(torch::tensor({0.f, 1.f}))));
 }
 
-TEST(PissaInit, ResidualPlusDeltaIsTheWeightAlsoForFanInFanOut) {
+SEEDED_TEST(PissaInit, ResidualPlusDeltaIsTheWeightAlsoForFanInFanOut) {
   torch::manual_seed(0);
   auto W = torch::randn({7, 5});  // stored [in=7, out=5]
   auto f = peft::pissa_init(W, 3, 2.0, /*fan_in_fan_out=*/true);
@@ -70,7 +72,7 @@ TEST(PissaInit, ResidualPlusDeltaIsTheWeightAlsoForFanInFanOut) {
   EXPECT_TRUE(close(f.base_weight + delta(f, 2.0, true), W));
 }
 
-TEST(PissaInit, KeepsABf16WeightInBf16AndRejectsOtherDtypes) {
+SEEDED_TEST(PissaInit, KeepsABf16WeightInBf16AndRejectsOtherDtypes) {
   auto W = torch::randn({4, 4}).to(torch::kBFloat16);
   auto f = peft::pissa_init(W, 2, 1.0, false);
   EXPECT_EQ(f.base_weight.scalar_type(), torch::kBFloat16);
@@ -86,11 +88,11 @@ TEST(PissaInit, KeepsABf16WeightInBf16AndRejectsOtherDtypes) {
   EXPECT_THROW(peft::check_corda(torch::ones({3, 3}, torch::kFloat64), 1, false, nullptr, ""), peft::ConfigError);
 }
 
-TEST(PissaInit, RankAboveTheMatrixRankIsAConfigError) {
+SEEDED_TEST(PissaInit, RankAboveTheMatrixRankIsAConfigError) {
   EXPECT_THROW(peft::pissa_init(torch::randn({3, 5}), 4, 1.0, false), peft::ConfigError);
 }
 
-TEST(PissaNiterInit, MatchesExactPissaOnALowRankMatrix) {
+SEEDED_TEST(PissaNiterInit, MatchesExactPissaOnALowRankMatrix) {
   torch::manual_seed(1);
   auto W = torch::matmul(torch::randn({8, 2}), torch::randn({2, 6}));
   auto exact = peft::pissa_init(W, 2, 2.0, false);
@@ -101,7 +103,7 @@ TEST(PissaNiterInit, MatchesExactPissaOnALowRankMatrix) {
 
 // ---- OLoRA ----
 
-TEST(OloraInit, TakesQColumnsAndRRowsWithoutDividingByScaling) {
+SEEDED_TEST(OloraInit, TakesQColumnsAndRRowsWithoutDividingByScaling) {
   torch::manual_seed(2);
   auto W = torch::randn({5, 4});
   auto f = peft::olora_init(W, 2, 3.0);
@@ -113,7 +115,7 @@ TEST(OloraInit, TakesQColumnsAndRRowsWithoutDividingByScaling) {
   EXPECT_TRUE(close(f.base_weight, W - 3.0 * torch::matmul(f.lora_B, f.lora_A)));
 }
 
-TEST(OloraInit, RejectsWeightsStoredInFanInFanOutLayout) {
+SEEDED_TEST(OloraInit, RejectsWeightsStoredInFanInFanOutLayout) {
   EXPECT_THROW(peft::check_olora(torch::randn({4, 4}), 2, /*fan_in_fan_out=*/true), peft::ConfigError);
 }
 
@@ -140,7 +142,7 @@ TEST(CordaEigens, WithIdentityCovarianceAreTheSvdOfTheWeight) {
   EXPECT_THROW(peft::corda_eigens(W, torch::eye(2), 1, "xpm"), peft::ConfigError);
 }
 
-TEST(CordaInit, ResidualPlusDeltaIsTheWeightAndTheFactorsUseSqrtOfSOverScaling) {
+SEEDED_TEST(CordaInit, ResidualPlusDeltaIsTheWeightAndTheFactorsUseSqrtOfSOverScaling) {
   torch::manual_seed(3);
   auto W = torch::randn({4, 3});
   auto X = torch::randn({10, 3});
@@ -154,7 +156,7 @@ TEST(CordaInit, ResidualPlusDeltaIsTheWeightAndTheFactorsUseSqrtOfSOverScaling) 
 
 // ---- in a model ----
 
-TEST(BaseRewriteInits, KeepTheOutputAtCreationAndRewriteTheBase) {
+SEEDED_TEST(BaseRewriteInits, KeepTheOutputAtCreationAndRewriteTheBase) {
   for (const std::string init : {"pissa", "pissa_niter_3", "olora"}) {
     torch::manual_seed(4);
     Net net;
@@ -171,7 +173,7 @@ TEST(BaseRewriteInits, KeepTheOutputAtCreationAndRewriteTheBase) {
   }
 }
 
-TEST(BaseRewriteInits, ASecondAdapterNextToPissaWarns) {
+SEEDED_TEST(BaseRewriteInits, ASecondAdapterNextToPissaWarns) {
   Net net;
   peft::ScopedWarningCapture w;
   auto pm = peft::get_peft_model(net, config("pissa"));
@@ -181,7 +183,7 @@ TEST(BaseRewriteInits, ASecondAdapterNextToPissaWarns) {
   EXPECT_EQ(w.messages().back().rfind("PiSSA changes the base weights of the model", 0), 0u);
 }
 
-TEST(BaseRewriteInits, LoraBiasIsRejectedByConfigValidation) {
+SEEDED_TEST(BaseRewriteInits, LoraBiasIsRejectedByConfigValidation) {
   for (const std::string init : {"pissa", "pissa_niter_2", "olora", "corda"}) {
     auto c = config(init);
     c.lora_bias = true;
@@ -190,7 +192,7 @@ TEST(BaseRewriteInits, LoraBiasIsRejectedByConfigValidation) {
   }
 }
 
-TEST(Corda, WithoutPreprocessingFailsNamingTheModuleAndChangesNothing) {
+SEEDED_TEST(Corda, WithoutPreprocessingFailsNamingTheModuleAndChangesNothing) {
   Net net;
   auto w0 = net->lin0->weight.clone();
   peft::ScopedWarningCapture quiet;
@@ -201,11 +203,11 @@ TEST(Corda, WithoutPreprocessingFailsNamingTheModuleAndChangesNothing) {
     EXPECT_NE(std::string(e.what()).find("lin0"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("preprocess_corda"), std::string::npos);
   }
-  EXPECT_TRUE(torch::equal(net->lin0->weight, w0));
+  EXPECT_TRUE(peft_test::equal(net->lin0->weight, w0));
   EXPECT_TRUE(net->lin0->plain());
 }
 
-TEST(Corda, PreprocessAttachesEigensThatTheInitConsumes) {
+SEEDED_TEST(Corda, PreprocessAttachesEigensThatTheInitConsumes) {
   torch::manual_seed(5);
   Net net;
   auto x = torch::randn({4, 6});
@@ -229,7 +231,7 @@ TEST(Corda, PreprocessAttachesEigensThatTheInitConsumes) {
   EXPECT_FALSE(net->lin0->corda_eigens().has_value());
 }
 
-TEST(Corda, StockLinearTargetsCannotBeObserved) {
+SEEDED_TEST(Corda, StockLinearTargetsCannotBeObserved) {
   auto seq = torch::nn::Sequential(torch::nn::Linear(3, 3));
   auto cfg = config("corda");
   cfg.target_modules = peft::ModuleSpec({"0"});
@@ -240,7 +242,7 @@ TEST(Corda, StockLinearTargetsCannotBeObserved) {
 
 // ---- conversion and loading ----
 
-TEST(InitConversion, DoublesRankAndAlphaAndStacksInitialFactors) {
+SEEDED_TEST(InitConversion, DoublesRankAndAlphaAndStacksInitialFactors) {
   auto c = config("pissa");
   c.rank_pattern.set("lin1", 3);
   c.alpha_pattern.set("lin1", peft::Number(1.5));
@@ -261,11 +263,11 @@ TEST(InitConversion, DoublesRankAndAlphaAndStacksInitialFactors) {
   initial.tensors = {{"m.lora_A.weight", torch::tensor({{1.f, 2.f}})}, {"m.lora_B.weight", torch::tensor({{3.f}})}};
   auto out = peft::convert_mutated_to_lora(
       {{"m.lora_A.weight", torch::tensor({{5.f, 6.f}})}, {"m.lora_B.weight", torch::tensor({{7.f}})}}, initial, "f");
-  EXPECT_TRUE(torch::equal(out[0].second, torch::tensor({{5.f, 6.f}, {1.f, 2.f}})));
-  EXPECT_TRUE(torch::equal(out[1].second, torch::tensor({{7.f, -3.f}})));
+  EXPECT_TRUE(peft_test::equal(out[0].second, torch::tensor({{5.f, 6.f}, {1.f, 2.f}})));
+  EXPECT_TRUE(peft_test::equal(out[1].second, torch::tensor({{7.f, -3.f}})));
 }
 
-TEST(InitLoading, RequiresAChoiceAndBothChoicesReproduceTheTrainedModel) {
+SEEDED_TEST(InitLoading, RequiresAChoiceAndBothChoicesReproduceTheTrainedModel) {
   const auto dir = peft_test::scratch_dir("inits_load");
   torch::manual_seed(6);
   Net original;
@@ -295,7 +297,7 @@ TEST(InitLoading, RequiresAChoiceAndBothChoicesReproduceTheTrainedModel) {
     Net n = fresh();
     auto w0 = n->lin0->weight.clone();
     EXPECT_THROW(peft::from_pretrained(n.ptr(), dir / "trained"), peft::ConfigError);
-    EXPECT_TRUE(torch::equal(n->lin0->weight, w0));
+    EXPECT_TRUE(peft_test::equal(n->lin0->weight, w0));
   }
   {
     Net n = fresh();
@@ -321,7 +323,7 @@ TEST(InitLoading, RequiresAChoiceAndBothChoicesReproduceTheTrainedModel) {
   }
 }
 
-TEST(InitLoading, AsSavedRestoresTheBaseWhenTheFileDoesNotFit) {
+SEEDED_TEST(InitLoading, AsSavedRestoresTheBaseWhenTheFileDoesNotFit) {
   const auto dir = peft_test::scratch_dir("inits_restore");
   Net net;
   peft::ScopedWarningCapture quiet;
@@ -339,19 +341,19 @@ TEST(InitLoading, AsSavedRestoresTheBaseWhenTheFileDoesNotFit) {
   peft::LoadOptions o;
   o.base_rewrite = peft::BaseRewriteLoad::AsSaved;
   EXPECT_THROW(peft::load_adapter(lm, dir, "default", o), peft::SerializationError);
-  EXPECT_TRUE(torch::equal(other->lin0->weight, w0));
+  EXPECT_TRUE(peft_test::equal(other->lin0->weight, w0));
   EXPECT_TRUE(lm.adapter_names().empty());
 }
 
 // ---- LoftQ (pure LibTorch quantiser; not bit-exact with bitsandbytes) ----
 
-TEST(Loftq, NormalPpfMatchesKnownQuantiles) {
+SEEDED_TEST(Loftq, NormalPpfMatchesKnownQuantiles) {
   EXPECT_NEAR(peft::detail::normal_ppf(0.975), 1.959963984540054, 1e-12);
   EXPECT_NEAR(peft::detail::normal_ppf(0.5), 0.0, 1e-15);
   EXPECT_NEAR(peft::detail::normal_ppf(0.001), -3.090232306167813, 1e-11);
 }
 
-TEST(Loftq, NormalMapHasOneMorePositiveLevelAndZero) {
+SEEDED_TEST(Loftq, NormalMapHasOneMorePositiveLevelAndZero) {
   auto t = peft::nf_normal_map(2);  // [-1, 0, ppf(0.7339)/ppf(0.9677), 1]
   ASSERT_EQ(t.numel(), 4);
   EXPECT_FLOAT_EQ(t[0].item<float>(), -1.f);
@@ -361,18 +363,18 @@ TEST(Loftq, NormalMapHasOneMorePositiveLevelAndZero) {
   EXPECT_EQ(peft::nf_normal_map(8).numel(), 256);
 }
 
-TEST(Loftq, BlockwiseQuantisationRoundsToTheNearestLevelTimesTheBlockAbsmax) {
+SEEDED_TEST(Loftq, BlockwiseQuantisationRoundsToTheNearestLevelTimesTheBlockAbsmax) {
   auto table = torch::tensor({-1.f, 0.f, 0.5f, 1.f});
   auto w = torch::tensor({{2.f, 0.9f, -0.4f, 0.6f}, {0.1f, 0.2f, 0.3f, -0.4f}});  // blocks of 4 = rows
   auto q = peft::quantize_dequantize_blockwise(w, table, 4);
   // row 0: absmax 2 -> w/2 = [1, .45, -.2, .3] -> [1, .5, 0, .5] * 2
-  EXPECT_TRUE(torch::equal(q[0], torch::tensor({2.f, 1.f, 0.f, 1.f})));
+  EXPECT_TRUE(peft_test::equal(q[0], torch::tensor({2.f, 1.f, 0.f, 1.f})));
   // row 1: absmax .4 -> [.25, .5, .75, -1] -> [0 or .5 (tie: first), .5, .5 or 1, -1] * .4
   EXPECT_FLOAT_EQ(q[1][1].item<float>(), 0.2f);
   EXPECT_FLOAT_EQ(q[1][3].item<float>(), -0.4f);
 }
 
-TEST(Loftq, AdapterCompensatesTheQuantisationError) {
+SEEDED_TEST(Loftq, AdapterCompensatesTheQuantisationError) {
   torch::manual_seed(7);
   auto W = torch::randn({16, 8});
   auto f = peft::loftq_init(W, 4, 4, 2);
@@ -385,7 +387,7 @@ TEST(Loftq, AdapterCompensatesTheQuantisationError) {
   EXPECT_THROW(peft::loftq_init(W, 3, 4), peft::ConfigError);
 }
 
-TEST(Loftq, RunsThroughGetPeftModelAndReplacesTheBaseByItsQuantisedForm) {
+SEEDED_TEST(Loftq, RunsThroughGetPeftModelAndReplacesTheBaseByItsQuantisedForm) {
   Net net;
   auto w0 = net->lin0->weight.clone();
   auto c = config("loftq");
@@ -393,10 +395,10 @@ TEST(Loftq, RunsThroughGetPeftModelAndReplacesTheBaseByItsQuantisedForm) {
   peft::ScopedWarningCapture quiet;
   auto pm = peft::get_peft_model(net, c);
   EXPECT_FALSE(torch::equal(net->lin0->weight, w0));
-  EXPECT_LT((net->lin0->weight - w0).abs().max().item<float>(), 0.05f);  // 8-bit levels
+  EXPECT_TRUE(peft_test::close(net->lin0->weight, w0, 0, 0.05f));  // 8-bit levels
 }
 
-TEST(InitLoading, PissaNiterAsSavedReproducesTheResidualWithTheSameSeed) {
+SEEDED_TEST(InitLoading, PissaNiterAsSavedReproducesTheResidualWithTheSameSeed) {
   const auto dir = peft_test::scratch_dir("inits_niter");
   torch::manual_seed(8);
   Net original;
@@ -419,11 +421,11 @@ TEST(InitLoading, PissaNiterAsSavedReproducesTheResidualWithTheSameSeed) {
   o.base_rewrite = peft::BaseRewriteLoad::AsSaved;
   torch::manual_seed(9);
   auto lm = peft::from_pretrained(n.ptr(), dir, "default", o);
-  EXPECT_TRUE(torch::allclose(n->lin0->weight, net->lin0->weight, 0.0, 1e-6));
+  EXPECT_TRUE(peft_test::close(n->lin0->weight, net->lin0->weight, 0.0, 1e-6));
   EXPECT_TRUE(close(n->forward(x), trained));
 }
 
-TEST(InitConversion, RsloraWithPatternsIsRejectedBeforeAnyFileIsWritten) {
+SEEDED_TEST(InitConversion, RsloraWithPatternsIsRejectedBeforeAnyFileIsWritten) {
   const auto dir = peft_test::scratch_dir("inits_conv_reject");
   Net net;
   auto c = config("pissa");
@@ -438,7 +440,7 @@ TEST(InitConversion, RsloraWithPatternsIsRejectedBeforeAnyFileIsWritten) {
   EXPECT_FALSE(fs::exists(dir / "out" / peft::kAdapterWeightsFile));
 }
 
-TEST(Corda, ATargetThatSawNoInputAttachesNothingAndRemovesTheObservers) {
+SEEDED_TEST(Corda, ATargetThatSawNoInputAttachesNothingAndRemovesTheObservers) {
   Net net;
   peft::ScopedWarningCapture quiet;
   // run_model that only reaches lin0: lin1 gets no covariance.
@@ -452,37 +454,28 @@ TEST(Corda, ATargetThatSawNoInputAttachesNothingAndRemovesTheObservers) {
   EXPECT_NO_THROW(net->forward(torch::zeros({1, 6})));  // all-zero input would throw inside an observer
 }
 
-namespace {
-struct GptNetImpl : torch::nn::Module {
-  GptNetImpl() : c_fc(register_module("c_fc", peft::Conv1D(7, 5))) {}  // weight [in=5, out=7]
-  torch::Tensor forward(const torch::Tensor& x) { return c_fc(x); }
-  peft::Conv1D c_fc;
-};
-TORCH_MODULE(GptNet);
-}  // namespace
-
-TEST(BaseRewriteInits, PissaOnAConv1DWorksInItsStoredLayoutWhileOloraAndCordaAreRefused) {
+SEEDED_TEST(BaseRewriteInits, PissaOnAConv1DWorksInItsStoredLayoutWhileOloraAndCordaAreRefused) {
   torch::manual_seed(10);
-  GptNet net;
+  peft_test::OneLayer<peft::Conv1D> net("c_fc", peft::Conv1D(7, 5));  // weight [in=5, out=7]
   auto x = torch::randn({2, 5});
   auto before = net->forward(x);
-  auto w0 = net->c_fc->weight.clone();
+  auto w0 = net->layer->weight.clone();
   peft::ScopedWarningCapture quiet;
   for (const std::string init : {"olora", "corda"}) {
     auto c = config(init);
     c.target_modules = peft::ModuleSpec({"c_fc"});
     EXPECT_THROW(peft::get_peft_model(net, c), peft::ConfigError) << init;
-    EXPECT_TRUE(torch::equal(net->c_fc->weight, w0)) << init;
+    EXPECT_TRUE(peft_test::equal(net->layer->weight, w0)) << init;
   }
   auto c = config("pissa");
   c.target_modules = peft::ModuleSpec({"c_fc"});
   auto pm = peft::get_peft_model(net, c);
-  EXPECT_EQ(net->c_fc->lora_A("default")->weight.sizes(), (std::vector<int64_t>{2, 5}));
+  EXPECT_EQ(net->layer->lora_A("default")->weight.sizes(), (std::vector<int64_t>{2, 5}));
   EXPECT_TRUE(close(net->forward(x), before));
-  EXPECT_TRUE(close(net->c_fc->weight + net->c_fc->delta_weight("default"), w0));
+  EXPECT_TRUE(close(net->layer->weight + net->layer->delta_weight("default"), w0));
 }
 
-TEST(BaseRewriteInits, ABf16BaseGetsABf16ResidualAndFp32Adapters) {
+SEEDED_TEST(BaseRewriteInits, ABf16BaseGetsABf16ResidualAndFp32Adapters) {
   torch::manual_seed(11);
   Net net;
   net->to(torch::kBFloat16);

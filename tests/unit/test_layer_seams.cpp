@@ -11,6 +11,8 @@
 #include "peft/layers/lora_layer.hpp"
 #include "peft/layers/modules_to_save.hpp"
 #include "peft/variants/lora_variant.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {
@@ -25,7 +27,6 @@ peft::AdapterSettings settings(std::int64_t r, double alpha) {
   return s;
 }
 
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 // ---- a test-only variant: result -= g ⊙ s·B(A(x)), with a trainable gate g [out] ----
 
@@ -180,17 +181,17 @@ class TinyEmbeddingImpl : public peft::LoraLayer {
 
 }  // namespace
 
-TEST(LoraVariantSeam, TheLayerDispatchesForwardToTheAdaptersVariant) {
+SEEDED_TEST(LoraVariantSeam, TheLayerDispatchesForwardToTheAdaptersVariant) {
   auto l = subtracting_layer();
   auto x = torch::randn({4, 5});
   const auto& A = l->lora_A("default")->weight;
   const auto& B = l->lora_B("default")->weight;
   auto want = l->base_forward(x) - torch::matmul(torch::matmul(x, A.t()), B.t()) * 2.0 * 0.5;
-  EXPECT_LT(max_diff(l->forward(x), want), 1e-5);
+  EXPECT_TRUE(peft_test::close(l->forward(x), want, 0, 1e-5));
   EXPECT_STREQ(l->variant("default").name(), "Subtracting");
 }
 
-TEST(LoraVariantSeam, VariantModulesAreRegisteredAfterTheFactorsTrainedClonedAndRemoved) {
+SEEDED_TEST(LoraVariantSeam, VariantModulesAreRegisteredAfterTheFactorsTrainedClonedAndRemoved) {
   auto l = subtracting_layer();
   l->update_layer("other", settings(2, 2));
   EXPECT_EQ(param_names(*l),
@@ -209,7 +210,7 @@ TEST(LoraVariantSeam, VariantModulesAreRegisteredAfterTheFactorsTrainedClonedAnd
   EXPECT_EQ(param_names(*copy), param_names(*l));
   EXPECT_STREQ(copy->variant("other").name(), "Subtracting");
   auto x = torch::randn({2, 5});
-  EXPECT_TRUE(torch::equal(copy->forward(x), l->forward(x)));
+  EXPECT_TRUE(peft_test::equal(copy->forward(x), l->forward(x)));
   EXPECT_FALSE(copy->named_parameters()["lora_test_gate.other.weight"].is_same(gate("other")));
 
   peft::ScopedWarningCapture quiet;
@@ -218,24 +219,24 @@ TEST(LoraVariantSeam, VariantModulesAreRegisteredAfterTheFactorsTrainedClonedAnd
   EXPECT_EQ(param_names(*l), (std::vector<std::string>{"weight", "bias"}));
 }
 
-TEST(LoraVariantSeam, MergeAndUnmergeGoThroughTheVariant) {
+SEEDED_TEST(LoraVariantSeam, MergeAndUnmergeGoThroughTheVariant) {
   auto l = subtracting_layer();
   auto x = torch::randn({3, 5});
   const auto before = l->forward(x);
   const auto W0 = l->weight.clone();
   const auto delta = l->delta_weight("default");
   l->merge();
-  EXPECT_LT(max_diff(l->weight, W0 - 0.5 * delta), 1e-6);
-  EXPECT_LT(max_diff(l->forward(x), before), 1e-5);
+  EXPECT_TRUE(peft_test::close(l->weight, W0 - 0.5 * delta, 0, 1e-6));
+  EXPECT_TRUE(peft_test::close(l->forward(x), before, 0, 1e-5));
   l->unmerge();
-  EXPECT_LT(max_diff(l->weight, W0), 1e-6);
+  EXPECT_TRUE(peft_test::close(l->weight, W0, 0, 1e-6));
   l->merge(/*safe_merge=*/true);  // the checked path: merged_weight, then merged(state)
-  EXPECT_LT(max_diff(l->weight, W0 - 0.5 * delta), 1e-6);
+  EXPECT_TRUE(peft_test::close(l->weight, W0 - 0.5 * delta, 0, 1e-6));
   l->unmerge();
-  EXPECT_LT(max_diff(l->weight, W0), 1e-6);
+  EXPECT_TRUE(peft_test::close(l->weight, W0, 0, 1e-6));
 }
 
-TEST(LoraVariantSeam, MixedBatchesRefuseAVariantThatDoesNotSupportThem) {
+SEEDED_TEST(LoraVariantSeam, MixedBatchesRefuseAVariantThatDoesNotSupportThem) {
   auto l = subtracting_layer();
   l->eval();
   try {
@@ -247,7 +248,7 @@ TEST(LoraVariantSeam, MixedBatchesRefuseAVariantThatDoesNotSupportThem) {
   EXPECT_THROW(l->lora_magnitude("default"), peft::Error);  // not DoRA
 }
 
-TEST(BaseLayerSeam, AQuantisedBaseKeepsFp32AdaptersAndMergesThroughItsDenseWeight) {
+SEEDED_TEST(BaseLayerSeam, AQuantisedBaseKeepsFp32AdaptersAndMergesThroughItsDenseWeight) {
   torch::manual_seed(2);
   auto dense = torch::round(torch::randn({3, 4}) * 4) / 4;  // exactly representable with scale 0.25
   auto l = std::make_shared<FakeQuantLinearImpl>(dense, 0.25);
@@ -264,14 +265,14 @@ TEST(BaseLayerSeam, AQuantisedBaseKeepsFp32AdaptersAndMergesThroughItsDenseWeigh
   const auto delta = l->delta_weight("default");  // multiples of 0.25: requantised exactly
   l->merge();
   EXPECT_EQ(l->writes, 1);
-  EXPECT_TRUE(torch::equal(l->dense_weight(), dense + delta));
-  EXPECT_LT(max_diff(l->forward(x), adapted), 1e-5);
+  EXPECT_TRUE(peft_test::equal(l->dense_weight(), dense + delta));
+  EXPECT_TRUE(peft_test::close(l->forward(x), adapted, 0, 1e-5));
   l->unmerge();
   EXPECT_EQ(l->writes, 2);
-  EXPECT_TRUE(torch::equal(l->dense_weight(), dense));
+  EXPECT_TRUE(peft_test::equal(l->dense_weight(), dense));
 }
 
-TEST(BaseLayerSeam, DoraOnAQuantisedBaseUsesTheDenseWeight) {
+SEEDED_TEST(BaseLayerSeam, DoraOnAQuantisedBaseUsesTheDenseWeight) {
   torch::manual_seed(3);
   auto dense = torch::round(torch::randn({3, 4}) * 8) / 8;
   auto l = std::make_shared<FakeQuantLinearImpl>(dense, 0.125);
@@ -280,7 +281,7 @@ TEST(BaseLayerSeam, DoraOnAQuantisedBaseUsesTheDenseWeight) {
   l->update_layer("default", s);
   l->set_adapter({"default"});
   const auto row_norms = torch::linalg_norm(dense, c10::nullopt, c10::IntArrayRef{1}, false, c10::nullopt);
-  EXPECT_LT(max_diff(l->lora_magnitude("default"), row_norms), 1e-6);  // B = 0: m = ‖W‖_row of the dense W
+  EXPECT_TRUE(peft_test::close(l->lora_magnitude("default"), row_norms, 0, 1e-6));  // B = 0: m = ‖W‖_row of the dense W
   {
     torch::NoGradGuard g;
     l->lora_B("default")->weight.normal_(0, 0.3);
@@ -292,13 +293,13 @@ TEST(BaseLayerSeam, DoraOnAQuantisedBaseUsesTheDenseWeight) {
   auto k = l->lora_magnitude("default") /
            torch::linalg_norm(dense + torch::matmul(B, A), c10::nullopt, c10::IntArrayRef{1}, false, c10::nullopt);
   auto want = (torch::matmul(x, dense.t()) + torch::matmul(torch::matmul(x, A.t()), B.t())) * k;
-  EXPECT_LT(max_diff(l->forward(x), want), 1e-5);
+  EXPECT_TRUE(peft_test::close(l->forward(x), want, 0, 1e-5));
   l->merge();
   EXPECT_EQ(l->writes, 1);
-  EXPECT_LT(max_diff(l->dense_weight(), (dense + torch::matmul(B, A)) * k.view({-1, 1})), 0.0625 + 1e-6);
+  EXPECT_TRUE(peft_test::close(l->dense_weight(), (dense + torch::matmul(B, A)) * k.view({-1, 1}), 0, 0.0625 + 1e-6));
 }
 
-TEST(BaseLayerSeam, AnEmbeddingGeometryUsesBareParametersAndItsOwnBranchAndDelta) {
+SEEDED_TEST(BaseLayerSeam, AnEmbeddingGeometryUsesBareParametersAndItsOwnBranchAndDelta) {
   torch::manual_seed(4);
   auto l = std::make_shared<TinyEmbeddingImpl>(6, 3);
   l->update_layer("default", settings(2, 4));
@@ -307,24 +308,24 @@ TEST(BaseLayerSeam, AnEmbeddingGeometryUsesBareParametersAndItsOwnBranchAndDelta
             (std::vector<std::string>{"weight", "lora_embedding_A.default", "lora_embedding_B.default"}));
   EXPECT_THROW(l->lora_A("default"), peft::Error);  // no Linear factors here
   const auto ids = torch::tensor({0, 5, 2, 2}, torch::kLong);
-  EXPECT_TRUE(torch::equal(l->forward(ids), l->base_forward(ids)));  // A = 0 at init
+  EXPECT_TRUE(peft_test::equal(l->forward(ids), l->base_forward(ids)));  // A = 0 at init
   const auto& f = l->lora_factors("default");
   {
     torch::NoGradGuard g;
     f.A.normal_();
   }
   auto want = torch::embedding(l->weight, ids) + torch::matmul(torch::embedding(f.A.t(), ids), f.B.t()) * 2.0;
-  EXPECT_LT(max_diff(l->forward(ids), want), 1e-5);
+  EXPECT_TRUE(peft_test::close(l->forward(ids), want, 0, 1e-5));
 
   const auto W0 = l->weight.clone();
   l->merge();
-  EXPECT_LT(max_diff(l->weight, W0 + torch::matmul(f.B, f.A).t() * 2.0), 1e-5);
-  EXPECT_LT(max_diff(l->forward(ids), want), 1e-5);
+  EXPECT_TRUE(peft_test::close(l->weight, W0 + torch::matmul(f.B, f.A).t() * 2.0, 0, 1e-5));
+  EXPECT_TRUE(peft_test::close(l->forward(ids), want, 0, 1e-5));
   l->unmerge();
 
   auto copy = std::dynamic_pointer_cast<TinyEmbeddingImpl>(l->clone());
   EXPECT_EQ(param_names(*copy), param_names(*l));
-  EXPECT_TRUE(torch::equal(copy->forward(ids), l->forward(ids)));
+  EXPECT_TRUE(peft_test::equal(copy->forward(ids), l->forward(ids)));
   EXPECT_FALSE(copy->lora_factors("default").A.is_same(f.A));
 
   l->to(torch::kBFloat16);  // the factor handles follow Module::to
@@ -337,7 +338,7 @@ TEST(BaseLayerSeam, AnEmbeddingGeometryUsesBareParametersAndItsOwnBranchAndDelta
   EXPECT_EQ(param_names(*l), (std::vector<std::string>{"weight"}));
 }
 
-TEST(ModulesToSave, CopiesAreRegisteredSelectedByActivationAndRemoved) {
+SEEDED_TEST(ModulesToSave, CopiesAreRegisteredSelectedByActivationAndRemoved) {
   torch::nn::Module owner;
   peft::ModulesToSave copies;
   copies.add(owner, "a", peft::Linear(2, 2).ptr());

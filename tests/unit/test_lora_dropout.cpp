@@ -10,6 +10,8 @@
 #include "peft/layers/linear.hpp"
 #include "peft/layers/lora_dropout.hpp"
 #include "support/cpu_memory_counter.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
 
 namespace {
 
@@ -35,7 +37,7 @@ peft::Linear identity_adapter_layer(std::int64_t d, double p) {
 
 }  // namespace
 
-TEST(LoraDropout, DropsAboutPAndScalesTheKeptValuesByOneOverOneMinusP) {
+SEEDED_TEST(LoraDropout, DropsAboutPAndScalesTheKeptValuesByOneOverOneMinusP) {
   torch::manual_seed(1);
   const double p = 0.1;
   const auto x = torch::full({1000, 1000}, 2.0f);
@@ -43,12 +45,12 @@ TEST(LoraDropout, DropsAboutPAndScalesTheKeptValuesByOneOverOneMinusP) {
   // 10^6 Bernoulli draws: the rate is within 5 sigma (sigma = 3e-4) of p.
   EXPECT_NEAR(zero_fraction(y), p, 5 * std::sqrt(p * (1 - p) / 1e6));
   const auto kept = y.masked_select(y != 0);
-  EXPECT_TRUE(torch::allclose(kept, torch::full_like(kept, 2.0f / 0.9f)));
+  EXPECT_TRUE(peft_test::close(kept, torch::full_like(kept, 2.0f / 0.9f)));
   // Inverted dropout: the expectation is unchanged.
   EXPECT_NEAR(y.mean().item<double>(), 2.0, 0.01);
 }
 
-TEST(LoraDropout, RateFollowsPAcrossTheRange) {
+SEEDED_TEST(LoraDropout, RateFollowsPAcrossTheRange) {
   torch::manual_seed(2);
   const auto x = torch::ones({200000});
   for (double p : {0.05, 0.3, 0.5, 0.9}) {
@@ -58,7 +60,7 @@ TEST(LoraDropout, RateFollowsPAcrossTheRange) {
   }
 }
 
-TEST(LoraDropout, GradientFlowsThroughTheSameMaskAndScale) {
+SEEDED_TEST(LoraDropout, GradientFlowsThroughTheSameMaskAndScale) {
   torch::manual_seed(3);
   const double p = 0.25;
   auto x = (torch::rand({37, 53}) + 0.5).requires_grad_(true);  // odd sizes, no zeros in x
@@ -68,39 +70,39 @@ TEST(LoraDropout, GradientFlowsThroughTheSameMaskAndScale) {
   const auto mask = (y != 0).to(torch::kFloat);
   EXPECT_GT(mask.sum().item<double>(), 0);
   EXPECT_LT(mask.sum().item<double>(), mask.numel());
-  EXPECT_TRUE(torch::allclose(y, x.detach() * mask / (1 - p)));
-  EXPECT_TRUE(torch::allclose(x.grad(), w * mask / (1 - p)));
+  EXPECT_TRUE(peft_test::close(y, x.detach() * mask / (1 - p)));
+  EXPECT_TRUE(peft_test::close(x.grad(), w * mask / (1 - p)));
 }
 
-TEST(LoraDropout, IdentityInEvalAndForPZeroAndZerosForPOne) {
+SEEDED_TEST(LoraDropout, IdentityInEvalAndForPZeroAndZerosForPOne) {
   auto x = torch::randn({4, 6});
   EXPECT_TRUE(peft::lora_dropout(x, 0.5, /*train=*/false).is_same(x));
   EXPECT_TRUE(peft::lora_dropout(x, 0.0, true).is_same(x));
-  EXPECT_TRUE(torch::equal(peft::lora_dropout(x, 1.0, true), torch::zeros_like(x)));
+  EXPECT_TRUE(peft_test::equal(peft::lora_dropout(x, 1.0, true), torch::zeros_like(x)));
 }
 
-TEST(LoraDropout, ReproducibleUnderManualSeedAndFreshOtherwise) {
+SEEDED_TEST(LoraDropout, ReproducibleUnderManualSeedAndFreshOtherwise) {
   const auto x = torch::randn({64, 64});
   torch::manual_seed(7);
   const auto a = peft::lora_dropout(x, 0.5, true);
   const auto b = peft::lora_dropout(x, 0.5, true);
   torch::manual_seed(7);
   const auto c = peft::lora_dropout(x, 0.5, true);
-  EXPECT_TRUE(torch::equal(a, c));
+  EXPECT_TRUE(peft_test::equal(a, c));
   EXPECT_FALSE(torch::equal(a, b));
 }
 
-TEST(LoraDropout, NonContiguousInputGivesTheSameShapeAndValues) {
+SEEDED_TEST(LoraDropout, NonContiguousInputGivesTheSameShapeAndValues) {
   torch::manual_seed(4);
   const auto base = torch::rand({8, 5}) + 1.0;
   const auto x = base.t();  // [5, 8], not contiguous
   const auto y = peft::lora_dropout(x, 0.5, true);
   ASSERT_EQ(y.sizes(), x.sizes());
   const auto kept = y != 0;
-  EXPECT_TRUE(torch::allclose(y.masked_select(kept), x.masked_select(kept) * 2.0));
+  EXPECT_TRUE(peft_test::close(y.masked_select(kept), x.masked_select(kept) * 2.0));
 }
 
-TEST(PeftLinear, AdapterPathDropsAtRatePAndScalesByOneOverOneMinusP) {
+SEEDED_TEST(PeftLinear, AdapterPathDropsAtRatePAndScalesByOneOverOneMinusP) {
   torch::manual_seed(5);
   const double p = 0.2;
   auto l = identity_adapter_layer(256, p);
@@ -109,15 +111,15 @@ TEST(PeftLinear, AdapterPathDropsAtRatePAndScalesByOneOverOneMinusP) {
   const auto y = l(x);  // = dropout(x): the base is zero, A = B = I
   EXPECT_NEAR(zero_fraction(y), p, 5 * std::sqrt(p * (1 - p) / y.numel()));
   const auto kept = y.masked_select(y != 0);
-  EXPECT_TRUE(torch::allclose(kept, torch::full_like(kept, 3.0f / 0.8f), 1e-5, 1e-5));
+  EXPECT_TRUE(peft_test::close(kept, torch::full_like(kept, 3.0f / 0.8f), 1e-5, 1e-5));
   l->eval();
-  EXPECT_TRUE(torch::allclose(l(x), x));
+  EXPECT_TRUE(peft_test::close(l(x), x));
 }
 
 // Saved activations: what the forward leaves alive (output + tensors kept for backward), LoRA
 // minus the frozen layer, must be well under one [tokens, in] input when dropout is 0; with
 // dropout the dropped input and its 1-byte mask are kept (and nothing more).
-TEST(PeftLinear, DropoutZeroKeepsNoSecondCopyOfTheInput) {
+SEEDED_TEST(PeftLinear, DropoutZeroKeepsNoSecondCopyOfTheInput) {
   auto* counter = peft::testing::CpuMemoryCounter::install();
   ASSERT_NE(counter, nullptr);
   const std::int64_t tokens = 256, in = 512, out = 384, r = 8;

@@ -6,6 +6,8 @@
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/warnings.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {
@@ -36,21 +38,21 @@ peft::Linear hand_layer(double alpha = 2.0) {
 
 }  // namespace
 
-TEST(PeftLinear, WithoutAdaptersIsAPlainLinear) {
+SEEDED_TEST(PeftLinear, WithoutAdaptersIsAPlainLinear) {
   torch::manual_seed(3);
   torch::nn::Linear stock(5, 3);
   torch::manual_seed(3);
   peft::Linear ours(5, 3);
-  EXPECT_TRUE(torch::equal(stock->weight, ours->weight));
-  EXPECT_TRUE(torch::equal(stock->bias, ours->bias));
+  EXPECT_TRUE(peft_test::equal(stock->weight, ours->weight));
+  EXPECT_TRUE(peft_test::equal(stock->bias, ours->bias));
   EXPECT_EQ(param_names(*ours), (std::vector<std::string>{"weight", "bias"}));
   auto x = torch::randn({4, 5});
-  EXPECT_TRUE(torch::equal(stock(x), ours(x)));
+  EXPECT_TRUE(peft_test::equal(stock(x), ours(x)));
   peft::Linear nobias(torch::nn::LinearOptions(5, 3).bias(false));
   EXPECT_EQ(param_names(*nobias), (std::vector<std::string>{"weight"}));
 }
 
-TEST(PeftLinear, AdapterParametersUsePeftNames) {
+SEEDED_TEST(PeftLinear, AdapterParametersUsePeftNames) {
   peft::Linear l(4, 3);
   l->update_layer("default", settings(2, 4));
   auto s = settings(2, 4);
@@ -62,18 +64,18 @@ TEST(PeftLinear, AdapterParametersUsePeftNames) {
   EXPECT_EQ(l->lora_B("default")->weight.sizes(), (std::vector<int64_t>{3, 2}));
 }
 
-TEST(PeftLinear, DefaultInitIsKaimingAAndZeroBSoTheOutputIsUnchanged) {
+SEEDED_TEST(PeftLinear, DefaultInitIsKaimingAAndZeroBSoTheOutputIsUnchanged) {
   peft::Linear l(16, 8);
   l->update_layer("default", settings(4, 8));
   l->set_adapter({"default"});
   auto A = l->lora_A("default")->weight;
   EXPECT_LE(A.abs().max().item<float>(), 1.0 / std::sqrt(16.0) + 1e-6);
-  EXPECT_TRUE(torch::equal(l->lora_B("default")->weight, torch::zeros({8, 4})));
+  EXPECT_TRUE(peft_test::equal(l->lora_B("default")->weight, torch::zeros({8, 4})));
   auto x = torch::randn({3, 16});
-  EXPECT_TRUE(torch::allclose(l(x), l->base_forward(x)));
+  EXPECT_TRUE(peft_test::close(l(x), l->base_forward(x)));
 }
 
-TEST(PeftLinear, GaussianAndRandomInits) {
+SEEDED_TEST(PeftLinear, GaussianAndRandomInits) {
   peft::Linear l(64, 8);
   l->update_layer("g", settings(4, 8, peft::InitMethod::Gaussian));
   auto A = l->lora_A("g")->weight;
@@ -83,36 +85,36 @@ TEST(PeftLinear, GaussianAndRandomInits) {
   EXPECT_GT(l->lora_B("f")->weight.abs().sum().item<float>(), 0.f);
 }
 
-TEST(PeftLinear, OrthogonalInitIsANoOpAndNeedsEvenRank) {
+SEEDED_TEST(PeftLinear, OrthogonalInitIsANoOpAndNeedsEvenRank) {
   peft::Linear l(12, 10);
   l->update_layer("o", settings(4, 8, peft::InitMethod::Orthogonal));
   auto BA = torch::matmul(l->lora_B("o")->weight, l->lora_A("o")->weight);
-  EXPECT_LT(BA.abs().max().item<float>(), 1e-6);
+  EXPECT_TRUE(peft_test::close(BA, torch::zeros_like(BA), 0, 1e-6));
   EXPECT_GT(l->lora_A("o")->weight.abs().sum().item<float>(), 0.f);
   EXPECT_THROW(l->update_layer("odd", settings(3, 8, peft::InitMethod::Orthogonal)), peft::ConfigError);
 }
 
-TEST(PeftLinear, ForwardAddsScaledLowRankBranch) {
+SEEDED_TEST(PeftLinear, ForwardAddsScaledLowRankBranch) {
   auto l = hand_layer(/*alpha=*/2.0);  // scaling 2
   auto y = l(torch::tensor({{1.f, 2.f}}));
   // base = x; A x = 3; B(Ax) = [3, 6]; * 2 = [6, 12]
-  EXPECT_TRUE(torch::equal(y, torch::tensor({{7.f, 14.f}})));
+  EXPECT_TRUE(peft_test::equal(y, torch::tensor({{7.f, 14.f}})));
 }
 
-TEST(PeftLinear, InactiveOrDisabledAdaptersDoNothing) {
+SEEDED_TEST(PeftLinear, InactiveOrDisabledAdaptersDoNothing) {
   auto l = hand_layer();
   auto x = torch::tensor({{1.f, 2.f}});
   l->set_adapter({});
-  EXPECT_TRUE(torch::equal(l(x), x));
+  EXPECT_TRUE(peft_test::equal(l(x), x));
   l->set_adapter({"default"});
   l->enable_adapters(false);
-  EXPECT_TRUE(torch::equal(l(x), x));
+  EXPECT_TRUE(peft_test::equal(l(x), x));
   EXPECT_FALSE(l->lora_A("default")->weight.requires_grad());
   l->enable_adapters(true);
   EXPECT_FALSE(torch::equal(l(x), x));
 }
 
-TEST(PeftLinear, SeveralActiveAdaptersAreSummedInOrder) {
+SEEDED_TEST(PeftLinear, SeveralActiveAdaptersAreSummedInOrder) {
   auto l = hand_layer();
   l->update_layer("second", settings(1, 1.0));
   {
@@ -122,10 +124,10 @@ TEST(PeftLinear, SeveralActiveAdaptersAreSummedInOrder) {
   }
   l->set_adapter({"default", "second"});
   auto y = l(torch::tensor({{1.f, 2.f}}));
-  EXPECT_TRUE(torch::equal(y, torch::tensor({{7.f, 24.f}})));
+  EXPECT_TRUE(peft_test::equal(y, torch::tensor({{7.f, 24.f}})));
 }
 
-TEST(PeftLinear, SetAdapterControlsRequiresGrad) {
+SEEDED_TEST(PeftLinear, SetAdapterControlsRequiresGrad) {
   auto l = hand_layer();
   l->update_layer("other", settings(1, 1.0));
   EXPECT_TRUE(l->lora_A("default")->weight.requires_grad());
@@ -137,7 +139,7 @@ TEST(PeftLinear, SetAdapterControlsRequiresGrad) {
   EXPECT_FALSE(l->lora_B("other")->weight.requires_grad());
 }
 
-TEST(PeftLinear, DropoutOnlyOnTheAdapterPathAndOnlyInTraining) {
+SEEDED_TEST(PeftLinear, DropoutOnlyOnTheAdapterPathAndOnlyInTraining) {
   peft::Linear l(64, 64);
   auto s = settings(8, 8, peft::InitMethod::Random);
   s.lora_dropout = 0.5;
@@ -146,16 +148,16 @@ TEST(PeftLinear, DropoutOnlyOnTheAdapterPathAndOnlyInTraining) {
   auto x = torch::randn({4, 64});
   l->train(false);
   auto e1 = l(x), e2 = l(x);
-  EXPECT_TRUE(torch::equal(e1, e2));
+  EXPECT_TRUE(peft_test::equal(e1, e2));
   l->train(true);
   auto t1 = l(x), t2 = l(x);
   EXPECT_FALSE(torch::equal(t1, t2));
   // Disabled: exactly the base output even in training.
   l->enable_adapters(false);
-  EXPECT_TRUE(torch::equal(l(x), l->base_forward(x)));
+  EXPECT_TRUE(peft_test::equal(l(x), l->base_forward(x)));
 }
 
-TEST(PeftLinear, MergeFoldsTheDeltaAndUnmergeRestores) {
+SEEDED_TEST(PeftLinear, MergeFoldsTheDeltaAndUnmergeRestores) {
   auto l = hand_layer();
   auto x = torch::tensor({{1.f, 2.f}, {-1.f, 0.5f}});
   auto before = l(x);
@@ -163,14 +165,14 @@ TEST(PeftLinear, MergeFoldsTheDeltaAndUnmergeRestores) {
   l->merge();
   EXPECT_TRUE(l->merged());
   // W + s * B @ A = I + 2 * [[1,1],[2,2]]
-  EXPECT_TRUE(torch::equal(l->weight, torch::tensor({{3.f, 2.f}, {4.f, 5.f}})));
-  EXPECT_TRUE(torch::allclose(l(x), before));
+  EXPECT_TRUE(peft_test::equal(l->weight, torch::tensor({{3.f, 2.f}, {4.f, 5.f}})));
+  EXPECT_TRUE(peft_test::close(l(x), before));
   l->unmerge();
-  EXPECT_TRUE(torch::equal(l->weight, w0));
-  EXPECT_TRUE(torch::allclose(l(x), before));
+  EXPECT_TRUE(peft_test::equal(l->weight, w0));
+  EXPECT_TRUE(peft_test::close(l(x), before));
 }
 
-TEST(PeftLinear, SafeMergeRejectsNaNAndLeavesTheWeight) {
+SEEDED_TEST(PeftLinear, SafeMergeRejectsNaNAndLeavesTheWeight) {
   auto l = hand_layer();
   {
     torch::NoGradGuard g;
@@ -178,11 +180,11 @@ TEST(PeftLinear, SafeMergeRejectsNaNAndLeavesTheWeight) {
   }
   auto w0 = l->weight.clone();
   EXPECT_THROW(l->merge(/*safe_merge=*/true), peft::Error);
-  EXPECT_TRUE(torch::equal(l->weight, w0));
+  EXPECT_TRUE(peft_test::equal(l->weight, w0));
   EXPECT_FALSE(l->merged());
 }
 
-TEST(PeftLinear, LoraBiasIsScaledAndMergedIntoTheBaseBias) {
+SEEDED_TEST(PeftLinear, LoraBiasIsScaledAndMergedIntoTheBaseBias) {
   peft::Linear l(2, 2);
   auto s = settings(1, 2.0);
   s.lora_bias = true;
@@ -195,14 +197,14 @@ TEST(PeftLinear, LoraBiasIsScaledAndMergedIntoTheBaseBias) {
     l->lora_B("default")->bias.copy_(torch::tensor({1.f, -1.f}));
   }
   auto x = torch::zeros({1, 2});
-  EXPECT_TRUE(torch::equal(l(x), torch::tensor({{2.f, -2.f}})));  // B weight is 0, bias*2
+  EXPECT_TRUE(peft_test::equal(l(x), torch::tensor({{2.f, -2.f}})));  // B weight is 0, bias*2
   l->merge();
-  EXPECT_TRUE(torch::equal(l->bias, torch::tensor({2.f, -2.f})));
+  EXPECT_TRUE(peft_test::equal(l->bias, torch::tensor({2.f, -2.f})));
   l->unmerge();
-  EXPECT_TRUE(torch::equal(l->bias, torch::zeros({2})));
+  EXPECT_TRUE(peft_test::equal(l->bias, torch::zeros({2})));
 }
 
-TEST(PeftLinear, LoraBiasWithoutBaseBiasCannotMerge) {
+SEEDED_TEST(PeftLinear, LoraBiasWithoutBaseBiasCannotMerge) {
   peft::Linear l(torch::nn::LinearOptions(2, 2).bias(false));
   auto s = settings(1, 1.0);
   s.lora_bias = true;
@@ -211,18 +213,18 @@ TEST(PeftLinear, LoraBiasWithoutBaseBiasCannotMerge) {
   EXPECT_THROW(l->merge(), peft::Error);
 }
 
-TEST(PeftLinear, DisabledForwardUnmergesAMergedLayer) {
+SEEDED_TEST(PeftLinear, DisabledForwardUnmergesAMergedLayer) {
   auto l = hand_layer();
   auto w0 = l->weight.clone();
   l->merge();
   l->enable_adapters(false);
   auto x = torch::tensor({{1.f, 2.f}});
-  EXPECT_TRUE(torch::equal(l(x), x));
+  EXPECT_TRUE(peft_test::equal(l(x), x));
   EXPECT_FALSE(l->merged());
-  EXPECT_TRUE(torch::equal(l->weight, w0));
+  EXPECT_TRUE(peft_test::equal(l->weight, w0));
 }
 
-TEST(PeftLinear, Bf16BaseWithFp32AdapterRoundsOnce) {
+SEEDED_TEST(PeftLinear, Bf16BaseWithFp32AdapterRoundsOnce) {
   auto l = hand_layer();
   l->to(torch::kBFloat16);
   l->upcast_adapter("default");
@@ -230,19 +232,19 @@ TEST(PeftLinear, Bf16BaseWithFp32AdapterRoundsOnce) {
   auto x = torch::tensor({{1.f, 2.f}}).to(torch::kBFloat16);
   auto y = l(x);
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(torch::equal(y.to(torch::kFloat32), torch::tensor({{7.f, 14.f}})));
+  EXPECT_TRUE(peft_test::equal(y.to(torch::kFloat32), torch::tensor({{7.f, 14.f}})));
 }
 
-TEST(PeftLinear, MixedBatchUsesOneAdapterPerRow) {
+SEEDED_TEST(PeftLinear, MixedBatchUsesOneAdapterPerRow) {
   auto l = hand_layer();
   l->train(false);
   auto x = torch::tensor({{1.f, 2.f}, {1.f, 2.f}});
   auto y = l->forward_mixed_batch(x, {"default", "__base__"});
-  EXPECT_TRUE(torch::equal(y, torch::tensor({{7.f, 14.f}, {1.f, 2.f}})));
+  EXPECT_TRUE(peft_test::equal(y, torch::tensor({{7.f, 14.f}, {1.f, 2.f}})));
   EXPECT_THROW(l->forward_mixed_batch(x, {"default"}), peft::Error);
 }
 
-TEST(PeftLinear, DeleteAdapterRestoresAPlainLayer) {
+SEEDED_TEST(PeftLinear, DeleteAdapterRestoresAPlainLayer) {
   auto l = hand_layer();
   l->update_layer("other", settings(1, 1.0));
   peft::ScopedWarningCapture w;
@@ -254,20 +256,20 @@ TEST(PeftLinear, DeleteAdapterRestoresAPlainLayer) {
   EXPECT_THROW(l->delete_adapter("other"), peft::Error);
 }
 
-TEST(PeftLinear, CannotDeleteAMergedAdapter) {
+SEEDED_TEST(PeftLinear, CannotDeleteAMergedAdapter) {
   auto l = hand_layer();
   l->merge();
   EXPECT_THROW(l->delete_adapter("default"), peft::Error);
   EXPECT_TRUE(l->has_adapter("default"));
 }
 
-TEST(PeftLinear, CloneCopiesAdaptersIntoIndependentTensors) {
+SEEDED_TEST(PeftLinear, CloneCopiesAdaptersIntoIndependentTensors) {
   auto l = hand_layer();
   auto c = std::dynamic_pointer_cast<peft::LinearImpl>(l->clone());
   ASSERT_TRUE(c);
   EXPECT_EQ(param_names(*c), param_names(*l));
   auto x = torch::tensor({{1.f, 2.f}});
-  EXPECT_TRUE(torch::equal(c->forward(x), l(x)));
+  EXPECT_TRUE(peft_test::equal(c->forward(x), l(x)));
   {
     torch::NoGradGuard g;
     c->lora_B("default")->weight.zero_();
@@ -275,23 +277,23 @@ TEST(PeftLinear, CloneCopiesAdaptersIntoIndependentTensors) {
   EXPECT_FALSE(torch::equal(c->forward(x), l(x)));
 }
 
-TEST(PeftLinear, SharingAStockLinearUsesTheSameTensors) {
+SEEDED_TEST(PeftLinear, SharingAStockLinearUsesTheSameTensors) {
   torch::nn::Linear stock(3, 2);
   auto ours = peft::LinearImpl::sharing(*stock);
   EXPECT_TRUE(ours->weight.is_same(stock->weight));
   EXPECT_TRUE(ours->bias.is_same(stock->bias));
 }
 
-TEST(PeftConv1D, ComputesXTimesWeightPlusBias) {
+SEEDED_TEST(PeftConv1D, ComputesXTimesWeightPlusBias) {
   peft::Conv1D c(3, 2);  // nf=3 out, nx=2 in
   EXPECT_EQ(c->weight.sizes(), (std::vector<int64_t>{2, 3}));
   auto x = torch::randn({2, 4, 2});
   auto want = torch::matmul(x, c->weight) + c->bias;
-  EXPECT_TRUE(torch::allclose(c(x), want, 1e-6, 1e-6));
+  EXPECT_TRUE(peft_test::close(c(x), want, 1e-6, 1e-6));
   EXPECT_EQ(param_names(*c), (std::vector<std::string>{"weight", "bias"}));
 }
 
-TEST(PeftConv1D, LoraDeltaIsTransposedIntoTheInOutLayout) {
+SEEDED_TEST(PeftConv1D, LoraDeltaIsTransposedIntoTheInOutLayout) {
   peft::Conv1D c(3, 2);
   c->update_layer("default", settings(1, 1.0));
   c->set_adapter({"default"});
@@ -301,9 +303,9 @@ TEST(PeftConv1D, LoraDeltaIsTransposedIntoTheInOutLayout) {
     c->lora_B("default")->weight.copy_(torch::tensor({{1.f}, {0.f}, {-1.f}}));  // [out=3, r=1]
   }
   auto delta = c->delta_weight("default");
-  EXPECT_TRUE(torch::equal(delta, torch::tensor({{1.f, 0.f, -1.f}, {2.f, 0.f, -2.f}})));
+  EXPECT_TRUE(peft_test::equal(delta, torch::tensor({{1.f, 0.f, -1.f}, {2.f, 0.f, -2.f}})));
   auto x = torch::randn({5, 2});
   auto before = c(x);
   c->merge();
-  EXPECT_TRUE(torch::allclose(c(x), before, 1e-5, 1e-5));
+  EXPECT_TRUE(peft_test::close(c(x), before, 1e-5, 1e-5));
 }

@@ -5,22 +5,17 @@
 
 #include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {
 
-/// PEFT's test MLP, declared with peft::Linear members (the recommended way).
-struct MlpImpl : torch::nn::Module {
-  MlpImpl(bool bias = true)
-      : lin0(register_module("lin0", peft::Linear(torch::nn::LinearOptions(10, 20).bias(bias)))),
-        relu(register_module("relu", torch::nn::ReLU())),
-        lin1(register_module("lin1", peft::Linear(torch::nn::LinearOptions(20, 2).bias(bias)))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return torch::log_softmax(lin1(relu(lin0(x))), -1); }
-  peft::Linear lin0;
-  torch::nn::ReLU relu;
-  peft::Linear lin1;
+/// PEFT's test MLP: lin0 (10 -> 20) -> relu -> lin1 (20 -> 2) -> log_softmax, peft::Linear layers.
+struct Mlp : peft_test::Mlp {
+  Mlp() : peft_test::Mlp(peft_test::MlpOptions({10, 20, 2}).log_softmax(true)) {}
 };
-TORCH_MODULE(Mlp);
 
 /// The same with stock torch::nn::Linear members: cannot be adapted (members would go stale).
 struct StockMlpImpl : torch::nn::Module {
@@ -43,20 +38,20 @@ using peft_test::randomise_lora_B;
 
 }  // namespace
 
-TEST(GetPeftModel, AttachesInPlaceToPeftLinearMembers) {
+SEEDED_TEST(GetPeftModel, AttachesInPlaceToPeftLinearMembers) {
   Mlp mlp;
   auto x = torch::randn({6, 10});
   auto before = mlp(x);
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
-  EXPECT_TRUE(torch::allclose(mlp(x), before));  // B = 0 at init
+  EXPECT_TRUE(peft_test::close(mlp(x), before));  // B = 0 at init
   randomise_lora_B(pm);
-  EXPECT_FALSE(torch::allclose(mlp(x), before));  // the member mlp->lin0 sees the adapter
+  EXPECT_TRUE(peft_test::not_close(mlp(x), before));  // the member mlp->lin0 sees the adapter
   EXPECT_EQ(pm.targeted_module_names(), (std::vector<std::string>{"lin0"}));
   EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin0.lora_A.default.weight",
                                                    "lin0.lora_B.default.weight", "lin1.weight", "lin1.bias"}));
 }
 
-TEST(GetPeftModel, PrintsPeftsTrainableParametersLine) {
+SEEDED_TEST(GetPeftModel, PrintsPeftsTrainableParametersLine) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
   EXPECT_EQ(pm.trainable_parameters_summary(), "trainable params: 240 || all params: 502 || trainable%: 47.8088");
@@ -66,14 +61,14 @@ TEST(GetPeftModel, PrintsPeftsTrainableParametersLine) {
   EXPECT_EQ(pm.trainable_parameters().size(), 2u);
 }
 
-TEST(GetPeftModel, FreezesEverythingButTheActiveAdapter) {
+SEEDED_TEST(GetPeftModel, FreezesEverythingButTheActiveAdapter) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
   for (const auto& p : mlp->named_parameters())
     EXPECT_EQ(p.value().requires_grad(), p.key().find("lora_") != std::string::npos) << p.key();
 }
 
-TEST(GetPeftModel, BiasModesMakeBiasesTrainable) {
+SEEDED_TEST(GetPeftModel, BiasModesMakeBiasesTrainable) {
   {
     Mlp mlp;
     auto c = targets({"lin0"});
@@ -93,7 +88,7 @@ TEST(GetPeftModel, BiasModesMakeBiasesTrainable) {
   }
 }
 
-TEST(GetPeftModel, StockLinearsInContainersAreSwappedInPlace) {
+SEEDED_TEST(GetPeftModel, StockLinearsInContainersAreSwappedInPlace) {
   torch::nn::Sequential seq(torch::nn::Linear(4, 4), torch::nn::ReLU(), torch::nn::Linear(4, 2));
   auto x = torch::randn({3, 4});
   auto before = seq->forward(x);
@@ -103,9 +98,9 @@ TEST(GetPeftModel, StockLinearsInContainersAreSwappedInPlace) {
   auto* swapped = seq[0]->as<peft::LinearImpl>();
   ASSERT_NE(swapped, nullptr);
   EXPECT_TRUE(swapped->weight.is_same(w0));  // shares the original tensors
-  EXPECT_TRUE(torch::allclose(seq->forward(x), before));
+  EXPECT_TRUE(peft_test::close(seq->forward(x), before));
   randomise_lora_B(pm);
-  EXPECT_FALSE(torch::allclose(seq->forward(x), before));  // Sequential's forward reaches LoRA
+  EXPECT_TRUE(peft_test::not_close(seq->forward(x), before));  // Sequential's forward reaches LoRA
 
   torch::nn::ModuleList list(torch::nn::Linear(4, 4));
   auto pl = peft::get_peft_model(list.ptr(), targets({"0"}, 2, 2));
@@ -118,7 +113,7 @@ TEST(GetPeftModel, StockLinearsInContainersAreSwappedInPlace) {
   EXPECT_NE(dict["proj"]->as<peft::LinearImpl>(), nullptr);
 }
 
-TEST(GetPeftModel, AStockLinearHeldByAMemberIsRefusedAndNothingChanges) {
+SEEDED_TEST(GetPeftModel, AStockLinearHeldByAMemberIsRefusedAndNothingChanges) {
   StockMlp m;
   const auto before = param_names(*m);
   try {
@@ -132,7 +127,7 @@ TEST(GetPeftModel, AStockLinearHeldByAMemberIsRefusedAndNothingChanges) {
   EXPECT_NE(m->named_children()["lin0"]->as<torch::nn::LinearImpl>(), nullptr);
 }
 
-TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
+SEEDED_TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
   Mlp mlp;
   const auto before = param_names(*mlp);
   EXPECT_THROW(peft::get_peft_model(mlp, targets({"nope"})), peft::TargetNotFoundError);
@@ -150,7 +145,7 @@ TEST(GetPeftModel, AFailedInjectionLeavesTheModelUntouched) {
   EXPECT_EQ(param_names(*mlp), before);
 }
 
-TEST(LoraModelLifecycle, AddedAdaptersAreInactiveUntilSet) {
+SEEDED_TEST(LoraModelLifecycle, AddedAdaptersAreInactiveUntilSet) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
   pm.add_adapter("other", targets({"lin0", "lin1"}, 4, 8));
@@ -163,7 +158,7 @@ TEST(LoraModelLifecycle, AddedAdaptersAreInactiveUntilSet) {
   EXPECT_THROW(pm.set_adapter("missing"), peft::Error);
 }
 
-TEST(LoraModelLifecycle, SeveralActiveAdaptersSum) {
+SEEDED_TEST(LoraModelLifecycle, SeveralActiveAdaptersSum) {
   Mlp mlp;
   mlp->train(false);
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
@@ -176,10 +171,10 @@ TEST(LoraModelLifecycle, SeveralActiveAdaptersSum) {
   pm.set_adapter("other");
   auto d2 = mlp->lin0(x) - base;
   pm.set_adapter(std::vector<std::string>{"default", "other"});
-  EXPECT_TRUE(torch::allclose(mlp->lin0(x) - base, d1 + d2, 1e-5, 1e-5));
+  EXPECT_TRUE(peft_test::close(mlp->lin0(x) - base, d1 + d2, 1e-5, 1e-5));
 }
 
-TEST(LoraModelLifecycle, DisableAdapterIsScoped) {
+SEEDED_TEST(LoraModelLifecycle, DisableAdapterIsScoped) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}));
   randomise_lora_B(pm);
@@ -187,14 +182,14 @@ TEST(LoraModelLifecycle, DisableAdapterIsScoped) {
   auto with = mlp(x);
   {
     auto off = pm.disable_adapter();
-    EXPECT_TRUE(torch::allclose(mlp(x), torch::log_softmax(mlp->lin1->base_forward(torch::relu(mlp->lin0->base_forward(x))), -1)));
+    EXPECT_TRUE(peft_test::close(mlp(x), torch::log_softmax(mlp->lin1->base_forward(torch::relu(mlp->lin0->base_forward(x))), -1)));
     EXPECT_FALSE(mlp->lin0->lora_A("default")->weight.requires_grad());
   }
-  EXPECT_TRUE(torch::allclose(mlp(x), with));
+  EXPECT_TRUE(peft_test::close(mlp(x), with));
   EXPECT_TRUE(mlp->lin0->lora_A("default")->weight.requires_grad());
 }
 
-TEST(LoraModelLifecycle, MergeAndUnloadGivesAPlainModelWithTheSameOutput) {
+SEEDED_TEST(LoraModelLifecycle, MergeAndUnloadGivesAPlainModelWithTheSameOutput) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}, 4, 8));
   randomise_lora_B(pm);
@@ -203,21 +198,21 @@ TEST(LoraModelLifecycle, MergeAndUnloadGivesAPlainModelWithTheSameOutput) {
   auto model = pm.merge_and_unload();
   EXPECT_EQ(model.get(), mlp.ptr().get());
   EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
-  EXPECT_TRUE(torch::allclose(mlp(x), with, 1e-5, 1e-5));
+  EXPECT_TRUE(peft_test::close(mlp(x), with, 1e-5, 1e-5));
   EXPECT_TRUE(pm.adapter_names().empty());
 }
 
-TEST(LoraModelLifecycle, UnloadDropsAdaptersWithoutMerging) {
+SEEDED_TEST(LoraModelLifecycle, UnloadDropsAdaptersWithoutMerging) {
   Mlp mlp;
   auto x = torch::randn({5, 10});
   auto base = mlp(x);
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
   randomise_lora_B(pm);
   pm.unload();
-  EXPECT_TRUE(torch::equal(mlp(x), base));
+  EXPECT_TRUE(peft_test::equal(mlp(x), base));
 }
 
-TEST(LoraModelLifecycle, SafeMergeFailureLeavesEveryLayerUnmerged) {
+SEEDED_TEST(LoraModelLifecycle, SafeMergeFailureLeavesEveryLayerUnmerged) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}));
   randomise_lora_B(pm);
@@ -227,12 +222,12 @@ TEST(LoraModelLifecycle, SafeMergeFailureLeavesEveryLayerUnmerged) {
   }
   auto w0 = mlp->lin0->weight.clone();
   EXPECT_THROW(pm.merge_and_unload(/*safe_merge=*/true), peft::Error);
-  EXPECT_TRUE(torch::equal(mlp->lin0->weight, w0));
+  EXPECT_TRUE(peft_test::equal(mlp->lin0->weight, w0));
   EXPECT_FALSE(mlp->lin0->merged());
   EXPECT_EQ(pm.adapter_names(), (std::vector<std::string>{"default"}));
 }
 
-TEST(LoraModelLifecycle, DeleteAdapterFallsBackToAnotherOne) {
+SEEDED_TEST(LoraModelLifecycle, DeleteAdapterFallsBackToAnotherOne) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
   pm.add_adapter("b", targets({"lin0"}));
@@ -247,7 +242,7 @@ TEST(LoraModelLifecycle, DeleteAdapterFallsBackToAnotherOne) {
   EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
 }
 
-TEST(LoraModelLifecycle, OnlyOneAdapterMayTrainBiases) {
+SEEDED_TEST(LoraModelLifecycle, OnlyOneAdapterMayTrainBiases) {
   Mlp mlp;
   auto c = targets({"lin0"});
   c.bias = peft::Bias::all;
@@ -255,7 +250,7 @@ TEST(LoraModelLifecycle, OnlyOneAdapterMayTrainBiases) {
   EXPECT_THROW(pm.add_adapter("b", c), peft::ConfigError);
 }
 
-TEST(LoraModelLifecycle, InferenceModeConfigsAreFrozen) {
+SEEDED_TEST(LoraModelLifecycle, InferenceModeConfigsAreFrozen) {
   Mlp mlp;
   auto c = targets({"lin0"});
   c.inference_mode = true;
@@ -263,7 +258,7 @@ TEST(LoraModelLifecycle, InferenceModeConfigsAreFrozen) {
   EXPECT_EQ(pm.get_nb_trainable_parameters().first, 0);
 }
 
-TEST(LoraModelLifecycle, Bf16ModelKeepsFp32Adapters) {
+SEEDED_TEST(LoraModelLifecycle, Bf16ModelKeepsFp32Adapters) {
   Mlp mlp;
   mlp->to(torch::kBFloat16);
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
@@ -272,7 +267,7 @@ TEST(LoraModelLifecycle, Bf16ModelKeepsFp32Adapters) {
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
 }
 
-TEST(ModulesToSave, KeepsATrainableCopyThatReplacesTheLayerWhileActive) {
+SEEDED_TEST(ModulesToSave, KeepsATrainableCopyThatReplacesTheLayerWhileActive) {
   Mlp mlp;
   auto x = torch::randn({3, 10});
   auto c = targets({"lin0"});
@@ -293,14 +288,14 @@ TEST(ModulesToSave, KeepsATrainableCopyThatReplacesTheLayerWhileActive) {
   auto trained = mlp(x);
   {
     auto off = pm.disable_adapter();
-    EXPECT_FALSE(torch::allclose(mlp(x), trained));  // the original layer again
+    EXPECT_TRUE(peft_test::not_close(mlp(x), trained));  // the original layer again
   }
   pm.merge_and_unload();  // the trained copy becomes lin1
-  EXPECT_TRUE(torch::allclose(mlp(x), trained, 1e-6, 1e-6));
+  EXPECT_TRUE(peft_test::close(mlp(x), trained, 1e-6, 1e-6));
   EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
 }
 
-TEST(ModulesToSave, OnlyPeftLayersCanBeSavedWholeAndNothingChangesOtherwise) {
+SEEDED_TEST(ModulesToSave, OnlyPeftLayersCanBeSavedWholeAndNothingChangesOtherwise) {
   Mlp mlp;
   const auto before = param_names(*mlp);
   auto c = targets({"lin0"});
@@ -309,7 +304,7 @@ TEST(ModulesToSave, OnlyPeftLayersCanBeSavedWholeAndNothingChangesOtherwise) {
   EXPECT_EQ(param_names(*mlp), before);
 }
 
-TEST(MixedBatch, EachRowUsesItsOwnAdapter) {
+SEEDED_TEST(MixedBatch, EachRowUsesItsOwnAdapter) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0", "lin1"}));
   pm.add_adapter("other", targets({"lin0"}, 4, 8));
@@ -330,13 +325,13 @@ TEST(MixedBatch, EachRowUsesItsOwnAdapter) {
     auto scope = pm.mixed_batch({"other", "__base__", "default"});
     mixed = mlp(x);
   }
-  EXPECT_TRUE(torch::allclose(mixed[0], with_other[0], 1e-6, 1e-6));
-  EXPECT_TRUE(torch::allclose(mixed[1], base[1], 1e-6, 1e-6));
-  EXPECT_TRUE(torch::allclose(mixed[2], with_default[2], 1e-6, 1e-6));
-  EXPECT_TRUE(torch::allclose(mlp(x), with_other));  // scope ended
+  EXPECT_TRUE(peft_test::close(mixed[0], with_other[0], 1e-6, 1e-6));
+  EXPECT_TRUE(peft_test::close(mixed[1], base[1], 1e-6, 1e-6));
+  EXPECT_TRUE(peft_test::close(mixed[2], with_default[2], 1e-6, 1e-6));
+  EXPECT_TRUE(peft_test::close(mlp(x), with_other));  // scope ended
 }
 
-TEST(MixedBatch, RejectsTrainingModeUnknownNamesAndWrongBatchSize) {
+SEEDED_TEST(MixedBatch, RejectsTrainingModeUnknownNamesAndWrongBatchSize) {
   Mlp mlp;
   auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
   mlp->train();

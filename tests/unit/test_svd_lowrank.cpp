@@ -6,6 +6,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "peft/init/svd_lowrank.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
 
 namespace {
 
@@ -25,26 +27,26 @@ void expect_exact_on_low_rank(std::int64_t m, std::int64_t n, std::int64_t q) {
   ASSERT_EQ(S.sizes(), (std::vector<int64_t>{q}));
   ASSERT_EQ(V.sizes(), (std::vector<int64_t>{n, q}));
   auto exact = std::get<1>(torch::linalg_svd(A, false)).slice(0, 0, q);
-  EXPECT_TRUE(torch::allclose(S, exact, 1e-9, 1e-9)) << S << exact;
-  EXPECT_TRUE(torch::allclose(torch::matmul(U * S, V.t()), A, 1e-9, 1e-9));
-  EXPECT_TRUE(torch::allclose(torch::matmul(U.t(), U), torch::eye(q, torch::kFloat64), 1e-9, 1e-9));
+  EXPECT_TRUE(peft_test::close(S, exact, 1e-9, 1e-9)) << S << exact;
+  EXPECT_TRUE(peft_test::close(torch::matmul(U * S, V.t()), A, 1e-9, 1e-9));
+  EXPECT_TRUE(peft_test::close(torch::matmul(U.t(), U), torch::eye(q, torch::kFloat64), 1e-9, 1e-9));
 }
 
 }  // namespace
 
-TEST(SvdLowrank, IsExactOnALowRankTallMatrixWithNarrowQ) { expect_exact_on_low_rank(8, 6, 3); }  // n > q
-TEST(SvdLowrank, IsExactOnALowRankWideMatrix) { expect_exact_on_low_rank(5, 9, 4); }            // m < n
-TEST(SvdLowrank, IsExactWhenQCoversAllColumns) { expect_exact_on_low_rank(7, 4, 4); }           // else-branch
+SEEDED_TEST(SvdLowrank, IsExactOnALowRankTallMatrixWithNarrowQ) { expect_exact_on_low_rank(8, 6, 3); }  // n > q
+SEEDED_TEST(SvdLowrank, IsExactOnALowRankWideMatrix) { expect_exact_on_low_rank(5, 9, 4); }            // m < n
+SEEDED_TEST(SvdLowrank, IsExactWhenQCoversAllColumns) { expect_exact_on_low_rank(7, 4, 4); }           // else-branch
 
-TEST(SvdLowrank, WithMeanDecomposesTheDifference) {
+SEEDED_TEST(SvdLowrank, WithMeanDecomposesTheDifference) {
   torch::manual_seed(5);
   auto A = low_rank(9, 6, {4.0, 1.0});
   auto M = torch::randn({1, 6}, torch::kFloat64).expand({9, 6});
   auto [U, S, V] = peft::svd_lowrank(A + M, 2, 1, M);
-  EXPECT_TRUE(torch::allclose(torch::matmul(U * S, V.t()), A, 1e-9, 1e-9));
+  EXPECT_TRUE(peft_test::close(torch::matmul(U * S, V.t()), A, 1e-9, 1e-9));
 }
 
-TEST(SvdLowrank, DrawsOneRandnOfTheTransposedRowsTimesQ) {
+SEEDED_TEST(SvdLowrank, DrawsOneRandnOfTheTransposedRowsTimesQ) {
   // n > q: torch works on A^T, so the draw is randn(m, q) — in A's dtype.
   auto A = torch::randn({6, 5});
   torch::manual_seed(11);
@@ -52,26 +54,26 @@ TEST(SvdLowrank, DrawsOneRandnOfTheTransposedRowsTimesQ) {
   auto after = torch::randn({4});
   torch::manual_seed(11);
   torch::randn({6, 2});
-  EXPECT_TRUE(torch::equal(after, torch::randn({4})));
+  EXPECT_TRUE(peft_test::equal(after, torch::randn({4})));
 }
 
-TEST(SvdLowrank, SameSeedGivesIdenticalFactorsAndAGeneratorCanBeGiven) {
+SEEDED_TEST(SvdLowrank, SameSeedGivesIdenticalFactorsAndAGeneratorCanBeGiven) {
   auto A = torch::randn({10, 7});
   torch::manual_seed(1);
   auto a = peft::svd_lowrank(A, 3, 1);
   torch::manual_seed(1);
   auto b = peft::svd_lowrank(A, 3, 1);
-  EXPECT_TRUE(torch::equal(std::get<0>(a), std::get<0>(b)));
-  EXPECT_TRUE(torch::equal(std::get<2>(a), std::get<2>(b)));
+  EXPECT_TRUE(peft_test::equal(std::get<0>(a), std::get<0>(b)));
+  EXPECT_TRUE(peft_test::equal(std::get<2>(a), std::get<2>(b)));
   auto gen = at::detail::createCPUGenerator(1);
   auto c = peft::svd_lowrank(A, 3, 1, {}, &gen);
-  EXPECT_TRUE(torch::equal(std::get<1>(a), std::get<1>(c)));
+  EXPECT_TRUE(peft_test::equal(std::get<1>(a), std::get<1>(c)));
 }
 
-TEST(SvdLowrank, HandlesBatches) {
+SEEDED_TEST(SvdLowrank, HandlesBatches) {
   torch::manual_seed(2);
   auto A = torch::stack({low_rank(6, 5, {3.0, 1.0}), low_rank(6, 5, {2.0, 0.5})});
   auto [U, S, V] = peft::svd_lowrank(A, 2, 2);
   EXPECT_EQ(U.sizes(), (std::vector<int64_t>{2, 6, 2}));
-  EXPECT_TRUE(torch::allclose(torch::matmul(U * S.unsqueeze(-2), V.transpose(-2, -1)), A, 1e-9, 1e-9));
+  EXPECT_TRUE(peft_test::close(torch::matmul(U * S.unsqueeze(-2), V.transpose(-2, -1)), A, 1e-9, 1e-9));
 }

@@ -10,26 +10,14 @@
 #include <vector>
 
 #include "peft/tuner/lora_model.hpp"
-#include "peft/layers/linear.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 #include "support/test_helpers.hpp"
 
-namespace {
-
-struct ThreadNetImpl : torch::nn::Module {
-  ThreadNetImpl()
-      : lin0(register_module("lin0", peft::Linear(16, 32))),
-        lin1(register_module("lin1", peft::Linear(32, 32))),
-        lin2(register_module("lin2", peft::Linear(32, 4))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return lin2(torch::relu(lin1(torch::relu(lin0(x))))); }
-  peft::Linear lin0, lin1, lin2;
-};
-TORCH_MODULE(ThreadNet);
-
-}  // namespace
-
-TEST(ThreadSafety, ConcurrentEvalForwardsOfOneModelMatchTheSingleThreadedResults) {
+SEEDED_TEST(ThreadSafety, ConcurrentEvalForwardsOfOneModelMatchTheSingleThreadedResults) {
   torch::manual_seed(7);
-  ThreadNet net;
+  peft_test::Mlp net(peft_test::MlpOptions({16, 32, 32, 4}));
   peft::LoraConfig lora;
   lora.target_modules = {"lin0", "lin2"};
   lora.r = 4;
@@ -68,9 +56,9 @@ TEST(ThreadSafety, ConcurrentEvalForwardsOfOneModelMatchTheSingleThreadedResults
   for (int t = 0; t < kThreads; ++t) {
     const auto expected = net->forward(inputs[t]);
     ASSERT_EQ(outputs[t].size(), static_cast<std::size_t>(kIters));
-    for (const auto& y : outputs[t]) EXPECT_TRUE(torch::allclose(y, expected, 1e-6, 1e-6)) << "thread " << t;
+    for (const auto& y : outputs[t]) EXPECT_TRUE(peft_test::close(y, expected, 1e-6, 1e-6)) << "thread " << t;
   }
   // The DoRA adapter really took part (its magnitude differs from the plain LoRA result).
   pm.set_adapter("default");
-  EXPECT_FALSE(torch::allclose(net->forward(inputs[0]), outputs[0][0]));
+  EXPECT_TRUE(peft_test::not_close(net->forward(inputs[0]), outputs[0][0]));
 }

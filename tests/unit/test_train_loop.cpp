@@ -11,7 +11,9 @@
 #include "peft/io/adapters.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/train/trainer.hpp"
+#include "support/expect_close.hpp"
 #include "support/fixtures.hpp"
+#include "support/seeded_test.hpp"
 
 namespace fs = std::filesystem;
 using namespace peft::train;
@@ -117,7 +119,7 @@ struct Killed {};
 
 }  // namespace
 
-TEST(TrainLoop, TrainsLogsEvaluatesAndKeepsTheNewestCheckpoints) {
+SEEDED_TEST(TrainLoop, TrainsLogsEvaluatesAndKeepsTheNewestCheckpoints) {
   const fs::path out = peft_test::scratch_dir("train_loop_basic");
   TrainRig s(1);
   const auto res = s.run(out, 7);
@@ -145,7 +147,7 @@ TEST(TrainLoop, TrainsLogsEvaluatesAndKeepsTheNewestCheckpoints) {
   EXPECT_FALSE(st.cpu_rng_state.empty());
 }
 
-TEST(TrainLoop, ResumedRunEndsBitIdenticalToAnUninterruptedRun) {
+SEEDED_TEST(TrainLoop, ResumedRunEndsBitIdenticalToAnUninterruptedRun) {
   const fs::path ref_dir = peft_test::scratch_dir("train_loop_ref");
   const fs::path dir = peft_test::scratch_dir("train_loop_resume");
   std::vector<torch::Tensor> reference;
@@ -180,7 +182,7 @@ TEST(TrainLoop, ResumedRunEndsBitIdenticalToAnUninterruptedRun) {
   }
 }
 
-TEST(TrainLoop, StopRequestSavesACheckpointAtTheNextStepBoundary) {
+SEEDED_TEST(TrainLoop, StopRequestSavesACheckpointAtTheNextStepBoundary) {
   const fs::path dir = peft_test::scratch_dir("train_loop_stop");
   install_stop_handler();
   TrainRig s(3);
@@ -199,7 +201,7 @@ TEST(TrainLoop, StopRequestSavesACheckpointAtTheNextStepBoundary) {
   EXPECT_TRUE(fs::is_regular_file(*res.last_checkpoint / "trainer_state.json"));
 }
 
-TEST(TrainCheckpoint, LeftoversOfAKilledSaveAreIgnoredAndRemoved) {
+SEEDED_TEST(TrainCheckpoint, LeftoversOfAKilledSaveAreIgnoredAndRemoved) {
   const fs::path dir = peft_test::scratch_dir("train_ckpt_leftovers");
   fs::create_directories(dir / "checkpoints" / ".tmp-step-9-123");
   fs::create_directories(dir / "checkpoints" / "step-9");  // incomplete: no trainer_state.json
@@ -212,7 +214,7 @@ TEST(TrainCheckpoint, LeftoversOfAKilledSaveAreIgnoredAndRemoved) {
   EXPECT_FALSE(fs::exists(dir / "checkpoints" / ".tmp-step-9-123"));
 }
 
-TEST(TrainCheckpoint, LoadingACheckpointOfAnotherShapeChangesNothing) {
+SEEDED_TEST(TrainCheckpoint, LoadingACheckpointOfAnotherShapeChangesNothing) {
   const fs::path dir = peft_test::scratch_dir("train_ckpt_shape");
   TrainRig a(1);
   a.run(dir, 2);
@@ -227,5 +229,5 @@ TEST(TrainCheckpoint, LoadingACheckpointOfAnotherShapeChangesNothing) {
   for (const auto& [k, t] : before) copy.push_back(t.detach().clone());
   torch::optim::AdamW opt(pm.trainable_parameters());
   EXPECT_THROW(load_training_checkpoint(dir / "checkpoints" / "step-2", pm, opt), peft::SerializationError);
-  for (std::size_t i = 0; i < copy.size(); ++i) EXPECT_TRUE(torch::equal(before[i].second, copy[i]));
+  for (std::size_t i = 0; i < copy.size(); ++i) EXPECT_TRUE(peft_test::equal(before[i].second, copy[i]));
 }

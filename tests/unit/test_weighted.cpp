@@ -7,6 +7,9 @@
 #include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
 #include "peft/tuner/weighted_adapter.hpp"
+#include "support/expect_close.hpp"
+#include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {
@@ -25,18 +28,21 @@ std::vector<torch::Tensor> task_tensors() {
 torch::Tensor task_weights() { return merge::weights_tensor({0.5, 2.0}); }
 
 void expect_equal(const torch::Tensor& got, const torch::Tensor& want) {
-  EXPECT_TRUE(torch::equal(got, want)) << "got\n" << got << "\nwant\n" << want;
+  EXPECT_TRUE(peft_test::equal(got, want)) << "got\n" << got << "\nwant\n" << want;
 }
 
-struct TwoLayerImpl : torch::nn::Module {
-  TwoLayerImpl()
-      : lin0(register_module("lin0", peft::Linear(torch::nn::LinearOptions(10, 20)))),
-        lin1(register_module("lin1", peft::Linear(torch::nn::LinearOptions(20, 6)))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return lin1(torch::relu(lin0(x))); }
-  peft::Linear lin0;
-  peft::Linear lin1;
+/// lin0 (10 -> 20) -> relu -> lin1 (20 -> 6).
+struct TwoLayer : peft_test::Mlp {
+  TwoLayer() : Mlp(peft_test::MlpOptions({10, 20, 6})) {}
 };
-TORCH_MODULE(TwoLayer);
+
+/// Options with only combination_type set (a braced {"type"} leaves the other fields to
+/// -Wmissing-field-initializers).
+peft::WeightedAdapterOptions combination(decltype(peft::WeightedAdapterOptions::combination_type) type) {
+  peft::WeightedAdapterOptions o;
+  o.combination_type = std::move(type);
+  return o;
+}
 
 peft::LoraConfig lora(peft::ModuleSpec targets, std::int64_t r, long long alpha) {
   peft::LoraConfig c;
@@ -73,7 +79,7 @@ struct Snapshot {
     EXPECT_EQ(pm.adapter_names(), adapters);
     EXPECT_EQ(pm.active_adapters(), active);
     EXPECT_EQ(peft_test::param_names(*net), params);
-    EXPECT_TRUE(torch::equal(net(x), out));
+    EXPECT_TRUE(peft_test::equal(net(x), out));
   }
 };
 
@@ -81,11 +87,11 @@ struct Snapshot {
 
 // ---- merge_utils ----
 
-TEST(MergeUtils, TaskArithmeticIsTheWeightedSum) {
+SEEDED_TEST(MergeUtils, TaskArithmeticIsTheWeightedSum) {
   expect_equal(merge::task_arithmetic(task_tensors(), task_weights()), t2x3({8, 9.5f, -11, 2.5f, 2.25f, 0}));
 }
 
-TEST(MergeUtils, MagnitudePruningKeepsTheTopIntDensityTimesNumelValues) {
+SEEDED_TEST(MergeUtils, MagnitudePruningKeepsTheTopIntDensityTimesNumelValues) {
   auto t = task_tensors()[0];
   expect_equal(merge::magnitude_based_pruning(t, 0.5), t2x3({4, 0, 2, -3, 0, 0}));
   // int(0.34 * 6) = 2: 4 and -3 stay
@@ -93,23 +99,23 @@ TEST(MergeUtils, MagnitudePruningKeepsTheTopIntDensityTimesNumelValues) {
   expect_equal(merge::magnitude_based_pruning(t, 0.0), torch::zeros({2, 3}));
 }
 
-TEST(MergeUtils, MagnitudePrunePrunesEachTensorThenSums) {
+SEEDED_TEST(MergeUtils, MagnitudePrunePrunesEachTensorThenSums) {
   expect_equal(merge::magnitude_prune(task_tensors(), task_weights(), 0.5), t2x3({8, 10, -11, -1.5f, 0, 0}));
 }
 
-TEST(MergeUtils, TiesElectsTheSignOfTheTotalAndAveragesTheAgreeingValues) {
+SEEDED_TEST(MergeUtils, TiesElectsTheSignOfTheTotalAndAveragesTheAgreeingValues) {
   // Σ P = [[7, 5, -4], [-3, 0, 0]] -> majority [[+, +, -], [-, +, +]]; P1 agrees at (0,0), (1,0),
   // P2 at (0,0), (0,1), (0,2). Weighted: 0.5·P1, 2·P2; (0,0) keeps both -> (2 + 6) / 2.
   expect_equal(merge::ties(task_tensors(), task_weights(), 0.5), t2x3({4, 10, -12, -1.5f, 0, 0}));
 }
 
-TEST(MergeUtils, TiesFrequencyElectsTheSignOfTheMajorityCount) {
+SEEDED_TEST(MergeUtils, TiesFrequencyElectsTheSignOfTheMajorityCount) {
   // Σ sign(P) = [[2, 1, 0], [-1, 0, 0]] -> majority [[+, +, +], [-, +, +]]: (0,2) now keeps P1's 2·0.5.
   expect_equal(merge::ties(task_tensors(), task_weights(), 0.5, merge::MajoritySignMethod::frequency),
                t2x3({4, 10, 1, -1.5f, 0, 0}));
 }
 
-TEST(MergeUtils, DensityOfOneOrMoreWarnsAndDoesNotPrune) {
+SEEDED_TEST(MergeUtils, DensityOfOneOrMoreWarnsAndDoesNotPrune) {
   peft::ScopedWarningCapture w;
   expect_equal(merge::magnitude_prune(task_tensors(), task_weights(), 1.0),
                merge::task_arithmetic(task_tensors(), task_weights()));
@@ -119,29 +125,29 @@ TEST(MergeUtils, DensityOfOneOrMoreWarnsAndDoesNotPrune) {
   EXPECT_NE(w.messages().front().find("no pruning will be performed"), std::string::npos);
 }
 
-TEST(MergeUtils, NegativeDensityIsAConfigError) {
+SEEDED_TEST(MergeUtils, NegativeDensityIsAConfigError) {
   EXPECT_THROW(merge::ties(task_tensors(), task_weights(), -0.1), peft::ConfigError);
   EXPECT_THROW(merge::prune(task_tensors()[0], -1, merge::PruneMethod::random, true), peft::ConfigError);
   EXPECT_THROW(merge::parse_majority_sign_method("median"), peft::ConfigError);
 }
 
-TEST(MergeUtils, RandomPruningKeepsABernoulliMaskAndRescales) {
+SEEDED_TEST(MergeUtils, RandomPruningKeepsABernoulliMaskAndRescales) {
   auto t = torch::arange(1, 2001, torch::kFloat32);
   torch::manual_seed(7);
   auto p = merge::random_pruning(t, 0.25, true);
   auto kept = p != 0;
   // kept values are t / density, dropped ones 0; about a quarter is kept
-  EXPECT_TRUE(torch::equal(p.masked_select(kept), t.masked_select(kept) / 0.25));
+  EXPECT_TRUE(peft_test::equal(p.masked_select(kept), t.masked_select(kept) / 0.25));
   const double frac = kept.to(torch::kFloat64).mean().item<double>();
   EXPECT_NEAR(frac, 0.25, 0.05);
   // the mask comes from the default generator: same seed, same mask
   torch::manual_seed(7);
-  EXPECT_TRUE(torch::equal(merge::random_pruning(t, 0.25, true), p));
+  EXPECT_TRUE(peft_test::equal(merge::random_pruning(t, 0.25, true), p));
   torch::manual_seed(7);
-  EXPECT_TRUE(torch::equal(merge::random_pruning(t, 0.25, false), p * 0.25));
+  EXPECT_TRUE(peft_test::equal(merge::random_pruning(t, 0.25, false), p * 0.25));
 }
 
-TEST(MergeUtils, DareLinearIsTaskArithmeticOfRandomlyPrunedTensors) {
+SEEDED_TEST(MergeUtils, DareLinearIsTaskArithmeticOfRandomlyPrunedTensors) {
   auto ts = task_tensors();
   torch::manual_seed(3);
   auto got = merge::dare_linear(ts, task_weights(), 0.5);
@@ -151,7 +157,7 @@ TEST(MergeUtils, DareLinearIsTaskArithmeticOfRandomlyPrunedTensors) {
   expect_equal(got, merge::task_arithmetic({p1, p2}, task_weights()));
 }
 
-TEST(MergeUtils, DareTiesElectsSignsOnTheRandomlyPrunedTensors) {
+SEEDED_TEST(MergeUtils, DareTiesElectsSignsOnTheRandomlyPrunedTensors) {
   auto ts = task_tensors();
   torch::manual_seed(5);
   auto got = merge::dare_ties(ts, task_weights(), 0.5);
@@ -168,7 +174,7 @@ TEST(MergeUtils, DareTiesElectsSignsOnTheRandomlyPrunedTensors) {
 
 // ---- add_weighted_adapter ----
 
-TEST(AddWeightedAdapter, OneAdapterGivesWeightTimesItsDelta) {
+SEEDED_TEST(AddWeightedAdapter, OneAdapterGivesWeightTimesItsDelta) {
   TwoLayer net;
   auto pm = two_adapters(net);
   for (double w : {0.6, -0.6}) {
@@ -181,34 +187,34 @@ TEST(AddWeightedAdapter, OneAdapterGivesWeightTimesItsDelta) {
     for (const char* key : {"lin0", "lin1"}) {
       auto l = layer(pm, key);
       EXPECT_EQ(l->settings(name).scaling, 1.0);
-      EXPECT_TRUE(torch::allclose(l->delta_weight(name), l->delta_weight("default") * w, 1e-5, 1e-7)) << key;
+      EXPECT_TRUE(peft_test::close(l->delta_weight(name), l->delta_weight("default") * w, 1e-5, 1e-7)) << key;
     }
   }
 }
 
-TEST(AddWeightedAdapter, CatReproducesTheSumOfTheSources) {
+SEEDED_TEST(AddWeightedAdapter, CatReproducesTheSumOfTheSources) {
   TwoLayer net;
   auto pm = two_adapters(net, 2);
   auto x = torch::randn({5, 10});
   pm.set_adapter(std::vector<std::string>{"default", "other"});
   const auto both = net(x);
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {1.0, 1.0}, "cat",
-                                         peft::WeightedAdapterOptions{peft::CombinationType::cat}));
+                                         combination(peft::CombinationType::cat)));
   EXPECT_EQ(pm.peft_config("cat").r, 6);  // 4 + 2
   EXPECT_EQ(layer(pm, "lin1")->lora_A("cat")->weight.size(0), 6);
   // lin0 has only `default`: its rows 4..5 stay zero
-  EXPECT_TRUE(torch::equal(layer(pm, "lin0")->lora_A("cat")->weight.slice(0, 4), torch::zeros({2, 10})));
+  EXPECT_TRUE(peft_test::equal(layer(pm, "lin0")->lora_A("cat")->weight.slice(0, 4), torch::zeros({2, 10})));
   pm.set_adapter("cat");
-  EXPECT_TRUE(torch::allclose(net(x), both, 1e-5, 1e-6));
+  EXPECT_TRUE(peft_test::close(net(x), both, 1e-5, 1e-6));
   // weighted: delta = Σ w_i Δ_i
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {0.5, -2.0}, "cat2",
-                                         peft::WeightedAdapterOptions{peft::CombinationType::cat}));
+                                         combination(peft::CombinationType::cat)));
   auto l = layer(pm, "lin1");
-  EXPECT_TRUE(torch::allclose(l->delta_weight("cat2"), 0.5 * l->delta_weight("default") - 2.0 * l->delta_weight("other"),
+  EXPECT_TRUE(peft_test::close(l->delta_weight("cat2"), 0.5 * l->delta_weight("default") - 2.0 * l->delta_weight("other"),
                               1e-5, 1e-6));
 }
 
-TEST(AddWeightedAdapter, SvdOfFullRankScalesEachDeltaTwice) {
+SEEDED_TEST(AddWeightedAdapter, SvdOfFullRankScalesEachDeltaTwice) {
   TwoLayer net;
   auto pm = two_adapters(net, 2);
   peft::WeightedAdapterOptions o;  // "svd"
@@ -219,14 +225,14 @@ TEST(AddWeightedAdapter, SvdOfFullRankScalesEachDeltaTwice) {
   ASSERT_NE(s0, 1.0);
   // PEFT's quirk: Δ_i already holds s_i and is weighted by w_i·s_i again.
   auto want = 0.7 * s0 * l->delta_weight("default") + 0.5 * s1 * l->delta_weight("other");
-  EXPECT_TRUE(torch::allclose(l->delta_weight("svd"), want, 1e-4, 1e-5));
+  EXPECT_TRUE(peft_test::close(l->delta_weight("svd"), want, 1e-4, 1e-5));
   // default rank: the largest source rank
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "other"}, {0.7, 0.5}, "svd4", {}));
   EXPECT_EQ(pm.peft_config("svd4").r, 4);
   EXPECT_EQ(l->lora_B("svd4")->weight.sizes(), (std::vector<std::int64_t>{6, 4}));
 }
 
-TEST(AddWeightedAdapter, SvdClampBoundsTheFactorsByTheQuantile) {
+SEEDED_TEST(AddWeightedAdapter, SvdClampBoundsTheFactorsByTheQuantile) {
   TwoLayer net;
   auto pm = two_adapters(net);
   peft::WeightedAdapterOptions o;
@@ -240,7 +246,7 @@ TEST(AddWeightedAdapter, SvdClampBoundsTheFactorsByTheQuantile) {
   EXPECT_LE(std::max(A.abs().max().item<double>(), B.abs().max().item<double>()), hi);
 }
 
-TEST(AddWeightedAdapter, TiesIsFactorWiseWithSignedSquareRootWeights) {
+SEEDED_TEST(AddWeightedAdapter, TiesIsFactorWiseWithSignedSquareRootWeights) {
   TwoLayer net;
   auto pm = two_adapters(net);
   peft::WeightedAdapterOptions o;
@@ -257,29 +263,32 @@ TEST(AddWeightedAdapter, TiesIsFactorWiseWithSignedSquareRootWeights) {
                merge::ties({l->lora_B("default")->weight, l->lora_B("other")->weight}, wb, 0.5));
 }
 
-TEST(AddWeightedAdapter, NewAdapterIsFrozenInactiveAndTargetsTheUnion) {
+SEEDED_TEST(AddWeightedAdapter, NewAdapterIsFrozenInactiveAndTargetsTheUnion) {
   TwoLayer net;
   auto pm = two_adapters(net);
   ASSERT_TRUE(peft::add_weighted_adapter(pm, {"other", "default"}, {1.0, 1.0}, "lin",
-                                         peft::WeightedAdapterOptions{peft::CombinationType::linear}));
+                                         combination(peft::CombinationType::linear)));
   EXPECT_EQ(pm.active_adapters(), std::vector<std::string>{"default"});
   EXPECT_EQ(pm.peft_config("lin").target_modules, peft::ModuleSpec({"lin0", "lin1"}));
   EXPECT_TRUE(pm.peft_config("lin").rank_pattern.empty());
-  for (const auto& p : net->named_parameters())
-    if (p.key().find(".lin.") != std::string::npos) EXPECT_FALSE(p.value().requires_grad()) << p.key();
+  for (const auto& p : net->named_parameters()) {
+    if (p.key().find(".lin.") != std::string::npos) {
+      EXPECT_FALSE(p.value().requires_grad()) << p.key();
+    }
+  }
   EXPECT_EQ(pm.targeted_module_names("lin"), (std::vector<std::string>{"lin0", "lin1"}));
 }
 
-TEST(AddWeightedAdapter, RegexTargetsAreJoinedAsAlternatives) {
+SEEDED_TEST(AddWeightedAdapter, RegexTargetsAreJoinedAsAlternatives) {
   TwoLayer net;
   torch::manual_seed(0);
   auto pm = peft::get_peft_model(net, lora(peft::ModuleSpec::regex("lin0"), 4, 4));
   pm.add_adapter("b", lora(peft::ModuleSpec::regex("lin1"), 4, 4));
-  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {1.0, 1.0}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}));
+  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {1.0, 1.0}, "w", combination(peft::CombinationType::linear)));
   EXPECT_EQ(pm.peft_config("w").target_modules.pattern(), "(lin0)|(lin1)");
 }
 
-TEST(AddWeightedAdapter, InheritsUseRsloraSoTheScalingIsSqrtR) {
+SEEDED_TEST(AddWeightedAdapter, InheritsUseRsloraSoTheScalingIsSqrtR) {
   TwoLayer net;
   auto c = lora({"lin0"}, 4, 8);
   c.use_rslora = true;
@@ -288,7 +297,7 @@ TEST(AddWeightedAdapter, InheritsUseRsloraSoTheScalingIsSqrtR) {
   EXPECT_DOUBLE_EQ(layer(pm, "lin0")->settings("w").scaling, 2.0);  // 4 / sqrt(4)
 }
 
-TEST(AddWeightedAdapter, RankRules) {
+SEEDED_TEST(AddWeightedAdapter, RankRules) {
   TwoLayer net;
   auto pm = two_adapters(net, 2);
   auto x = torch::randn({3, 10});
@@ -309,7 +318,7 @@ TEST(AddWeightedAdapter, RankRules) {
   EXPECT_EQ(pm.peft_config("w").lora_alpha.value, 3);
 }
 
-TEST(AddWeightedAdapter, BadArgumentsChangeNothing) {
+SEEDED_TEST(AddWeightedAdapter, BadArgumentsChangeNothing) {
   TwoLayer net;
   auto pm = two_adapters(net);
   auto x = torch::randn({3, 10});
@@ -330,7 +339,7 @@ TEST(AddWeightedAdapter, BadArgumentsChangeNothing) {
   EXPECT_THROW(call({"default", "other"}, {1}, {}), peft::ConfigError);
   EXPECT_THROW(call({}, {}, {}), peft::ConfigError);
   EXPECT_THROW(peft::parse_combination_type("average"), peft::ConfigError);
-  EXPECT_THROW(call({"default", "other"}, {1, 1}, peft::WeightedAdapterOptions{static_cast<peft::CombinationType>(42)}),
+  EXPECT_THROW(call({"default", "other"}, {1, 1}, combination(static_cast<peft::CombinationType>(42))),
                peft::ConfigError);
   peft::WeightedAdapterOptions svd;
   svd.svd_clamp = 1.5;
@@ -342,11 +351,11 @@ TEST(AddWeightedAdapter, BadArgumentsChangeNothing) {
   // a regex source and a list source
   pm.add_adapter("rx", lora(peft::ModuleSpec::regex("lin0"), 4, 4));
   const Snapshot with_rx(pm, net, x);
-  EXPECT_THROW(call({"default", "rx"}, {1, 1}, peft::WeightedAdapterOptions{peft::CombinationType::linear}), peft::ConfigError);
+  EXPECT_THROW(call({"default", "rx"}, {1, 1}, combination(peft::CombinationType::linear)), peft::ConfigError);
   with_rx.expect_same(pm, net, x);
 }
 
-TEST(AddWeightedAdapter, AnExistingNameWarnsAndChangesNothing) {
+SEEDED_TEST(AddWeightedAdapter, AnExistingNameWarnsAndChangesNothing) {
   TwoLayer net;
   auto pm = two_adapters(net);
   auto x = torch::randn({3, 10});
@@ -357,20 +366,11 @@ TEST(AddWeightedAdapter, AnExistingNameWarnsAndChangesNothing) {
   EXPECT_FALSE(peft::add_weighted_adapter(pm, {"default"}, {2.0}, "other"));
   EXPECT_EQ(w.messages().size(), 1u);
   before.expect_same(pm, net, x);
-  EXPECT_TRUE(torch::equal(layer(pm, "lin1")->lora_A("other")->weight, old_A));
+  EXPECT_TRUE(peft_test::equal(layer(pm, "lin1")->lora_A("other")->weight, old_A));
 }
 
-namespace {
-struct GptBlockImpl : torch::nn::Module {
-  GptBlockImpl() : c_attn(register_module("c_attn", peft::Conv1D(6, 10))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return c_attn(x); }
-  peft::Conv1D c_attn;
-};
-TORCH_MODULE(GptBlock);
-}  // namespace
-
-TEST(AddWeightedAdapter, SvdTransposesFanInFanOutDeltasBeforeDecomposing) {
-  GptBlock net;
+SEEDED_TEST(AddWeightedAdapter, SvdTransposesFanInFanOutDeltasBeforeDecomposing) {
+  peft_test::OneLayer<peft::Conv1D> net("c_attn", peft::Conv1D(6, 10));
   torch::manual_seed(1);
   auto c = lora({"c_attn"}, 2, 4);
   c.fan_in_fan_out = true;
@@ -386,10 +386,10 @@ TEST(AddWeightedAdapter, SvdTransposesFanInFanOutDeltasBeforeDecomposing) {
   EXPECT_EQ(l->lora_B("w")->weight.sizes(), (std::vector<std::int64_t>{6, 4}));   // [out, R]
   const double s0 = l->settings("default").scaling, s1 = l->settings("other").scaling;
   auto want = 0.7 * s0 * l->delta_weight("default") + 0.5 * s1 * l->delta_weight("other");  // [in, out]
-  EXPECT_TRUE(torch::allclose(l->delta_weight("w"), want, 1e-4, 1e-5));
+  EXPECT_TRUE(peft_test::close(l->delta_weight("w"), want, 1e-4, 1e-5));
 }
 
-TEST(AddWeightedAdapter, ALayerTheCopiedConfigTargetsWithoutAnySourceIsAnError) {
+SEEDED_TEST(AddWeightedAdapter, ALayerTheCopiedConfigTargetsWithoutAnySourceIsAnError) {
   TwoLayer net;
   torch::manual_seed(0);
   auto pm = peft::get_peft_model(net, lora({"lin0"}, 4, 4));
@@ -399,15 +399,15 @@ TEST(AddWeightedAdapter, ALayerTheCopiedConfigTargetsWithoutAnySourceIsAnError) 
   auto x = torch::randn({3, 10});
   const Snapshot before(pm, net, x);
   // the new config is default's (no exclusions) with targets {lin0, lin1}: lin1 has no source
-  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}),
+  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", combination(peft::CombinationType::linear)),
                peft::Error);
   before.expect_same(pm, net, x);
   // with b first, its exclusion is copied too and the combination works
-  EXPECT_TRUE(peft::add_weighted_adapter(pm, {"b", "default"}, {1, 1}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}));
+  EXPECT_TRUE(peft::add_weighted_adapter(pm, {"b", "default"}, {1, 1}, "w", combination(peft::CombinationType::linear)));
   EXPECT_EQ(pm.targeted_module_names("w"), std::vector<std::string>{"lin0"});
 }
 
-TEST(AddWeightedAdapter, RankPatternRaisesTheSourceRankAndCatKeepsEveryLayersRank) {
+SEEDED_TEST(AddWeightedAdapter, RankPatternRaisesTheSourceRankAndCatKeepsEveryLayersRank) {
   TwoLayer net;
   torch::manual_seed(0);
   auto a = lora({"lin0", "lin1"}, 4, 4);
@@ -418,14 +418,14 @@ TEST(AddWeightedAdapter, RankPatternRaisesTheSourceRankAndCatKeepsEveryLayersRan
   auto x = torch::randn({3, 10});
   const Snapshot before(pm, net, x);
   // equal ρ (max(4, 2) = 4) passes the rank rule, but lin1 holds ranks 2 and 4: cannot stack
-  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", peft::WeightedAdapterOptions{peft::CombinationType::linear}),
+  EXPECT_THROW(peft::add_weighted_adapter(pm, {"default", "b"}, {1, 1}, "w", combination(peft::CombinationType::linear)),
                peft::ConfigError);
   before.expect_same(pm, net, x);
-  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {0.5, 2}, "w", peft::WeightedAdapterOptions{peft::CombinationType::cat}));
+  ASSERT_TRUE(peft::add_weighted_adapter(pm, {"default", "b"}, {0.5, 2}, "w", combination(peft::CombinationType::cat)));
   EXPECT_EQ(pm.peft_config("w").r, 8);
   auto l = layer(pm, "lin1");
   EXPECT_EQ(l->lora_A("w")->weight.size(0), 8);
-  EXPECT_TRUE(torch::equal(l->lora_A("w")->weight.slice(0, 6), torch::zeros({2, 20})));  // 2 + 4 used
-  EXPECT_TRUE(torch::allclose(l->delta_weight("w"), 0.5 * l->delta_weight("default") + 2 * l->delta_weight("b"),
+  EXPECT_TRUE(peft_test::equal(l->lora_A("w")->weight.slice(0, 6), torch::zeros({2, 20})));  // 2 + 4 used
+  EXPECT_TRUE(peft_test::close(l->delta_weight("w"), 0.5 * l->delta_weight("default") + 2 * l->delta_weight("b"),
                               1e-5, 1e-6));
 }
