@@ -36,7 +36,7 @@
 #include "peft/detail/strings.hpp"
 #include "peft/format/safetensors_dtype.hpp"
 #include "peft/format/safetensors_header.hpp"
-#include "peft/io/adapter_keys.hpp"
+#include "peft/format/adapter_keys.hpp"
 #include "peft/warnings.hpp"
 
 namespace fs = std::filesystem;

@@ -31,6 +31,7 @@ std::string read_text_file(const std::filesystem::path& path, std::size_t max_by
   if (!in) throw SerializationError(path.string() + ": cannot open for reading");
   std::ostringstream ss;
   ss << in.rdbuf();
+  if (in.bad()) throw SerializationError(path.string() + ": read error");
   return ss.str();
 }
 

@@ -1,5 +1,5 @@
 // peft-merge's reading of one adapter directory (io/detail/merge_adapter.hpp): the config checks,
-// the tensors sorted by PEFT's key rules (io/adapter_keys.hpp) and validated against each other.
+// the tensors sorted by PEFT's key rules (format/adapter_keys.hpp) and validated against each other.
 
 #include "peft/io/detail/merge_adapter.hpp"
 
@@ -10,7 +10,7 @@
 #include "peft/config/config_json.hpp"
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
-#include "peft/io/adapter_keys.hpp"
+#include "peft/format/adapter_keys.hpp"
 #include "peft/io/safetensors.hpp"
 
 namespace peft::detail {

@@ -17,7 +17,7 @@
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/format/json_value.hpp"
-#include "peft/io/adapter_keys.hpp"
+#include "peft/format/adapter_keys.hpp"
 #include "peft/io/detail/merge_adapter.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors_writer.hpp"

@@ -33,8 +33,9 @@ void LoraLayer::check_supported(const AdapterSettings& s) { check_lora_settings(
 void LoraLayer::update_layer(const std::string& name, const AdapterSettings& s) {
   check_supported(s);
   if (has_adapter(name))
-    throw ConfigError("adapter_name", "\"" + name + "\"", "this layer already has that adapter",
-                      "delete it first or use another name");
+    throw ConfigError::about("LoraLayer", "adapter_name",
+                             "\"" + name + "\"", "this layer already has that adapter",
+                             "delete it first or use another name");
   // Before any change: dtype, layout, rank, eigens of a base-rewriting init.
   check_lora_init_target(s, *this, corda_eigens_ ? &*corda_eigens_ : nullptr);
   Adapter a;
@@ -150,8 +151,9 @@ void LoraLayer::enable_adapters(bool enabled) {
 
 void LoraLayer::add_trainable_copy(const std::string& name) {
   if (modules_to_save_.has(name))
-    throw ConfigError("adapter_name", "\"" + name + "\"",
-                      "this layer already has a modules_to_save copy for that adapter", "delete the adapter first");
+    throw ConfigError::about("LoraLayer", "adapter_name",
+                             "\"" + name + "\"",
+                             "this layer already has a modules_to_save copy for that adapter", "delete the adapter first");
   modules_to_save_.add(*this, name, plain_copy());
 }
 

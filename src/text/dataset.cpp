@@ -2,10 +2,10 @@
 #include "peft/text/dataset.hpp"
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
+#include <limits>
 
 #include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
 #include "peft/format/json_value.hpp"
 
 namespace peft::text {
@@ -15,12 +15,7 @@ std::string read_all(const std::filesystem::path& file) {
   std::error_code ec;
   if (std::filesystem::is_directory(file, ec))
     throw SerializationError(file.string() + ": is a directory, expected a .txt or .jsonl file");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw SerializationError(file.string() + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw SerializationError(file.string() + ": read error");
-  return ss.str();
+  return read_text_file(file, std::numeric_limits<std::size_t>::max());  // corpora may be large
 }
 
 bool is_blank(std::string_view line) {

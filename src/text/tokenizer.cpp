@@ -1,9 +1,8 @@
 // ByteTokenizer, the tokenizer file readers (tokenizer.json, vocab.json + merges.txt) and
 // load_tokenizer's fallback order.
-#include <fstream>
-#include <sstream>
 
 #include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
 #include "peft/format/json_value.hpp"
 #include "peft/warnings.hpp"
 #include "peft/text/bpe_tokenizer.hpp"
@@ -14,17 +13,8 @@ namespace {
 
 constexpr std::string_view kEndOfTextText = "<|endoftext|>";
 
-std::string read_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw SerializationError(file.string() + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw SerializationError(file.string() + ": read error");
-  return ss.str();
-}
-
 JsonValue parse_json_file(const std::filesystem::path& file) {
-  const std::string text = read_file(file);
+  const std::string text = read_text_file(file);
   try {
     return JsonValue::parse(text);
   } catch (const Error& e) {
@@ -238,7 +228,7 @@ std::unique_ptr<ByteLevelBPETokenizer> ByteLevelBPETokenizer::from_vocab_merges(
                                                                                 const std::filesystem::path& merges_txt) {
   const JsonValue v = parse_json_file(vocab_json);
   auto vocab = read_vocab(vocab_json, v, "(top level)");
-  const std::string text = read_file(merges_txt);
+  const std::string text = read_text_file(merges_txt);
   std::vector<std::pair<std::string, std::string>> merges;
   std::size_t line_no = 0, pos = 0;
   while (pos < text.size()) {

@@ -7,8 +7,8 @@ case's base model and check they reproduce the outputs real PEFT 0.20.0 recorded
 usage: check_resaved_models.py OUT FIXTURES_PEFT_DIR    (PASS/FAIL/SKIP lines and a summary;
                                                           exit 1 if anything failed)
 
-Models are rebuilt from case.json `model_dims` as fixtures README §2 defines them. Cases whose
-init rewrites the base (pissa, olora, corda) use README §4.4 recipe 2: the targeted weights are
+Models are rebuilt from case.json `model_dims` as docs/conformance.md defines them. Cases whose
+init rewrites the base (pissa, olora, corda) use docs/file-format.md recipe 2: the targeted weights are
 replaced by `init.<m>.base_weight` and the adapter loads with init_lora_weights=True.
 """
 import json

@@ -1,5 +1,5 @@
 #pragma once
-// EVA part of the model-case harness (fixtures README §4.2): run initialize_lora_eva_weights with
+// EVA part of the model-case harness (docs/conformance.md): run initialize_lora_eva_weights with
 // the case's calibration batches and compare with what PEFT initialised.
 
 #include <filesystem>

@@ -201,7 +201,7 @@ void run_calibration(const fs::path& dir, CatalogueModel& model) {
   }
 }
 
-/// Phase A checks of an init that rewrites the base (fixtures README §4.2): delta and residual
+/// Phase A checks of an init that rewrites the base (docs/conformance.md): delta and residual
 /// against PEFT's, residual + delta == original, and the factors up to sign.
 void check_base_rewrite_init(peft::LoraModel& pm, const peft::SafetensorsFile& expected,
                              const peft::SafetensorsFile& base, const JsonValue& checks, double floor) {
@@ -252,7 +252,7 @@ void expect_same_adapter(const std::string& what, const fs::path& ours, const fs
   if (!(ca == cb)) throw Mismatch(what + ": adapter_config.json means something else");
 }
 
-/// Phase B of an init that rewrites the base (fixtures README §4.4): the adapter loaded by the
+/// Phase B of an init that rewrites the base (docs/file-format.md): the adapter loaded by the
 /// three recipes (as saved, residual base, converted), each on a fresh model, plus our own
 /// save-time conversion compared with adapter_converted/.
 std::string check_base_rewrite_recipes(const fs::path& dir, const JsonValue& c, const peft::SafetensorsFile& base_file,

@@ -21,7 +21,7 @@ std::filesystem::path scratch_dir(const std::string& name);
 peft::JsonValue read_json(const std::filesystem::path& path);
 
 /// The module inventory (named_modules() order, root included) of a catalogue model of
-/// fixtures/README.md §2 (`mlp`, `mlp_nobias`, `decoder`, `gpt2`) built from its model_dims.
+/// docs/conformance.md (`mlp`, `mlp_nobias`, `decoder`, `gpt2`) built from its model_dims.
 std::vector<peft::ModuleInfo> catalogue_inventory(const std::string& model, const peft::JsonValue& dims);
 
 /// The Python class name PEFT writes as auto_mapping.base_model_class for a catalogue model.

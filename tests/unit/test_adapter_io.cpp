@@ -1,4 +1,5 @@
-// save_pretrained / load_adapter / from_pretrained (spec §9): PEFT's keys and layout, strict
+// save_pretrained / load_adapter / from_pretrained (docs/file-format.md#adapter-files): PEFT's keys and
+// layout, strict
 // validation, and a model left as it was when an adapter does not fit.
 
 #include <gtest/gtest.h>
@@ -8,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "peft/io/adapter_keys.hpp"
+#include "peft/format/adapter_keys.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/warnings.hpp"
@@ -106,7 +107,7 @@ SEEDED_TEST(SavePretrained, BiasAllWithModulesToSaveWritesTheTrainedCopysBiasOnc
 }
 
 SEEDED_TEST(SavePretrained, EverySavedKeyParsesBackByTheSameKeyRules) {
-  // save_pretrained's names (detail::adapter_key_map) and peft-merge's parsing share io/adapter_keys.hpp.
+  // save_pretrained's names (detail::adapter_key_map) and peft-merge's parsing share format/adapter_keys.hpp.
   Net net;
   auto c = cfg({"lin0"});
   c.lora_bias = true;

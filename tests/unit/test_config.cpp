@@ -1,4 +1,4 @@
-// LoraConfig defaults and PEFT's post-init validation (spec §1.2, §1.3).
+// LoraConfig defaults and PEFT's post-init validation (docs/config.md#lora-fields).
 
 #include <gtest/gtest.h>
 

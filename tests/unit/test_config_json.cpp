@@ -1,4 +1,4 @@
-// adapter_config.json reading and writing (spec §1.4, §1.5), against files PEFT wrote.
+// adapter_config.json reading and writing (docs/config.md#saving-the-config), against files PEFT wrote.
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// DoRA (spec §5): magnitude init, forward against the plain formula, the fast weight norm,
+// DoRA (docs/dora.md#dora): magnitude init, forward against the plain formula, the fast weight norm,
 // merge/unmerge, dropout, gradients, caching, and PEFT's file key.
 
 #include <gtest/gtest.h>

@@ -1,4 +1,5 @@
-// EVA initialisation (spec §6.1 "EVA"): IncrementalPCA, the rank redistribution, loading an EVA
+// EVA initialisation (docs/init.md#strategies-at-a-glance "EVA"): IncrementalPCA, the rank
+// redistribution, loading an EVA
 // state dict (rank changes, alpha adjustment, rank 0) and initialize_lora_eva_weights end to end.
 
 #include <gtest/gtest.h>

@@ -1,4 +1,5 @@
-// LoRA formulas on small hand-checkable tensors (spec §4.4, §7.1).
+// LoRA formulas on small hand-checkable tensors (docs/layer.md#forward-linear-and-conv1d,
+// docs/lifecycle.md#delta-weight).
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -1,6 +1,8 @@
-// Inits that rewrite the base weight (spec §6.1): PiSSA, PiSSA-niter, OLoRA, CorDA on small
+// Inits that rewrite the base weight (docs/init.md#strategies-at-a-glance): PiSSA, PiSSA-niter, OLoRA,
+// CorDA on small
 // hand-checkable matrices; their wiring into LoraLayer / injection / preprocess_corda; and the
-// save-time conversion and the explicit load choices (spec §9.4).
+// save-time conversion and the explicit load choices
+// (docs/file-format.md#converting-pissa-olora-and-corda-adapters).
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

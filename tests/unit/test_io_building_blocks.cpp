@@ -1,6 +1,6 @@
 // The shared pieces of the I/O code: the safetensors dtype table and its LibTorch mapping, the
 // streaming safetensors writer and atomic file writer, PEFT's adapter key rules
-// (io/adapter_keys.hpp) and the one Hugging Face checkpoint resolver (io/hf_checkpoint.hpp).
+// (format/adapter_keys.hpp) and the one Hugging Face checkpoint resolver (io/hf_checkpoint.hpp).
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -14,7 +14,7 @@
 #include "peft/format/atomic_file.hpp"
 #include "peft/format/safetensors_dtype.hpp"
 #include "peft/format/safetensors_header.hpp"
-#include "peft/io/adapter_keys.hpp"
+#include "peft/format/adapter_keys.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/io/safetensors_dtype.hpp"

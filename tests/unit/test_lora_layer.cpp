@@ -1,4 +1,6 @@
-// peft::Linear / peft::Conv1D with adapters, on small hand-checkable tensors (spec §4, §6, §7).
+// peft::Linear / peft::Conv1D with adapters, on small hand-checkable tensors
+// (docs/layer.md#the-lora-layer, docs/init.md#initialisation-strategies,
+// docs/lifecycle.md#adapter-lifecycle).
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

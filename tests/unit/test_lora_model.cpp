@@ -1,4 +1,6 @@
-// get_peft_model / LoraModel: the injection contract and the adapter lifecycle (spec §2, §4.6, §7, §10).
+// get_peft_model / LoraModel: the injection contract and the adapter lifecycle
+// (docs/matching.md#target-matching-and-per-module-settings, docs/layer.md#bias-modes-and-trainability,
+// docs/lifecycle.md#adapter-lifecycle).
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

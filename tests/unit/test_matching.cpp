@@ -1,4 +1,4 @@
-// check_target_module_exists (spec §2.2, §2.5), with PEFT's own test vectors.
+// check_target_module_exists (docs/matching.md#the-per-key-test), with PEFT's own test vectors.
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,5 @@
-// rank_pattern / alpha_pattern resolution and scaling (spec §3, §4.3).
+// rank_pattern / alpha_pattern resolution and scaling (docs/matching.md#rank-and-alpha-patterns,
+// docs/layer.md#scaling).
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // safetensors reading: files written by Python PEFT, rejection of every kind of malformed input
-// with a SerializationError (fixtures/README.md §1.1), memory-mapped loading. (Writing and round
+// with a SerializationError (docs/file-format.md), memory-mapped loading. (Writing and round
 // trips: test_safetensors_writer.cpp.)
 
 #include <gtest/gtest.h>

@@ -1,4 +1,5 @@
-// Injection planning: all-linear, minimal suffixes, fan_in_fan_out, errors (spec §2.1-2.8).
+// Injection planning: all-linear, minimal suffixes, fan_in_fan_out, errors
+// (docs/matching.md#order-of-operations).
 
 #include <gtest/gtest.h>
 

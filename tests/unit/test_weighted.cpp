@@ -1,4 +1,4 @@
-// merge_utils (PEFT's combination functions) and add_weighted_adapter (spec §7.9).
+// merge_utils (PEFT's combination functions) and add_weighted_adapter (docs/lifecycle.md#weighted-adapters).
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -1,6 +1,6 @@
 #pragma once
 /// adapter_config.json: LoraConfig <-> JSON exactly as PEFT 0.20.0 reads and writes it
-/// (spec §1.4, §1.5). Written like `json.dumps(d, indent=2, sort_keys=True)`.
+/// (docs/config.md#saving-the-config). Written like `json.dumps(d, indent=2, sort_keys=True)`.
 
 #include <filesystem>
 #include <string>

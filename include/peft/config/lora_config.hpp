@@ -1,6 +1,6 @@
 #pragma once
 /// peft::LoraConfig: every field of PEFT 0.20's LoraConfig and the PeftConfig fields it inherits,
-/// named like the adapter_config.json keys, with PEFT's defaults (spec §1).
+/// named like the adapter_config.json keys, with PEFT's defaults (docs/config.md#loraconfig).
 ///
 ///   peft::LoraConfig cfg;
 ///   cfg.r = 16; cfg.lora_alpha = 32; cfg.target_modules = {"q_proj", "v_proj"};
@@ -27,7 +27,7 @@ inline constexpr const char* kPeftFormatVersion = "0.20.0";
 /// `task_type` (PEFT's TaskType enum).
 enum class TaskType { SEQ_CLS, SEQ_2_SEQ_LM, CAUSAL_LM, TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION };
 
-/// `bias`: which base biases are trained and saved (spec §4.6).
+/// `bias`: which base biases are trained and saved (docs/layer.md#bias-modes-and-trainability).
 enum class Bias { none, all, lora_only };
 
 inline const char* to_string(TaskType t) {

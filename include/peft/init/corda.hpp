@@ -1,5 +1,6 @@
 #pragma once
-/// CorDA math (spec §6.1, PEFT's tuners/lora/corda.py): context-oriented decomposition of W
+/// CorDA math (docs/init.md#strategies-at-a-glance, PEFT's tuners/lora/corda.py): context-oriented
+/// decomposition of W
 /// against the covariance C of the layer's calibration inputs.
 ///
 ///   per forward call:  X = input reshaped [tokens, in] (fp32);  X /= |max(X)|;  C += X^T X

@@ -1,5 +1,6 @@
 #pragma once
-/// EVA initialisation (init_lora_weights="eva", spec §6.1; PEFT's tuners/lora/eva.py):
+/// EVA initialisation (init_lora_weights="eva", docs/init.md#strategies-at-a-glance; PEFT's
+/// tuners/lora/eva.py):
 /// data-driven lora_A = the top principal directions of each adapted layer's inputs, with the
 /// ranks redistributed across layers by explained variance.
 ///

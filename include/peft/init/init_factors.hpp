@@ -1,6 +1,7 @@
 #pragma once
 /// What a base-rewriting init (PiSSA, OLoRA, CorDA) produces for one layer, and the dtype rule
-/// they share (spec §6.1): the base weight must be fp32/fp16/bf16; the math runs in fp32 and the
+/// they share (docs/init.md#strategies-at-a-glance): the base weight must be fp32/fp16/bf16; the math
+/// runs in fp32 and the
 /// residual is written back in the original dtype.
 
 #include <torch/types.h>

@@ -1,5 +1,6 @@
 #pragma once
-/// LoftQ (spec §6.1, PEFT's utils/loftq_utils.py): alternate quantising W and fitting the
+/// LoftQ (docs/init.md#strategies-at-a-glance, PEFT's utils/loftq_utils.py): alternate quantising W and
+/// fitting the
 /// quantisation error with a rank-r product, so that Q + B @ A ~= W.
 ///
 ///   res = W (fp32); repeat num_iter times:

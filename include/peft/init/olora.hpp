@@ -1,5 +1,6 @@
 #pragma once
-/// OLoRA (spec §6.1): the adapter starts as the first r columns/rows of W's QR decomposition.
+/// OLoRA (docs/init.md#strategies-at-a-glance): the adapter starts as the first r columns/rows of W's QR
+/// decomposition.
 ///
 ///   Q, R = qr(W as fp32 [out, in]) (reduced);  B = Q[:, :r]  [out, r];  A = R[:r]  [r, in]
 ///   residual = W - (scaling * B) @ A, in W's dtype

@@ -1,5 +1,6 @@
 #pragma once
-/// PiSSA (spec §6.1): principal singular vectors of W become the adapter, the rest stays in the base.
+/// PiSSA (docs/init.md#strategies-at-a-glance): principal singular vectors of W become the adapter, the
+/// rest stays in the base.
 ///
 ///   W32 = transpose(W, fan_in_fan_out) as fp32 [out, in];  W32 = V diag(S) Uh
 ///   S' = S[:r] / scaling;  A = diag(sqrt S') Uh[:r]  [r, in];  B = V[:, :r] diag(sqrt S')  [out, r]

@@ -1,5 +1,6 @@
 #pragma once
-/// PEFT-format adapter directories (spec §9): `adapter_config.json` + `adapter_model.safetensors`
+/// PEFT-format adapter directories (docs/file-format.md#adapter-files): `adapter_config.json` +
+/// `adapter_model.safetensors`
 /// with PEFT's keys (`base_model.model.<module>.lora_A.weight`, ...), the default adapter in the
 /// directory itself and every other adapter X in `<dir>/X/`.
 ///
@@ -26,7 +27,7 @@
 #include "peft/init/base_rewrite.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/config/config_json.hpp"
-#include "peft/io/adapter_keys.hpp"
+#include "peft/format/adapter_keys.hpp"
 #include "peft/io/init_conversion.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/tuner/lora_model.hpp"
@@ -51,7 +52,7 @@ struct AdapterKeyMap {
   }
 };
 
-/// PEFT's get_peft_model_state_dict key rule (io/adapter_keys.hpp) for the tensors of adapter
+/// PEFT's get_peft_model_state_dict key rule (format/adapter_keys.hpp) for the tensors of adapter
 /// `name` in `pm`. bias="lora_only" base biases are written too (PEFT 0.20.0 forgets them, bug
 /// #3306, fixed later; PEFT loads them back as base-model keys).
 inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& name, const LoraConfig& config) {
@@ -65,7 +66,7 @@ inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& nam
       map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::B), layer->lora_B(name)->weight);
       if (layer->settings(name).lora_bias)
         map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::B_bias), layer->lora_B(name)->bias);
-      // PEFT saves the DoRA magnitude without its ".weight" (spec §9.1).
+      // PEFT saves the DoRA magnitude without its ".weight" (docs/file-format.md#on-disk-keys).
       if (layer->settings(name).use_dora)
         map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::magnitude), layer->lora_magnitude(name));
     }

@@ -1,5 +1,6 @@
 #pragma once
-/// PEFT's PiSSA / OLoRA / CorDA -> LoRA conversion at save time (spec §9.4,
+/// PEFT's PiSSA / OLoRA / CorDA -> LoRA conversion at save time
+/// (docs/file-format.md#converting-pissa-olora-and-corda-adapters,
 /// save_pretrained(path_initial_model_for_weight_conversion=P)): an adapter trained on a residual
 /// base becomes a plain LoRA adapter for the *original* base.
 ///

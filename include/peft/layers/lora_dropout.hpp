@@ -1,5 +1,6 @@
 #pragma once
-/// Inverted dropout on a LoRA adapter's input path (PEFT's `lora_dropout`, spec §4.4):
+/// Inverted dropout on a LoRA adapter's input path (PEFT's `lora_dropout`,
+/// docs/layer.md#forward-linear-and-conv1d):
 ///   y = x * m / (1 - p),  m ~ Bernoulli(1 - p) per element; identity when !train or p <= 0;
 ///   zeros when p >= 1. Backward: dy * m / (1 - p).
 ///

@@ -1,5 +1,6 @@
 #pragma once
-/// LoRA's tensor math as free functions (spec §4.4, §7.1). Shapes: x [..., in], A [r, in],
+/// LoRA's tensor math as free functions (docs/layer.md#forward-linear-and-conv1d,
+/// docs/lifecycle.md#delta-weight). Shapes: x [..., in], A [r, in],
 /// B [out, r]; a base weight W is [out, in] ([in, out] when fan_in_fan_out, GPT-2 Conv1D).
 
 #include <torch/types.h>

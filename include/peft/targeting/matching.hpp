@@ -1,5 +1,6 @@
 #pragma once
-/// Target matching: PEFT's `check_target_module_exists(config, key)` (spec §2.2, §2.5) as a pure
+/// Target matching: PEFT's `check_target_module_exists(config, key)` (docs/matching.md#the-per-key-test)
+/// as a pure
 /// function of a config and a module key. Build a TargetMatcher once per config (it compiles the
 /// regexes) and ask it about many keys.
 ///

@@ -1,5 +1,6 @@
 #pragma once
-/// rank_pattern / alpha_pattern resolution (spec §3) and the resulting per-layer scaling.
+/// rank_pattern / alpha_pattern resolution (docs/matching.md#rank-and-alpha-patterns) and the resulting
+/// per-layer scaling.
 ///
 ///   get_pattern_key: first P (insertion order) with re.match("(.*\.)?(" + P + ")$", key)
 ///   r = rank_pattern[P_r] or config.r;  alpha = alpha_pattern[P_a] or config.lora_alpha

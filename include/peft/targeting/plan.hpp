@@ -1,5 +1,6 @@
 #pragma once
-/// Injection planning (spec §2.1-2.8): given a config and an inventory of a model's modules
+/// Injection planning (docs/matching.md#order-of-operations): given a config and an inventory of a
+/// model's modules
 /// (key + kind, in named_modules() order), decide which modules get a LoRA layer, with what
 /// rank/alpha/scaling, and what PEFT would save as `target_modules` — without touching a model.
 /// The injector builds the inventory from a torch::nn::Module tree, plans, then mutates, so a
@@ -61,7 +62,8 @@ struct PlanOptions {
   std::optional<std::string> output_layer;
 };
 
-/// PEFT's `_find_minimal_target_modules` (spec §2.6): the smallest set of dotted suffixes that
+/// PEFT's `_find_minimal_target_modules` (docs/matching.md#minimal-suffix-rewrite): the smallest set of
+/// dotted suffixes that
 /// selects exactly `targets` among `all_keys`. Returned sorted. Throws ConfigError on an
 /// invalid target set.
 inline std::vector<std::string> minimal_target_suffixes(const std::vector<std::string>& targets,

@@ -1,6 +1,7 @@
 #pragma once
 /// PEFT's architecture defaults for `target_modules=None`
-/// (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, spec §2.4), keyed by HF `model_type`.
+/// (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, docs/matching.md#architecture-defaults), keyed
+/// by HF `model_type`.
 
 #include <optional>
 #include <string>

@@ -1,6 +1,6 @@
 #pragma once
 /// PEFT's task-vector combination functions (peft/utils/merge_utils.py), used by
-/// add_weighted_adapter (spec §7.9) and usable on their own.
+/// add_weighted_adapter (docs/lifecycle.md#weighted-adapters) and usable on their own.
 ///
 /// Each combines a stack T = [T_1 .. T_n] of same-shaped tensors with weights λ (a 1-D tensor of
 /// n values, broadcast over the trailing dims):

@@ -1,6 +1,7 @@
 #pragma once
 /// Injection: attach a LoRA adapter to the matching layers of a torch::nn::Module tree
-/// (spec §2.1, §6.0), validating the whole plan before anything changes.
+/// (docs/matching.md#order-of-operations, docs/init.md#creating-an-adapter), validating the whole plan
+/// before anything changes.
 ///
 /// The contract (LibTorch has no virtual forward and no hooks):
 /// * peft::Linear / peft::Conv1D layers get the adapter **in place**: every holder of the layer
@@ -146,9 +147,10 @@ inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& 
       check_init_target(settings, *module, layer.key);
       if (auto* existing = dynamic_cast<LoraLayer*>(module.get())) {
         if (existing->has_adapter(adapter_name))
-          throw ConfigError("adapter_name", "\"" + adapter_name + "\"",
-                            "module `" + layer.key + "` already has an adapter with that name",
-                            "pick another name or delete_adapter first");
+          throw ConfigError::about("add_adapter", "adapter_name",
+                                   "\"" + adapter_name + "\"",
+                                   "module `" + layer.key + "` already has an adapter with that name",
+                                   "pick another name or delete_adapter first");
         continue;
       }
       // A stock torch::nn::Linear: swappable only if its parent alone refers to it.

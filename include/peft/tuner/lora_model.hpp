@@ -1,5 +1,6 @@
 #pragma once
-/// peft::LoraModel — PEFT's PeftModel/LoraModel for a torch::nn::Module tree (spec §4.6, §7, §10).
+/// peft::LoraModel — PEFT's PeftModel/LoraModel for a torch::nn::Module tree
+/// (docs/layer.md#bias-modes-and-trainability, docs/lifecycle.md#adapter-lifecycle).
 /// It owns a reference to the user's model, the config of every adapter and the operations on
 /// them; the user keeps calling their own model's forward.
 ///
@@ -53,8 +54,9 @@ class LoraModel {
   /// when injection fails.
   void add_adapter(const std::string& name, LoraConfig config) {
     if (configs_.count(name))
-      throw ConfigError("adapter_name", "\"" + name + "\"", "Adapter with this name already exists",
-                        "choose another name or delete_adapter first");
+      throw ConfigError::about("add_adapter", "adapter_name",
+                               "\"" + name + "\"", "Adapter with this name already exists",
+                               "choose another name or delete_adapter first");
     config.validate();
     for (const auto& [other, c] : configs_)
       if (c.bias != Bias::none && config.bias != Bias::none)
@@ -162,7 +164,7 @@ class LoraModel {
     refresh_trainable();
   }
 
-  // ---- mixed-batch inference (spec §7.8) ----
+  // ---- mixed-batch inference (docs/lifecycle.md#mixed-batch-inference) ----
   /// RAII scope from mixed_batch(): every LoRA layer routes row i of its input through adapter
   /// names[i] ("__base__" = no adapter) until the scope ends.
   class MixedBatch {
@@ -336,7 +338,8 @@ class LoraModel {
     return s.empty() ? "none" : s;
   }
 
-  /// PEFT's freezing (§4.6): only adapter parameters of active adapters train (unless the
+  /// PEFT's freezing (docs/layer.md#bias-modes-and-trainability): only adapter parameters of active
+  /// adapters train (unless the
   /// adapter's config has inference_mode), plus the biases that `bias` names.
   void refresh_trainable() {
     for (auto& p : model_->parameters()) p.set_requires_grad(false);

@@ -1,6 +1,6 @@
 #pragma once
 /// add_weighted_adapter: a new LoRA adapter combined from existing ones (PEFT 0.20.0
-/// LoraModel.add_weighted_adapter, spec §7.9).
+/// LoraModel.add_weighted_adapter, docs/lifecycle.md#weighted-adapters).
 ///
 ///   peft::add_weighted_adapter(pm, {"default", "other"}, {0.7, 0.5}, "mix",
 ///                              {.combination_type = peft::CombinationType::ties, .density = 0.5});  // C++20

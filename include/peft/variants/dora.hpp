@@ -1,5 +1,5 @@
 #pragma once
-/// DoRA (weight-decomposed LoRA, spec §5) for Linear-like layers: the adapted weight is
+/// DoRA (weight-decomposed LoRA, docs/dora.md#dora) for Linear-like layers: the adapted weight is
 /// re-normalised per output feature and scaled by a trainable magnitude m [out]:
 ///
 ///   W' = m ⊙ (W + s·BA) / ‖W + s·BA‖_row          (the norm is treated as a constant: detached)
@@ -40,7 +40,8 @@ inline torch::Tensor dora_weight_norm(const torch::Tensor& W, const torch::Tenso
   return torch::linalg_norm(w, c10::nullopt, c10::IntArrayRef{1}, false, c10::nullopt).to(w.scalar_type());
 }
 
-/// The magnitude a new DoRA adapter starts from (spec §5.1): ‖transpose(W, fifo) + s·B@A‖ per
+/// The magnitude a new DoRA adapter starts from (docs/dora.md#magnitude-initialisation): ‖transpose(W,
+/// fifo) + s·B@A‖ per
 /// output feature; with the default init (B = 0) that is the row norm of W. fp16 factors are
 /// multiplied in fp32 and the product rounded back, as PEFT does.
 inline torch::Tensor dora_init_magnitude(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B,
@@ -136,7 +137,7 @@ class DoraNormCache {
 };
 
 /// DoRA's contribution for one adapter, added to `result` (the running layer output, which
-/// holds the base output + bias + earlier adapters), spec §5.2:
+/// holds the base output + bias + earlier adapters), docs/dora.md#forward:
 ///   result + (k-1)·base + k·s·B(A(xd)),   k = m / norm,
 /// with base = result - bias when `base` is undefined (no active dropout: the base output is
 /// reused, no second matmul), or the caller's W·dropout(x) otherwise. Computed as

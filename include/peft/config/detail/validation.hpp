@@ -1,5 +1,6 @@
 #pragma once
-/// LoraConfig::validate(): PEFT 0.20.0's LoraConfig.__post_init__ (spec §1.3), in PEFT's order,
+/// LoraConfig::validate(): PEFT 0.20.0's LoraConfig.__post_init__ (docs/config.md#validation), in PEFT's
+/// order,
 /// plus checks PEFT defers to injection although they depend on the config alone.
 /// Included by config/lora_config.hpp; not meant to be included on its own.
 
