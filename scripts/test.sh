@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 bash scripts/install-deps.sh
-bash scripts/build.sh
+# Our own test build treats warnings as errors (-Wall -Wextra -Wshadow, cmake/PeftHelpers.cmake);
+# other builds (users', bench, the GPU check with another compiler) only show them.
+PEFT_CMAKE_ARGS="-DPEFT_WARNINGS_AS_ERRORS=ON ${PEFT_CMAKE_ARGS:-}" bash scripts/build.sh
 build_dir="${PEFT_BUILD_DIR:-build}"
 echo "== build finished in $(( $(date +%s) - start )) s"
 echo "== peft_conformance (FAIL/SKIP lines and summary)"
