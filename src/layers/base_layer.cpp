@@ -71,6 +71,16 @@ torch::Tensor BaseLayer::lora_delta(const LoraFactors& f, double scaling) const 
   return lora_delta_weight(f.A, f.B, scaling, fan_in_fan_out());
 }
 
+void BaseLayer::check_adapter_settings(const AdapterSettings& settings, const CordaEigens* eigens) {
+  check_lora_settings(settings);
+  check_lora_init_target(settings, *this, eigens);
+}
+
+torch::Tensor BaseLayer::base_forward_with(const torch::Tensor& x, const torch::Tensor& weight,
+                                           const torch::Tensor& bias) {
+  return torch::linear(x, transpose_if(weight, fan_in_fan_out()), bias);
+}
+
 std::unique_ptr<LoraVariant> BaseLayer::resolve_lora_variant(const AdapterSettings& settings) const {
   if (settings.use_dora) return std::make_unique<DoraVariant>();
   return std::make_unique<PlainLoraVariant>();

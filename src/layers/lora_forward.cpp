@@ -12,8 +12,12 @@ namespace peft {
 torch::Tensor LoraLayer::lora_forward(const torch::Tensor& x) {
   if (observer_) observer_(x);
   if (!batch_adapters_.empty()) return forward_mixed_batch(x, batch_adapters_);
-  if (!disabled_)
+  if (!disabled_) {
     if (LoraLayer* copy = modules_to_save_.active_copy(active_)) return copy->base_forward(x);
+    // Trainable tokens: the weight with the active adapter's rows (merged: they are in W already).
+    if (const std::string* tokens = tokens_.first_of(active_); tokens && !merged())
+      return base_forward_with(x, tokens_.weight_with(*tokens, dense_weight()), base_bias());
+  }
   if (disabled_) {
     if (merged()) unmerge();
     return base_forward(x);
@@ -32,6 +36,17 @@ torch::Tensor LoraLayer::lora_forward(const torch::Tensor& x) {
   return result.scalar_type() == out_dtype ? result : result.to(out_dtype);
 }
 
+namespace {
+
+/// PEFT's AuxiliaryTrainingWrapper mixes batches only for these base types.
+bool wrapper_mixes_batches(const std::string& layer_type) {
+  for (const char* t : {"Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d"})
+    if (layer_type == t) return true;
+  return false;
+}
+
+}  // namespace
+
 torch::Tensor LoraLayer::forward_mixed_batch(const torch::Tensor& x, const std::vector<std::string>& adapter_names) {
   if (static_cast<std::int64_t>(adapter_names.size()) != x.size(0))
     throw Error("mixed-batch forward: " + std::to_string(adapter_names.size()) + " adapter names for a batch of " +
@@ -45,6 +60,22 @@ torch::Tensor LoraLayer::forward_mixed_batch(const torch::Tensor& x, const std::
     const std::string variant = it->second.variant->name();
     throw Error("Cannot pass `adapter_names` when " + variant + " is enabled (adapter `" + n + "` uses " + variant +
                 "; hint: run one forward per adapter instead)");
+  }
+  // A layer with modules_to_save copies or trainable tokens is one of PEFT's wrappers: every
+  // named adapter must have its copy / rows here (PEFT raises KeyError), "__base__" rows run the
+  // original layer.
+  const bool wrapper = !modules_to_save_.empty() || !tokens_.empty();
+  if (wrapper && !disabled_) {
+    if (!wrapper_mixes_batches(layer_type()))
+      throw UnsupportedModuleError(std::string("Mixed batching is only supported for the following modules: Linear, "
+                                               "Embedding, Conv1d, Conv2d, Conv3d (this ") +
+                                   layer_type() + " holds modules_to_save copies)");
+    for (const auto& n : adapter_names)
+      if (n != "__base__" && !modules_to_save_.has(n) && !tokens_.has(n) && !has_adapter(n))
+        throw Error("mixed-batch forward: adapter `" + n + "` has no " +
+                    (tokens_.empty() ? "modules_to_save copy" : "trainable tokens") +
+                    " in this layer (PEFT raises KeyError: '" + n +
+                    "'; hint: name only adapters that have one, or \"__base__\")");
   }
   torch::Tensor result = base_forward(x);
   if (disabled_) return result;
@@ -63,12 +94,18 @@ torch::Tensor LoraLayer::forward_mixed_batch(const torch::Tensor& x, const std::
       result = result.index_copy(0, idx, copy->base_forward(x.index_select(0, idx)));
       continue;
     }
+    if (tokens_.has(name)) {  // trainable-token rows use the weight with that adapter's rows
+      auto idx = rows_of(name);
+      auto rows = base_forward_with(x.index_select(0, idx), weight_for(name), base_bias());
+      result = result.index_copy(0, idx, rows.to(result.scalar_type()));
+      continue;
+    }
     auto it = adapters_.find(name);
     if (name == "__base__" || it == adapters_.end()) continue;
     const Adapter& a = it->second;
     auto idx = rows_of(name);
     // Mixed batches compute plain LoRA deltas (PEFT's _mixed_batch_forward); other variants refused above.
-    const torch::Tensor sub = x.index_select(0, idx).to(a.factors.A.scalar_type());
+    const torch::Tensor sub = lora_input(x.index_select(0, idx), a.factors);
     auto delta = lora_branch(sub, a.factors, AdapterDropout{a.dropout.get()}) * a.settings.scaling;
     result = result.index_add(0, idx, delta.to(result.scalar_type()));
   }

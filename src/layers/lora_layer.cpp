@@ -31,13 +31,17 @@ void drop_active_adapter(std::vector<std::string>& active, const std::string& na
 void LoraLayer::check_supported(const AdapterSettings& s) { check_lora_settings(s); }
 
 void LoraLayer::update_layer(const std::string& name, const AdapterSettings& s) {
-  check_supported(s);
+  // Before any change: rank, init and flags this layer type allows; dtype, layout, rank, eigens
+  // of a base-rewriting init.
+  check_adapter_settings(s, corda_eigens_ ? &*corda_eigens_ : nullptr);
   if (has_adapter(name))
     throw ConfigError::about("LoraLayer", "adapter_name",
                              "\"" + name + "\"", "this layer already has that adapter",
                              "delete it first or use another name");
-  // Before any change: dtype, layout, rank, eigens of a base-rewriting init.
-  check_lora_init_target(s, *this, corda_eigens_ ? &*corda_eigens_ : nullptr);
+  if (!tokens_.empty())
+    throw UnsupportedModuleError(std::string("this ") + layer_type() +
+                                 " holds trainable tokens; PEFT cannot put LoRA on a module that has them (a module "
+                                 "is either adapted or token-trained). Nothing was changed.");
   Adapter a;
   a.settings = s;
   a.variant = resolve_lora_variant(s);
@@ -132,6 +136,7 @@ void LoraLayer::set_requires_grad(const Adapter& a, bool on) {
 }
 
 void LoraLayer::set_adapter(const std::vector<std::string>& names, bool trainable) {
+  check_set_adapter(names);
   if (merged()) {
     warn("Adapter cannot be set when the model is merged. Unmerging the model first.");
     unmerge();
@@ -140,6 +145,7 @@ void LoraLayer::set_adapter(const std::vector<std::string>& names, bool trainabl
   for (const auto& [n, a] : adapters_)
     set_requires_grad(a, trainable && std::find(names.begin(), names.end(), n) != names.end());
   modules_to_save_.set_trainable(names, trainable);
+  tokens_.set_trainable(names, trainable);
 }
 
 void LoraLayer::enable_adapters(bool enabled) {
@@ -147,6 +153,72 @@ void LoraLayer::enable_adapters(bool enabled) {
   if (!disabled_) return;
   for (const auto& [n, a] : adapters_) set_requires_grad(a, false);
   modules_to_save_.set_trainable({}, false);
+  tokens_.set_trainable({}, false);
+}
+
+void LoraLayer::check_trainable_tokens(const std::string& name, const std::vector<std::int64_t>& indices) const {
+  const std::string what = std::string("trainable_token_indices on a ") + layer_type();
+  if (!supports_trainable_tokens())
+    throw UnsupportedModuleError(what + ": only Embedding layers (peft::Embedding, or a stock "
+                                 "torch::nn::Embedding in a container) can train single rows. Nothing was changed.");
+  if (!names_.empty())
+    throw UnsupportedModuleError("trainable_token_indices cannot be applied to a module that carries LoRA "
+                                 "adapters (a lora." + std::string(layer_type()) +
+                                 "); leave it out of target_modules or of trainable_token_indices. Nothing was changed.");
+  if (!modules_to_save_.empty())
+    throw UnsupportedModuleError("trainable_token_indices cannot be applied to a module that holds "
+                                 "modules_to_save copies (it is trained whole). Nothing was changed.");
+  if (has_trainable_tokens(name))
+    throw ConfigError::about("LoraLayer", "adapter_name", "\"" + name + "\"",
+                             "this layer already has trainable tokens for that adapter", "delete the adapter first");
+  if (indices.empty())
+    throw ConfigError("trainable_token_indices", "[]", "no token index given for this layer", "list at least one index");
+  for (const auto i : indices)
+    if (i < 0 || i >= in_features())
+      throw ConfigError("trainable_token_indices", std::to_string(i),
+                        "index " + std::to_string(i) + " is out of bounds for dimension 0 with size " +
+                            std::to_string(in_features()),
+                        "token indices must lie in [0, num_embeddings)");
+}
+
+void LoraLayer::add_trainable_tokens(const std::string& name, std::vector<std::int64_t> indices) {
+  check_trainable_tokens(name, indices);
+  tokens_.add(*this, name, std::move(indices), dense_weight());
+}
+
+void LoraLayer::check_set_adapter(const std::vector<std::string>& names) const {
+  std::vector<std::string> with_tokens;
+  for (const auto& n : names)
+    if (tokens_.has(n) && std::find(with_tokens.begin(), with_tokens.end(), n) == with_tokens.end())
+      with_tokens.push_back(n);
+  if (with_tokens.size() > 1)
+    throw ConfigError::about("set_adapter", "adapter_names", with_tokens.front() + ", " + with_tokens[1],
+                             "Only one adapter can be set at a time for a layer with trainable tokens, got " +
+                                 std::to_string(with_tokens.size()),
+                             "activate one of them (their token rows would overwrite each other)");
+}
+
+torch::Tensor LoraLayer::weight_for(const std::string& name) {
+  return tokens_.has(name) ? tokens_.weight_with(name, dense_weight()) : dense_weight();
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LoraLayer::adapter_tensors(const std::string& name) const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  if (has_adapter(name)) {
+    const LoraFactorNames dict_names = lora_factor_names();
+    const auto& f = adapter(name).factors;
+    // Module factors hold `weight` (and B's `bias`); bare-parameter factors are the tensor itself.
+    const bool modules = lora_A_.get(name).module != nullptr;
+    out.emplace_back(std::string(dict_names.A) + (modules ? ".weight" : ""), f.A);
+    out.emplace_back(std::string(dict_names.B) + (modules ? ".weight" : ""), f.B);
+    if (f.B_bias.defined()) out.emplace_back(std::string(dict_names.B) + ".bias", f.B_bias);
+    for (const auto& [key, t] : adapter(name).variant->extra_parameters()) out.emplace_back(key, t);
+  }
+  if (has_trainable_copy(name))
+    for (const auto& p : modules_to_save_.get(name).named_parameters(/*recurse=*/false))
+      out.emplace_back(p.key(), p.value());
+  if (has_trainable_tokens(name)) out.emplace_back("token_adapter.trainable_tokens_delta", tokens_.rows(name));
+  return out;
 }
 
 void LoraLayer::add_trainable_copy(const std::string& name) {
@@ -158,11 +230,12 @@ void LoraLayer::add_trainable_copy(const std::string& name) {
 }
 
 void LoraLayer::delete_adapter(const std::string& name) {
-  if (!has_adapter(name) && !has_trainable_copy(name)) require(name);
+  if (!holds(name)) require(name);
   if (std::find(merged_.begin(), merged_.end(), name) != merged_.end())
     throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge first)");
-  if (has_trainable_copy(name)) {
+  if (has_trainable_copy(name) || has_trainable_tokens(name)) {
     modules_to_save_.remove(*this, name);
+    tokens_.remove(*this, name);
     if (!has_adapter(name)) {
       active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
       return;
@@ -188,6 +261,7 @@ void LoraLayer::remove_all_adapters() {
     }
     modules_to_save_.clear(*this);
   }
+  tokens_.clear(*this);
   for (auto& [container, dict] : variant_dicts_) dict.clear(*this);
   variant_dicts_.clear();
   lora_dropout_.clear(*this);
@@ -204,6 +278,7 @@ void LoraLayer::remove_all_adapters() {
 
 void LoraLayer::clone_adapters_into(LoraLayer& dst, const torch::optional<torch::Device>& device) const {
   modules_to_save_.clone_into(dst.modules_to_save_, dst, device);
+  tokens_.clone_into(dst.tokens_, dst, device);
   for (const auto& n : names_) {
     const Adapter& src = adapters_.at(n);
     Adapter a;

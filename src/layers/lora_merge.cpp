@@ -30,8 +30,25 @@ std::pair<torch::Tensor, torch::Tensor> LoraLayer::merged_weight(const std::stri
 
 void LoraLayer::check_merge(bool safe_merge, const std::vector<std::string>& names) {
   torch::NoGradGuard no_grad;
+  // PEFT's TrainableTokensLayer._check_overlapping_tokens: rows of two merged adapters must not overlap.
+  std::vector<std::int64_t> rows;
+  for (const auto& name : merged_)
+    if (tokens_.has(name)) rows.insert(rows.end(), tokens_.indices(name).begin(), tokens_.indices(name).end());
+  for (const auto& name : names) {
+    if (!tokens_.has(name) || std::find(merged_.begin(), merged_.end(), name) != merged_.end()) continue;
+    for (const auto i : tokens_.indices(name)) {
+      if (std::find(rows.begin(), rows.end(), i) != rows.end())
+        throw Error("Token indices of adapter " + name +
+                    " are already defined and would result in undefined merging behavior. Only disjunct token "
+                    "indices are currently supported (token " + std::to_string(i) + ")");
+      rows.push_back(i);
+    }
+    if (safe_merge && !torch::isfinite(tokens_.rows(name)).all().item<bool>())
+      throw Error("NaNs detected in the merged weights. The adapter " + name + " seems to be broken");
+  }
   for (const auto& name : names) {
     if (!has_adapter(name) || std::find(merged_.begin(), merged_.end(), name) != merged_.end()) continue;
+    check_mergeable();
     const Adapter& a = adapter(name);
     const auto& s = a.settings;
     if (s.lora_bias && !base_bias().defined())
@@ -56,7 +73,15 @@ void LoraLayer::merge(bool safe_merge, std::vector<std::string> names) {
   }
   torch::NoGradGuard no_grad;
   for (const auto& name : todo) {
+    if (tokens_.has(name)) {  // the adapter's rows become the weight's rows
+      torch::Tensor W = dense_weight();
+      tokens_.write_rows(name, W);
+      write_dense_weight(W);
+      merged_.push_back(name);
+      continue;
+    }
     if (!has_adapter(name)) continue;
+    check_mergeable();
     Adapter& a = adapter(name);
     const auto& s = a.settings;
     torch::Tensor& b = base_bias();
@@ -97,6 +122,12 @@ void LoraLayer::unmerge() {
   while (!merged_.empty()) {
     const std::string name = merged_.back();
     merged_.pop_back();
+    if (tokens_.has(name)) {  // the rows the weight had when the adapter was created
+      torch::Tensor W = dense_weight();
+      tokens_.restore_rows(name, W);
+      write_dense_weight(W);
+      continue;
+    }
     if (!has_adapter(name)) continue;
     Adapter& a = adapter(name);
     torch::Tensor W = dense_weight();

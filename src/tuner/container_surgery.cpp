@@ -49,13 +49,14 @@ std::size_t container_references(const torch::nn::Module& parent) {
 }
 
 void replace_child_module(torch::nn::Module& parent, const std::string& name,
-                          std::shared_ptr<torch::nn::Module> replacement) {
+                          std::shared_ptr<torch::nn::Module> replacement, torch::nn::AnyModule any) {
   if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&parent)) {
     auto& items = seq->*member_of(SequentialItems{});
     const auto i = position_of(parent, name);
-    auto linear = std::dynamic_pointer_cast<LinearImpl>(replacement);
-    if (!linear) throw Error("only peft::Linear replacements are supported inside a Sequential");
-    items.at(i) = torch::nn::AnyModule(linear);
+    // The element list holds typed modules (their forward): the caller's typed replacement.
+    if (any.is_empty() || any.ptr() != replacement)
+      throw Error("replacing `" + name + "` in a Sequential needs the replacement as an AnyModule");
+    items.at(i) = std::move(any);
   } else if (auto* list = dynamic_cast<torch::nn::ModuleListImpl*>(&parent)) {
     auto& items = list->*member_of(ModuleListItems{});
     items.at(position_of(parent, name)) = replacement;

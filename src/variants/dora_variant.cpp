@@ -6,9 +6,20 @@
 
 namespace peft {
 
-void DoraVariant::init(const AdapterView& a) {
-  magnitude_ = std::make_shared<DoraMagnitudeImpl>(dora_init_magnitude(
-      a.base.dense_weight(), a.factors.A, a.factors.B, a.settings.scaling, a.base.fan_in_fan_out()));
+void DoraVariant::init(const AdapterView& a) { magnitude_ = std::make_shared<DoraMagnitudeImpl>(initial_magnitude(a)); }
+
+torch::Tensor DoraVariant::initial_magnitude(const AdapterView& a) const {
+  return dora_init_magnitude(a.base.dense_weight(), a.factors.A, a.factors.B, a.settings.scaling,
+                             a.base.fan_in_fan_out());
+}
+
+torch::Tensor DoraVariant::merge_norm(const AdapterView& a, const torch::Tensor& W, const torch::Tensor& delta) const {
+  const bool fifo = a.base.fan_in_fan_out();
+  return dora_weight_norm(W, transpose_if(delta, fifo), 1.0, fifo).detach();
+}
+
+torch::Tensor DoraVariant::weight_factor(const AdapterView& a, const torch::Tensor& norm) const {
+  return transpose_if((magnitude_->weight / norm).view({-1, 1}), a.base.fan_in_fan_out());
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> DoraVariant::modules() const {
@@ -46,8 +57,9 @@ void DoraVariant::forward(const AdapterView& a, torch::Tensor& result, const tor
 
 std::pair<torch::Tensor, torch::Tensor> DoraVariant::merged_weight(const AdapterView& a, const torch::Tensor& W,
                                                                    const torch::Tensor& delta) const {
-  auto [f, norm] = dora_merge_factor(W, delta, magnitude_->weight, a.base.fan_in_fan_out());
-  return {(f * (W + delta)).to(W.scalar_type()), norm};
+  // PEFT's merge: f = m / ‖W + Δ‖ (detached), W' = f ⊙ (W + Δ) in W's dtype.
+  auto norm = merge_norm(a, W, delta);
+  return {(weight_factor(a, norm) * (W + delta)).to(W.scalar_type()), norm};
 }
 
 void DoraVariant::merge(const AdapterView& a, torch::Tensor& W, const torch::Tensor& delta) {
@@ -59,13 +71,13 @@ void DoraVariant::merge(const AdapterView& a, torch::Tensor& W, const torch::Ten
 void DoraVariant::unmerge(const AdapterView& a, torch::Tensor& W, const torch::Tensor& delta) {
   if (!merge_norm_.defined()) throw Error("DoRA unmerge: this adapter holds no weight norm of merge time");
   // W = W_merged / f - Δ with the factor f of merge time (PEFT's cached weight norm).
-  const auto f = transpose_if((magnitude_->weight / merge_norm_).view({-1, 1}), a.base.fan_in_fan_out());
+  const auto f = weight_factor(a, merge_norm_);
   merge_norm_ = torch::Tensor();
   W.copy_((W / f - delta).to(W.scalar_type()));
 }
 
 std::unique_ptr<LoraVariant> DoraVariant::clone(const torch::optional<torch::Device>& device) const {
-  auto copy = std::make_unique<DoraVariant>();
+  auto copy = make_empty();
   copy->magnitude_ = std::dynamic_pointer_cast<DoraMagnitudeImpl>(magnitude_->clone(device));
   if (merge_norm_.defined()) copy->merge_norm_ = device ? merge_norm_.to(*device) : merge_norm_.clone();
   return copy;  // a fresh norm cache, as before

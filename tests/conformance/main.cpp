@@ -1,6 +1,7 @@
-// peft_conformance: checks every golden vector in $PEFT_FIXTURES (default: the shared fixtures)
-// and prints `PASS <id>`, `FAIL <id>: <reason>` or `SKIP <id>: <reason>`, then
-// `N passed, N failed, N skipped`. Exit status 1 on any FAIL.
+// peft_conformance: checks every golden vector in $PEFT_FIXTURES (default: the repo's copy) — the
+// core suite peft/ and the layer-type suite peft-layers/ (ids "peft-layers/...") — and prints
+// `PASS <id>`, `FAIL <id>: <reason>` or `SKIP <id>: <reason>`, then `N passed, N failed, N
+// skipped`. Exit status 1 on any FAIL.
 //
 //   peft_conformance [--resave OUT]   OUT/configs/<n>/adapter_config.json: every accepted config
 //                                     case as we save it (tests/python/check_resaved.py reads them
@@ -25,12 +26,14 @@ int main(int argc, char** argv) {
     }
   }
   std::vector<peft_test::CaseResult> results;
-  const auto dir = peft_test::fixtures_dir();
-  try {
-    results = peft_test::run_all_cases(dir.string(), resave_dir);
-  } catch (const std::exception& e) {
-    std::cerr << "peft_conformance: cannot read fixtures in " << dir << ": " << e.what() << '\n';
-    return 2;
+  for (const auto& dir : peft_test::fixture_roots()) {
+    try {
+      auto suite = peft_test::run_all_cases(dir.string(), resave_dir);
+      results.insert(results.end(), suite.begin(), suite.end());
+    } catch (const std::exception& e) {
+      std::cerr << "peft_conformance: cannot read fixtures in " << dir << ": " << e.what() << '\n';
+      return 2;
+    }
   }
   std::size_t passed = 0, failed = 0, skipped = 0;
   for (const auto& r : results) {

@@ -160,6 +160,7 @@ CatalogueModel build_catalogue_model(const std::string& model, const peft::JsonV
     return catalogue_model(std::make_shared<CausalLmImpl<LlamaBlock>>("model", "embed_tokens", "layers", dims));
   if (model == "gpt2")
     return catalogue_model(std::make_shared<CausalLmImpl<Gpt2Block>>("transformer", "wte", "h", dims));
+  if (auto layer_model = build_layer_catalogue_model(model, dims)) return *layer_model;
   throw std::runtime_error("unknown catalogue model `" + model + "`");
 }
 

@@ -14,6 +14,7 @@
 #include "peft/targeting/plan.hpp"
 #include "peft/warnings.hpp"
 #include "support/catalogue_models.hpp"
+#include "support/conformance_layers.hpp"
 #include "support/fixtures.hpp"
 
 namespace peft_test {
@@ -43,8 +44,9 @@ bool same_json(const std::string& key, const JsonValue& a, const JsonValue& b) {
   return a == b;
 }
 
-/// Compare a config we would write with the one PEFT wrote; returns "" when equal.
-std::string diff_config(const JsonValue& ours, const JsonValue& expected) {
+}  // namespace
+
+std::string diff_saved_config(const JsonValue& ours, const JsonValue& expected) {
   std::set<std::string> keys;
   for (const auto& kv : ours.as_object()) keys.insert(kv.first);
   for (const auto& kv : expected.as_object()) keys.insert(kv.first);
@@ -57,6 +59,8 @@ std::string diff_config(const JsonValue& ours, const JsonValue& expected) {
   }
   return "";
 }
+
+namespace {
 
 /// Which of our exception types stands for a Python exception type at PEFT's failure stage.
 bool error_type_agrees(const std::string& python_type, const std::string& ours) {
@@ -150,7 +154,7 @@ CaseResult check_config_case(std::size_t index, const JsonValue& e, const std::s
     mapping.set("parent_library", "__main__");
     if (!saved.task_type) saved.auto_mapping = mapping;
     resave(saved);
-    std::string d = diff_config(peft::to_json_value(saved), expected);
+    std::string d = diff_saved_config(peft::to_json_value(saved), expected);
     if (!d.empty()) return fail(id, name + ": saved config differs: " + d);
     return pass(id);
   }
@@ -163,7 +167,7 @@ CaseResult check_config_case(std::size_t index, const JsonValue& e, const std::s
       if (!given || !(*given == kv.second)) return fail(id, name + ": extra key `" + kv.first + "` not kept as given");
       ours.erase(kv.first);
     }
-    std::string d = diff_config(ours, expected);
+    std::string d = diff_saved_config(ours, expected);
     if (!d.empty()) return fail(id, name + ": re-saved config differs: " + d);
   }
   return pass(id);
@@ -229,12 +233,20 @@ CaseResult check_pattern_case(std::size_t index, const JsonValue& e) {
 std::vector<CaseResult> run_all_cases(const std::string& dir_string, const std::string& resave_dir) {
   const std::filesystem::path dir(dir_string);
   std::vector<CaseResult> out;
+  // The layer-type suite (manifest "suite": "layers") has its own configs.json checks, and its ids
+  // are prefixed with "peft-layers/".
+  JsonValue manifest;
+  if (std::filesystem::exists(dir / "manifest.json")) manifest = read_json(dir / "manifest.json");
+  const bool layers = is_layer_suite_case(manifest);
   auto run_file = [&](const char* file, auto check) {
     if (!std::filesystem::exists(dir / file)) return;
     const JsonValue all = read_json(dir / file);
     for (std::size_t i = 0; i < all.as_array().size(); ++i) out.push_back(check(i, all.as_array()[i]));
   };
-  run_file("configs.json", [&](std::size_t i, const JsonValue& e) { return check_config_case(i, e, resave_dir); });
+  if (layers)
+    run_file("configs.json", [&](std::size_t i, const JsonValue& e) { return check_layer_config_case(i, e, manifest); });
+  else
+    run_file("configs.json", [&](std::size_t i, const JsonValue& e) { return check_config_case(i, e, resave_dir); });
   run_file("matching.json", check_matching_case);
   run_file("patterns.json", check_pattern_case);
   std::vector<std::string> cases;
@@ -243,6 +255,8 @@ std::vector<CaseResult> run_all_cases(const std::string& dir_string, const std::
       cases.push_back(entry.path().filename().string());
   std::sort(cases.begin(), cases.end());
   for (const auto& c : cases) out.push_back(check_model_case((dir / c).string(), resave_dir));
+  if (layers)
+    for (auto& r : out) r.id = "peft-layers/" + r.id;
   return out;
 }
 

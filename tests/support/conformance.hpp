@@ -1,6 +1,6 @@
 #pragma once
-// One check per golden vector of tests/fixtures/peft: configs.json, matching.json,
-// patterns.json (and, in later issues, the model cases). Used by peft_conformance (which prints
+// One check per golden vector of tests/fixtures/peft (configs.json, matching.json, patterns.json,
+// the model cases) and of the layer-type suite tests/fixtures/peft-layers (ids "peft-layers/..."). Used by peft_conformance (which prints
 // PASS/FAIL/SKIP lines) and by the unit tests (which assert every case passes).
 
 #include <string>
@@ -30,8 +30,13 @@ CaseResult check_pattern_case(std::size_t index, const peft::JsonValue& entry);
 /// `<resave_dir>/<case>/`, laid out like the case's adapter/ folder.
 CaseResult check_model_case(const std::string& case_dir, const std::string& resave_dir = "");
 
+/// Compare the adapter_config.json we would write with the one PEFT wrote (lists PEFT built from
+/// sets compared as sets); "" when equal, else the first differing key.
+std::string diff_saved_config(const peft::JsonValue& ours, const peft::JsonValue& expected);
+
 /// Every vector found in `dir` (missing files are skipped silently: a fixture set may hold only
-/// some of them). Model cases run through check_model_case.
+/// some of them). Model cases run through check_model_case. A layer-suite directory (manifest
+/// "suite": "layers") uses check_layer_config_case and prefixes every id with "peft-layers/".
 std::vector<CaseResult> run_all_cases(const std::string& dir, const std::string& resave_dir = "");
 
 }  // namespace peft_test

@@ -1,4 +1,5 @@
-// Model cases of tests/fixtures/peft: build the catalogue model, load the base weights, and
+// Model cases of tests/fixtures/peft (and peft-layers, whose extra checks are in
+// conformance_layers.cpp): build the catalogue model, load the base weights, and
 // compare with what Python PEFT computed: injection from the case's LoraConfig (targeted modules,
 // per-layer r/alpha/scaling, parameter counts, the print_trainable_parameters line, the random
 // init tensors drawn after torch.manual_seed), then the saved adapters loaded from adapter/
@@ -22,6 +23,7 @@
 #include "support/catalogue_models.hpp"
 #include "support/conformance.hpp"
 #include "support/conformance_eva.hpp"
+#include "support/conformance_layers.hpp"
 #include "support/fixtures.hpp"
 #include "support/tensor_diff.hpp"
 
@@ -435,10 +437,11 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
         const auto& s = layer->settings(name);
         if (s.r != get(info, "r").as_int() || s.lora_alpha.value != get(info, "lora_alpha").as_double() ||
             s.scaling != get(info, "scaling").as_double() ||
-            layer->fan_in_fan_out() != get(info, "fan_in_fan_out").as_bool())
+            (fan_in_fan_out_applies(info) && layer->fan_in_fan_out() != get(info, "fan_in_fan_out").as_bool()))
           throw Mismatch("layer settings of " + key + " (" + name + ") differ");
       }
     }
+    if (pm) check_layer_suite_injection(*pm, c);
     if (pm) {
       const auto [trainable, all] = pm->get_nb_trainable_parameters();
       if (trainable != get(c, "trainable_params").as_int() || all != get(c, "all_params").as_int())
@@ -449,10 +452,11 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
         throw Mismatch("print_trainable_parameters: `" + pm->trainable_parameters_summary() + "`");
       for (auto& [key, layer] : pm->lora_layers()) {
         if (!layer->has_adapter("default")) continue;
+        // Linear/conv modules or an Embedding's bare lora_embedding_A/B: the factor tensors.
         if (const auto* a = expected.find("rng_init." + key + ".lora_A"))
-          expect_close("rng_init." + key + ".lora_A", layer->lora_A("default")->weight, *a, 1e-6);
+          expect_close("rng_init." + key + ".lora_A", layer->lora_factors("default").A, *a, 1e-6);
         if (const auto* b = expected.find("rng_init." + key + ".lora_B"))
-          expect_close("rng_init." + key + ".lora_B", layer->lora_B("default")->weight, *b, 1e-6);
+          expect_close("rng_init." + key + ".lora_B", layer->lora_factors("default").B, *b, 1e-6);
       }
       if (rewrites) check_base_rewrite_init(*pm, expected, base_file, checks, bf16 ? 3e-2 : 0.0);
       pm->unload();
@@ -511,6 +515,7 @@ std::string check(const fs::path& dir, const std::string& resave_dir) {
     auto off = pm->disable_adapter();
     expect_close("out_disabled", model.forward(input), want("out_disabled"), atol_for(checks, "out_disabled", atol_default));
   }
+  check_layer_suite_outputs(*pm, model, c, expected, input, atol_default);  // out_mixed, out_unmerged
   pm->merge_and_unload();
   expect_close("out_merged", model.forward(input), want("out_merged"), atol_for(checks, "out_merged", atol_default));
   std::size_t merged_keys = 0;

@@ -11,13 +11,29 @@
 
 namespace peft_test {
 
-std::filesystem::path fixtures_dir() {
+namespace {
+std::filesystem::path fixtures_root() {
   const char* env = std::getenv("PEFT_FIXTURES");
-  std::filesystem::path root = env && *env ? env : PEFT_DEFAULT_FIXTURES;
-  if (std::filesystem::exists(root / "peft" / "manifest.json") ||
-      std::filesystem::exists(root / "peft" / "configs.json"))
-    return root / "peft";
+  return env && *env ? env : PEFT_DEFAULT_FIXTURES;
+}
+bool is_suite(const std::filesystem::path& dir) {
+  return std::filesystem::exists(dir / "manifest.json") || std::filesystem::exists(dir / "configs.json");
+}
+}  // namespace
+
+std::filesystem::path fixtures_dir() {
+  const auto root = fixtures_root();
+  if (is_suite(root / "peft")) return root / "peft";
   return root;
+}
+
+std::vector<std::filesystem::path> fixture_roots() {
+  const auto root = fixtures_root();
+  std::vector<std::filesystem::path> out;
+  for (const char* suite : {"peft", "peft-layers"})
+    if (is_suite(root / suite)) out.push_back(root / suite);
+  if (out.empty()) out.push_back(root);
+  return out;
 }
 
 std::filesystem::path scratch_dir(const std::string& name) {

@@ -14,6 +14,10 @@ namespace peft_test {
 /// with a peft/ folder, or that folder itself), else the shared fixtures next to the checkout.
 std::filesystem::path fixtures_dir();
 
+/// Every fixture suite under the same root: its peft/ (core) and peft-layers/ (layer types)
+/// folders, or the root itself when it is one suite's folder.
+std::vector<std::filesystem::path> fixture_roots();
+
 /// A fresh, empty directory under $PEFT_TEST_TMP (set by ctest) or the system temp directory.
 std::filesystem::path scratch_dir(const std::string& name);
 

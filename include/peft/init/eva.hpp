@@ -190,8 +190,11 @@ inline EvaStateDict get_eva_state_dict(LoraModel& pm, const EvaFeed& feed, const
   };
   std::vector<Layer> layers;
   std::int64_t budget = 0;
+  // PEFT's EVA skips Embedding and conv layers (UNSUPPORTED_LORA_MODULES): they keep the default
+  // init (load_eva_state_dict re-initialises layers missing from the state dict).
   for (const auto& [key, layer] : pm.lora_layers())
-    if (layer->has_adapter(name)) {
+    if (layer->has_adapter(name) && (std::string(layer->layer_type()) == "Linear" ||
+                                     std::string(layer->layer_type()) == "Conv1D")) {
       layers.emplace_back();
       layers.back().key = key;
       layers.back().layer = layer;

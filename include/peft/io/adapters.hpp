@@ -56,24 +56,14 @@ struct AdapterKeyMap {
 /// `name` in `pm`. bias="lora_only" base biases are written too (PEFT 0.20.0 forgets them, bug
 /// #3306, fixed later; PEFT loads them back as base-model keys).
 inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& name, const LoraConfig& config) {
-  using adapter_keys::LoraTensor;
   AdapterKeyMap map;
   std::map<std::string, std::shared_ptr<LoraLayer>> layers;
   for (const auto& [key, layer] : pm.lora_layers()) layers[key] = layer;
-  for (const auto& [key, layer] : layers) {
-    if (layer->has_adapter(name)) {
-      map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::A), layer->lora_A(name)->weight);
-      map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::B), layer->lora_B(name)->weight);
-      if (layer->settings(name).lora_bias)
-        map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::B_bias), layer->lora_B(name)->bias);
-      // PEFT saves the DoRA magnitude without its ".weight" (docs/file-format.md#on-disk-keys).
-      if (layer->settings(name).use_dora)
-        map.entries.emplace_back(adapter_keys::lora_key(key, LoraTensor::magnitude), layer->lora_magnitude(name));
-    }
-    if (layer->has_trainable_copy(name))
-      for (const auto& p : layer->trainable_copy(name).named_parameters(/*recurse=*/false))
-        map.entries.emplace_back(adapter_keys::module_key(key, p.key()), p.value());
-  }
+  // LoRA factors (`lora_A.weight`, or an Embedding's `lora_embedding_A`), the DoRA magnitude without
+  // its ".weight", modules_to_save copies under the module's own names, trainable tokens
+  // (docs/file-format.md#on-disk-keys): the layer names its tensors with PEFT's suffixes.
+  for (const auto& [key, layer] : layers)
+    for (const auto& [suffix, t] : layer->adapter_tensors(name)) map.entries.emplace_back(adapter_keys::module_key(key, suffix), t);
   if (config.bias == Bias::none) return map;
   // Base biases: `<m>.base_layer.bias` for layers that carry LoRA, `<m>.bias` elsewhere.
   for (const auto& item : pm.model_ptr()->named_modules("", /*include_self=*/true)) {

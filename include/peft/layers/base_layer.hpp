@@ -1,7 +1,8 @@
 #pragma once
 /// BaseLayer: what LoraLayer needs from the layer it adapts (PEFT's BaseTunerLayer /
-/// `base_layer` side; docs/layer.md). peft::Linear and peft::Conv1D implement it; LoraLayer
-/// derives from it and never asks which kind of layer it is.
+/// `base_layer` side; docs/layer.md). peft::Linear, peft::Conv1D, peft::Embedding and
+/// peft::Conv1d/2d/3d implement it; LoraLayer derives from it and never asks which kind of layer
+/// it is.
 ///
 /// A new base layer provides
 ///   * the frozen layer:  base_forward(x) -> y,  base_weight() (stored layout: [out, in], or
@@ -19,22 +20,24 @@
 ///       add_lora_branch(result, ...)       result += s · lora_branch  (fused addmm for Linear)
 ///       lora_delta(f, s)                   transpose(B @ A, fan_in_fan_out) · s   W's layout
 ///       resolve_lora_variant(settings)     plain LoRA, or DoRA for use_dora (variants/)
+///   * the layer's identity and limits: layer_type() (PEFT's class name), check_adapter_settings
+///     (what an adapter may use here, checked before anything changes), check_mergeable(),
+///     base_forward_with(x, W, b) (the plain forward with other tensors: trainable tokens, DoRA).
 ///
-/// How the layers peft-cpp does not have yet plug in (no change to LoraLayer):
-///   * Embedding (W [num_embeddings, dim]): lora_factor_names() = {"lora_embedding_A",
-///     "lora_embedding_B"}; create_lora_factors returns bare parameters A [r, num_embeddings],
-///     B [dim, r] (AdapterEntry::parameter: a ParameterDict, so the names carry no `.weight`);
-///     reset_lora_parameters gives A = 0, B ~ N(0, 1) for true and "gaussian" (PEFT's), else
-///     the default; lora_input returns the ids uncast; lora_branch = embedding(x, Aᵀ) @ Bᵀ with the base's
-///     padding_idx/max_norm, ignoring dropout; lora_delta = (B @ A)ᵀ · s; its DoRA variant
-///     normalises per embedding column.
-///   * Conv1d/2d/3d: create_lora_factors returns A = Conv(in, r) with the base's kernel, stride,
-///     padding, dilation and B = Conv(r, out, 1x1, groups); lora_branch = B(A(dropout(x)));
-///     add_lora_branch adds s · branch; lora_delta is the conv composition of docs/layer.md
-///     "Forward: torch convolutions"; its DoRA variant takes norms over all dims but 0.
-///   * 4-bit Linear: base_weight() is the packed storage (not floating, so adapters stay fp32 on
-///     its device, like PEFT); dense_weight() dequantises; write_dense_weight() requantises;
-///     base_forward runs the quantised matmul; the geometry is Linear's.
+/// The layer types (PEFT's class names in layer_type()):
+///   * Linear (peft::Linear) and GPT-2 Conv1D (peft::Conv1D, W stored [in, out]): the defaults;
+///   * Embedding (peft::Embedding, W [num_embeddings, dim] = [in, out], so fan_in_fan_out()):
+///     bare parameters `lora_embedding_A.<a>` [r, num] / `lora_embedding_B.<a>` [dim, r], init
+///     A = 0, B ~ N(0, 1); lora_input() keeps the ids; lora_branch = embedding(ids, Aᵀ) @ Bᵀ with
+///     the base's padding_idx/max_norm, never dropout; the default delta (B @ A)ᵀ · s; DoRA
+///     scales the whole output (variants/dora_embedding.hpp); trainable tokens;
+///   * Conv1d/2d/3d (peft::Conv1d, ...; layers/conv.hpp): A = Conv(in, r) with the base's kernel,
+///     stride, padding and dilation, B = Conv(r, out, 1x1, groups); Δ = (B.view(out, r) @
+///     A.view(r, -1)).view(W.shape) · s; DoRA norms over all dims but the output channel
+///     (variants/dora_conv.hpp); no merge with groups > 1.
+/// A 4-bit Linear would plug in the same way: base_weight() the packed storage (not floating, so
+/// adapters stay fp32 on its device, like PEFT), dense_weight() dequantises, write_dense_weight()
+/// requantises, base_forward runs the quantised matmul.
 
 #include <torch/nn/module.h>
 #include <torch/types.h>
@@ -135,6 +138,23 @@ class BaseLayer : public torch::nn::Module {
   /// The variant of a new adapter (PEFT's resolve_lora_variant): plain LoRA, or DoRA for Linear
   /// when settings.use_dora.
   virtual std::unique_ptr<LoraVariant> resolve_lora_variant(const AdapterSettings& settings) const;
+
+  // ---- identity and limits ----
+  /// PEFT's name of the torch class this layer stands for: "Linear", "Conv1D", "Embedding",
+  /// "Conv1d", "Conv2d", "Conv3d" (PEFT's wrapper is "lora.<type>").
+  virtual const char* layer_type() const { return "Linear"; }
+  /// Throws ConfigError for settings this layer cannot create an adapter with (rank, init,
+  /// lora_bias, ...), before anything changes. Default: Linear's rules (check_lora_settings and
+  /// the checks of an init that rewrites the base, init/lora_init.hpp).
+  virtual void check_adapter_settings(const AdapterSettings& settings, const CordaEigens* eigens);
+  /// Throws Error when adapters cannot be merged into this layer (a grouped convolution).
+  virtual void check_mergeable() const {}
+  /// The plain forward with `weight` (stored layout) and `bias` (may be undefined) in place of
+  /// the layer's own. Default: x @ transpose(weight, fan_in_fan_out)ᵀ + bias.
+  virtual torch::Tensor base_forward_with(const torch::Tensor& x, const torch::Tensor& weight,
+                                          const torch::Tensor& bias);
+  /// Whether trainable tokens (rows of the weight replaced per adapter) apply: Embedding only.
+  virtual bool supports_trainable_tokens() const { return false; }
 };
 
 }  // namespace peft

@@ -58,6 +58,7 @@ class Conv1DImpl : public LoraLayer {
   torch::Tensor& base_weight() override { return weight; }
   torch::Tensor& base_bias() override { return bias; }
   bool fan_in_fan_out() const override { return true; }
+  const char* layer_type() const override { return "Conv1D"; }
   std::int64_t in_features() const override { return nx; }
   std::int64_t out_features() const override { return nf; }
 

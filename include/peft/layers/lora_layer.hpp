@@ -6,12 +6,13 @@
 ///   scaling_a = alpha / r   (alpha / sqrt(r) with use_rslora)
 ///
 /// Two seams keep it generic:
-///   * the base layer (layers/base_layer.hpp, implemented by peft::Linear and peft::Conv1D): the
-///     frozen forward, the weight (stored and dense) and the adapter geometry — how A and B are
-///     created, applied and composed into a delta;
+///   * the base layer (layers/base_layer.hpp, implemented by peft::Linear, peft::Conv1D,
+///     peft::Embedding and peft::Conv1d/2d/3d): the frozen forward, the weight (stored and dense)
+///     and the adapter geometry — how A and B are created, applied and composed into a delta;
 ///   * one variant per adapter (variants/lora_variant.hpp: plain LoRA, DoRA): init of extra
 ///     parameters, the forward contribution, the merged weight, merge and unmerge.
-/// The init of new factors is init/lora_init.hpp; modules_to_save copies are ModulesToSave.
+/// The init of new factors is init/lora_init.hpp; modules_to_save copies are ModulesToSave,
+/// trainable tokens TrainableTokens (both per adapter, inside the layer).
 ///
 /// In-memory names are PEFT's: `lora_A.<adapter>.weight`, `lora_B.<adapter>.weight`
 /// (`.bias` with lora_bias), `lora_dropout.<adapter>`, the variant's containers (DoRA:
@@ -36,6 +37,7 @@
 #include "peft/layers/base_layer.hpp"
 #include "peft/layers/detail/adapter_dict.hpp"
 #include "peft/layers/modules_to_save.hpp"
+#include "peft/layers/trainable_tokens.hpp"
 #include "peft/variants/lora_variant.hpp"
 
 namespace peft {
@@ -63,14 +65,24 @@ class LoraLayer : public BaseLayer {
   /// (docs/init.md); corda consumes the eigens that preprocess_corda attached.
   void update_layer(const std::string& name, const AdapterSettings& s);
 
-  /// Throws ConfigError for settings no layer can be created with (so injection can check the
-  /// whole plan before it changes anything).
+  /// Throws ConfigError for settings no Linear layer can be created with (EVA's re-created
+  /// layers); a layer's own limits are BaseLayer::check_adapter_settings.
   static void check_supported(const AdapterSettings& s);
 
   /// fp16/bf16 adapter weights -> fp32 (PEFT's autocast_adapter_dtype=True).
   void upcast_adapter(const std::string& name);
 
   bool has_adapter(const std::string& name) const { return adapters_.count(name) != 0; }
+  /// Whether adapter `name` lives in this layer at all: LoRA factors, a modules_to_save copy or
+  /// trainable tokens.
+  bool holds(const std::string& name) const {
+    return has_adapter(name) || has_trainable_copy(name) || has_trainable_tokens(name);
+  }
+  /// Adapter `name`'s tensors under PEFT's on-disk suffixes (docs/file-format.md#on-disk-keys):
+  /// `lora_A.weight`, `lora_B.weight`, `lora_B.bias` (or `lora_embedding_A`, `lora_embedding_B`),
+  /// the variant's (`lora_magnitude_vector`), `token_adapter.trainable_tokens_delta`; the
+  /// modules_to_save copy's own names. The tensors are the layer's own.
+  std::vector<std::pair<std::string, torch::Tensor>> adapter_tensors(const std::string& name) const;
   /// Adapters of this layer in creation order.
   const std::vector<std::string>& adapter_names() const { return names_; }
   const AdapterSettings& settings(const std::string& name) const { return adapter(name).settings; }
@@ -102,12 +114,36 @@ class LoraLayer : public BaseLayer {
   bool has_trainable_copy(const std::string& name) const { return modules_to_save_.has(name); }
   /// The modules_to_save copy of adapter `name`.
   LoraLayer& trainable_copy(const std::string& name) { return modules_to_save_.get(name); }
-  /// True when the layer carries neither LoRA adapters nor modules_to_save copies.
-  bool plain() const { return names_.empty() && modules_to_save_.empty(); }
+  /// True when the layer carries no LoRA adapters, modules_to_save copies or trainable tokens.
+  bool plain() const { return names_.empty() && modules_to_save_.empty() && tokens_.empty(); }
+
+  // ---- trainable tokens (PEFT's TrainableTokensLayer, kept inside the layer) ----
+  /// Give adapter `name` trainable rows `indices` of the weight (`token_adapter.trainable_tokens_
+  /// delta.<name>`, initialised to the current rows, frozen until activated). While `name` is
+  /// active the forward uses the weight with these rows; merge writes them into the weight.
+  void add_trainable_tokens(const std::string& name, std::vector<std::int64_t> indices);
+  /// Throws what add_trainable_tokens would throw, without changing anything: a layer without
+  /// supports_trainable_tokens(), LoRA adapters on it, an index outside [0, in_features()), an
+  /// existing entry for `name`.
+  void check_trainable_tokens(const std::string& name, const std::vector<std::int64_t>& indices) const;
+  bool has_trainable_tokens(const std::string& name) const { return tokens_.has(name); }
+  bool has_any_trainable_tokens() const { return !tokens_.empty(); }
+  /// The rows of adapter `name` (the trained parameter) and their indices.
+  torch::Tensor trainable_tokens_delta(const std::string& name) const { return tokens_.rows(name); }
+  const std::vector<std::int64_t>& trainable_token_indices(const std::string& name) const {
+    return tokens_.indices(name);
+  }
+  /// Throws when activating `names` together is impossible here: two of them hold trainable
+  /// tokens (PEFT: "Only one adapter can be set at a time").
+  void check_set_adapter(const std::vector<std::string>& names) const;
+  /// The weight the layer computes with under adapter `name`: the stored weight, with `name`'s
+  /// token rows when it has tokens ("__base__": the stored weight).
+  torch::Tensor weight_for(const std::string& name);
   bool disabled() const { return disabled_; }
   /// While non-empty, forward() runs forward_mixed_batch with these per-row adapter names
   /// (set by LoraModel::mixed_batch for the duration of a call).
   void set_batch_adapters(std::vector<std::string> names) { batch_adapters_ = std::move(names); }
+  const std::vector<std::string>& batch_adapters() const { return batch_adapters_; }
   /// Calibration hook (CorDA, EVA): while set, every forward first passes its input to `fn`
   /// (also with adapters disabled). Pass nullptr to remove it.
   void set_input_observer(std::function<void(const torch::Tensor&)> fn) { observer_ = std::move(fn); }
@@ -123,7 +159,9 @@ class LoraLayer : public BaseLayer {
 
   /// Mixed-batch inference (docs/lifecycle.md): row i of x uses adapter adapter_names[i]
   /// ("__base__" = no adapter). Eval only; rounds each delta to the output dtype before adding.
-  /// Adapters whose variant does not support it (DoRA) are refused.
+  /// Adapters whose variant does not support it (DoRA) are refused; in a layer that holds
+  /// modules_to_save copies or trainable tokens (PEFT's wrappers) every named adapter must have
+  /// one (PEFT's KeyError), and such a layer must be Linear, Embedding or Conv1d/2d/3d.
   torch::Tensor forward_mixed_batch(const torch::Tensor& x, const std::vector<std::string>& adapter_names);
 
   // ---- merging (src/layers/lora_merge.cpp) ----
@@ -202,6 +240,7 @@ class LoraLayer : public BaseLayer {
   std::function<void(const torch::Tensor&)> observer_;
   std::optional<CordaEigens> corda_eigens_;
   ModulesToSave modules_to_save_;
+  TrainableTokens tokens_;
 };
 
 }  // namespace peft

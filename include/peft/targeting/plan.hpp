@@ -25,8 +25,8 @@ enum class ModuleKind {
   Container,           ///< a module with children only (block, ModuleList, ...)
   Linear,              ///< torch::nn::Linear or peft::Linear
   Conv1D,              ///< GPT-2 style Conv1D, weight [in, out]
-  Embedding,           ///< PEFT adapts it; peft-cpp does not yet
-  Conv,                ///< Conv1d/2d/3d: PEFT adapts them; peft-cpp does not yet
+  Embedding,           ///< torch::nn::Embedding or peft::Embedding
+  Conv,                ///< Conv1d/2d/3d (torch's or peft::Conv1d/2d/3d)
   MultiheadAttention,  ///< PEFT adapts it; peft-cpp does not yet
   LoraLayer,           ///< a layer that already carries adapters (its children are skipped)
   Other,               ///< activations, norms, dropout, ...
@@ -35,7 +35,7 @@ enum class ModuleKind {
 struct ModuleInfo {
   std::string key;        ///< dotted name, "" for the root
   ModuleKind kind = ModuleKind::Other;
-  std::string type_name;  ///< for messages, e.g. "ReLU", "LlamaBlock"
+  std::string type_name;  ///< for messages, e.g. "ReLU", "LlamaBlock"; "lora.<type>" for an adapted layer
   bool has_bias = false;
 };
 
@@ -60,6 +60,9 @@ struct PlanOptions {
   /// all-linear drops this module (HF get_output_embeddings()); custom models have none, so
   /// PEFT targets their output Linear too.
   std::optional<std::string> output_layer;
+  /// The input embedding's name for the list form of `trainable_token_indices` (PEFT uses
+  /// get_input_embeddings(), or "embed_tokens" for a model without it).
+  std::string input_embeddings = "embed_tokens";
 };
 
 /// PEFT's `_find_minimal_target_modules` (docs/matching.md#minimal-suffix-rewrite): the smallest set of
@@ -147,13 +150,16 @@ inline TargetPlan plan_targets(const LoraConfig& config, const std::vector<Modul
     return false;
   };
 
+  // An adapted layer's planning kind: Linear-like for lora.Linear / lora.Conv1D.
+  auto linear_like = [](const ModuleInfo& m) {
+    return m.kind == ModuleKind::Linear || m.kind == ModuleKind::Conv1D ||
+           (m.kind == ModuleKind::LoraLayer && (m.type_name == "lora.Linear" || m.type_name == "lora.Conv1D"));
+  };
   if (cfg.target_modules.is_all_linear()) {
     std::vector<std::string> linear;
     for (const auto& m : modules) {
-      bool linear_like = m.kind == ModuleKind::Linear || m.kind == ModuleKind::Conv1D ||
-                         (m.kind == ModuleKind::LoraLayer &&
-                          m.type_name.find("Linear") != std::string::npos);
-      if (!linear_like || inside_lora(m.key)) continue;
+      // all-linear: nn.Linear and Conv1D only (never Embedding or torch convolutions).
+      if (!linear_like(m) || inside_lora(m.key)) continue;
       if (options.output_layer && m.key == *options.output_layer) continue;
       linear.push_back(m.key);
     }
@@ -188,20 +194,21 @@ inline TargetPlan plan_targets(const LoraConfig& config, const std::vector<Modul
     switch (m.kind) {
       case ModuleKind::Linear:
       case ModuleKind::Conv1D:
-      case ModuleKind::LoraLayer: break;
       case ModuleKind::Embedding:
       case ModuleKind::Conv:
+      case ModuleKind::LoraLayer: break;
       case ModuleKind::MultiheadAttention:
         throw UnsupportedModuleError(
             "Target module `" + m.key + "` (" + m.type_name +
-            ") is supported by Python PEFT but not by peft-cpp yet; peft-cpp adapts Linear and "
-            "GPT-2 Conv1D layers. Narrow target_modules or add it to exclude_modules.");
+            ") is supported by Python PEFT but not by peft-cpp yet; peft-cpp adapts Linear, "
+            "Embedding, Conv1d/2d/3d and GPT-2 Conv1D layers. Narrow target_modules or add it to "
+            "exclude_modules.");
       default:
         throw UnsupportedModuleError(
             "Target module `" + m.key + "` (" + m.type_name +
-            ") is not supported: only Linear and GPT-2 Conv1D layers can carry LoRA. A broad "
-            "regex in target_modules probably matched a container or an activation; narrow it "
-            "or add the module to exclude_modules.");
+            ") is not supported: only Linear, Embedding, Conv1d/2d/3d and GPT-2 Conv1D layers can "
+            "carry LoRA. A broad regex in target_modules probably matched a container or an "
+            "activation; narrow it or add the module to exclude_modules.");
     }
     // The layer factory rewrites the shared config flag (Quirk, kept: the saved value is what
     // the last created layer left).
@@ -219,7 +226,9 @@ inline TargetPlan plan_targets(const LoraConfig& config, const std::vector<Modul
     layer.kind = m.kind;
     layer.settings = resolve(m.key);
     layer.fan_in_fan_out = cfg.fan_in_fan_out;
-    if (init == InitMethod::Orthogonal && layer.settings.r % 2 != 0)
+    // Linear's orthogonal init needs an even rank (PEFT checks it there only; an Embedding falls
+    // back to the default init and a convolution refuses the init itself).
+    if (init == InitMethod::Orthogonal && layer.settings.r % 2 != 0 && linear_like(m))
       throw ConfigError(layer.settings.rank_pattern_key ? "rank_pattern" : "r",
                         std::to_string(layer.settings.r),
                         "Orthogonal initialization requires the LoRA rank to be even (module `" +
@@ -234,13 +243,14 @@ inline TargetPlan plan_targets(const LoraConfig& config, const std::vector<Modul
   if (plan.layers.empty()) {
     std::string candidates;
     for (const auto& m : modules)
-      if ((m.kind == ModuleKind::Linear || m.kind == ModuleKind::Conv1D) && !inside_lora(m.key)) {
+      if ((linear_like(m) || m.kind == ModuleKind::Embedding || m.kind == ModuleKind::Conv) && !inside_lora(m.key) &&
+          m.kind != ModuleKind::LoraLayer) {
         auto dot = m.key.rfind('.');
         std::string leaf = dot == std::string::npos ? m.key : m.key.substr(dot + 1);
         if (candidates.find("`" + leaf + "`") == std::string::npos)
           candidates += (candidates.empty() ? "" : ", ") + ("`" + leaf + "`");
       }
-    std::string hint = candidates.empty() ? std::string(" The model has no Linear/Conv1D layer.")
+    std::string hint = candidates.empty() ? std::string(" The model has no Linear/Embedding/Conv layer.")
                                           : " Layers that can be targeted: " + candidates + ".";
     if (!plan.excluded.empty() && plan.unmatched.empty())
       throw TargetNotFoundError("All modules were excluded. Check `target_modules`, "

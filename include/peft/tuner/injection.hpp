@@ -1,25 +1,23 @@
 #pragma once
-/// Injection: attach a LoRA adapter to the matching layers of a torch::nn::Module tree
-/// (docs/matching.md#order-of-operations, docs/init.md#creating-an-adapter), validating the whole plan
-/// before anything changes.
+/// Injection: attach a LoRA adapter (and its trainable tokens) to the matching layers of a
+/// torch::nn::Module tree (docs/matching.md#order-of-operations, docs/init.md#creating-an-adapter),
+/// validating the whole plan before anything changes.
 ///
 /// The contract (LibTorch has no virtual forward and no hooks):
-/// * peft::Linear / peft::Conv1D layers get the adapter **in place**: every holder of the layer
-///   (the parent's member, a container) sees it. This is the way to declare adaptable layers.
-/// * A stock torch::nn::Linear inside torch::nn::Sequential, ModuleList or ModuleDict is swapped
-///   for a peft::Linear that shares its weight and bias; the container is updated in place so
-///   its forward (or iteration) reaches the LoRA layer.
-/// * A stock torch::nn::Linear that some other owner also holds (typically the parent's member
-///   holder, used as `fc1(x)` in forward) cannot be swapped: the member would keep calling the
-///   plain layer. That is an UnsupportedModuleError naming the module, raised before any change.
+/// * peft layers (peft::Linear, peft::Conv1D, peft::Embedding, peft::Conv1d/2d/3d) get the
+///   adapter **in place**: every holder of the layer (the parent's member, a container) sees it.
+///   This is the way to declare adaptable layers.
+/// * A stock torch::nn::Linear, Embedding or Conv1d/2d/3d inside torch::nn::Sequential,
+///   ModuleList or ModuleDict is swapped for the peft drop-in that shares its tensors
+///   (tuner/stock_layers.hpp); the container is updated in place so its forward (or iteration)
+///   reaches the LoRA layer.
+/// * Such a stock layer that some other owner also holds (typically the parent's member holder,
+///   used as `fc1(x)` in forward) cannot be swapped: the member would keep calling the plain
+///   layer. That is an UnsupportedModuleError naming the module, raised before any change.
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/moduledict.h>
-#include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/container/sequential.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/any.h>
 
 #include <memory>
 #include <string>
@@ -30,19 +28,24 @@
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/targeting/plan.hpp"
+#include "peft/tuner/stock_layers.hpp"
+#include "peft/tuner/trainable_tokens.hpp"
 
 namespace peft {
 
 /// Replace child `name` of `parent` by `replacement` everywhere the parent keeps it: the
-/// registry, and the element list of Sequential / ModuleList / ModuleDict (src/tuner/container_surgery.cpp).
+/// registry, and the element list of Sequential / ModuleList / ModuleDict
+/// (src/tuner/container_surgery.cpp). A Sequential needs `any`, the replacement typed for its
+/// forward.
 void replace_child_module(torch::nn::Module& parent, const std::string& name,
-                          std::shared_ptr<torch::nn::Module> replacement);
+                          std::shared_ptr<torch::nn::Module> replacement, torch::nn::AnyModule any = {});
 
 /// Number of references a parent of this type legitimately holds to each child
 /// (registry + element list for the containers).
 std::size_t container_references(const torch::nn::Module& parent);
 
-/// Classify one module for planning.
+/// Classify one module for planning: peft layers by their BaseLayer::layer_type(), stock layers by
+/// the adoption table.
 inline ModuleInfo describe_module(const std::string& key, const torch::nn::Module& m) {
   ModuleInfo info;
   info.key = key;
@@ -51,18 +54,14 @@ inline ModuleInfo describe_module(const std::string& key, const torch::nn::Modul
     info.has_bias = const_cast<LoraLayer*>(l)->base_bias().defined();
     if (!l->adapter_names().empty()) {
       info.kind = ModuleKind::LoraLayer;
-      info.type_name = "lora.Linear";  // PEFT's wrapper class name (all-linear re-targets it)
+      info.type_name = std::string("lora.") + l->layer_type();  // PEFT's wrapper class name
     } else {
-      info.kind = dynamic_cast<const Conv1DImpl*>(&m) ? ModuleKind::Conv1D : ModuleKind::Linear;
+      info.kind = module_kind_of(l->layer_type());
     }
-  } else if (const auto* stock = dynamic_cast<const torch::nn::LinearImpl*>(&m)) {
-    info.kind = ModuleKind::Linear;
-    info.has_bias = stock->bias.defined();
-  } else if (dynamic_cast<const torch::nn::EmbeddingImpl*>(&m)) {
-    info.kind = ModuleKind::Embedding;
-  } else if (dynamic_cast<const torch::nn::Conv1dImpl*>(&m) || dynamic_cast<const torch::nn::Conv2dImpl*>(&m) ||
-             dynamic_cast<const torch::nn::Conv3dImpl*>(&m)) {
-    info.kind = ModuleKind::Conv;
+  } else if (const StockLayerType* stock = stock_layer_type(m)) {
+    info.kind = stock->kind;
+    const torch::Tensor* bias = m.named_parameters(/*recurse=*/false).find("bias");
+    info.has_bias = bias && bias->defined();
   } else if (dynamic_cast<const torch::nn::MultiheadAttentionImpl*>(&m)) {
     info.kind = ModuleKind::MultiheadAttention;
   } else {
@@ -102,6 +101,7 @@ inline AdapterSettings adapter_settings(const PlannedLayer& layer, const LoraCon
   s.lora_bias = config.lora_bias;
   s.use_dora = config.use_dora;
   s.init = config.init_method();
+  s.init_name = config.init_lora_weights.describe();
   s.pissa_niter = config.pissa_niter();
   if (config.loftq_config) {
     s.loftq_bits = config.loftq_config->loftq_bits;
@@ -110,80 +110,108 @@ inline AdapterSettings adapter_settings(const PlannedLayer& layer, const LoraCon
   return s;
 }
 
-/// The per-layer checks of inits that rewrite the base (dtype, layout, rank, CorDA eigens), so a
-/// failing layer stops the injection before any layer changed.
-inline void check_init_target(const AdapterSettings& s, const torch::nn::Module& module, const std::string& key) {
-  if (!rewrites_base_weight(s.init)) return;
-  if (const auto* l = dynamic_cast<const LoraLayer*>(&module)) {
-    auto* layer = const_cast<LoraLayer*>(l);
-    check_base_rewrite(s.init, layer->base_weight(), s.r, s.pissa_niter, layer->fan_in_fan_out(),
-                       layer->corda_eigens() ? &*layer->corda_eigens() : nullptr, key, s.loftq_bits, s.loftq_iter);
-  } else if (const auto* stock = dynamic_cast<const torch::nn::LinearImpl*>(&module)) {
-    // A stock Linear cannot carry eigens (preprocess_corda observes peft::Linear layers only).
-    check_base_rewrite(s.init, stock->weight, s.r, s.pissa_niter, false, nullptr, key, s.loftq_bits, s.loftq_iter);
+/// The LoRA-capable layer at `key` of a tree, resolved before any change: the peft layer itself,
+/// or, for a stock layer in a container, the drop-in that will replace it (sharing its tensors).
+struct LayerSlot {
+  std::string key;
+  std::shared_ptr<LoraLayer> layer;
+  std::shared_ptr<torch::nn::Module> parent;  ///< set when the stock layer must be swapped
+  torch::nn::AnyModule any;                   ///< the drop-in, typed for a Sequential
+};
+
+/// Throws UnsupportedModuleError when the stock layer at `key` cannot be swapped (another owner
+/// holds it) or `key` is no LoRA-capable layer.
+inline LayerSlot resolve_layer_slot(const ModuleTree& tree, const std::string& key) {
+  LayerSlot slot;
+  slot.key = key;
+  auto module = tree.find(key);
+  if (auto layer = std::dynamic_pointer_cast<LoraLayer>(module)) {
+    slot.layer = layer;
+    return slot;
   }
+  const StockLayerType* stock = module ? stock_layer_type(*module) : nullptr;
+  if (!stock)
+    throw UnsupportedModuleError("Module `" + key + "` (" + (module ? module->name() : "missing") +
+                                 ") cannot carry adapters. Nothing was changed.");
+  // A stock layer: swappable only if its parent alone refers to it.
+  const auto dot = key.rfind('.');
+  const std::string parent_key = dot == std::string::npos ? "" : key.substr(0, dot);
+  auto parent = tree.find(parent_key);
+  // References: the tree (1), this local copy (1), and what the parent holds.
+  const auto expected = 2 + container_references(*parent);
+  if (static_cast<std::size_t>(module.use_count()) > expected)
+    throw UnsupportedModuleError(
+        "Target module `" + key + "` is a stock " + stock->stock_name +
+        " that another owner also holds (usually the parent's member holder, called as `" +
+        key.substr(dot == std::string::npos ? 0 : dot + 1) +
+        "(x)` in forward): replacing it in the registry would leave that member calling the "
+        "plain layer. Declare it as " + stock->peft_name + " (same constructor and members) so adapters are "
+        "attached in place. Nothing was changed.");
+  AdoptedLayer adopted = stock->adopt(module);
+  slot.layer = adopted.layer;
+  slot.parent = parent;
+  slot.any = std::move(adopted.any);
+  return slot;
 }
 
 struct InjectionResult {
   TargetPlan plan;
   std::vector<std::shared_ptr<LoraLayer>> layers;  ///< in plan order
+  std::vector<TokenTarget> tokens;                 ///< layers that got trainable tokens
 };
 
-/// Add adapter `adapter_name` of `config` (validated) to every targeted layer of `root`.
-/// The adapter is created inactive and frozen. Throws before any change when the plan fails
-/// (nothing matched, unsupported module, bad rank, a stock Linear that cannot be swapped, an
-/// existing adapter of that name).
+/// Add adapter `adapter_name` of `config` (validated) to every targeted layer of `root`, and its
+/// trainable tokens (tuner/trainable_tokens.hpp). The adapter is created inactive and frozen.
+/// Throws before any change when the plan fails (nothing matched, unsupported module or
+/// settings, bad rank, a stock layer that cannot be swapped, an existing adapter of that name).
 inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& root, const LoraConfig& config,
                                       const std::string& adapter_name, const PlanOptions& options = {}) {
   InjectionResult out;
-  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> swaps;  // key -> parent
+  std::vector<LayerSlot> slots, token_slots;
   {
     ModuleTree tree(root);
     out.plan = plan_targets(config, tree.infos, options);
+    out.tokens = plan_trainable_tokens(out.plan.config, tree.infos, out.plan, options);
     for (const auto& layer : out.plan.layers) {
-      const AdapterSettings settings = adapter_settings(layer, out.plan.config);
-      LoraLayer::check_supported(settings);
-      auto module = tree.find(layer.key);
-      check_init_target(settings, *module, layer.key);
-      if (auto* existing = dynamic_cast<LoraLayer*>(module.get())) {
-        if (existing->has_adapter(adapter_name))
-          throw ConfigError::about("add_adapter", "adapter_name",
-                                   "\"" + adapter_name + "\"",
-                                   "module `" + layer.key + "` already has an adapter with that name",
-                                   "pick another name or delete_adapter first");
-        continue;
+      LayerSlot slot = resolve_layer_slot(tree, layer.key);
+      if (slot.layer->has_adapter(adapter_name))
+        throw ConfigError::about("add_adapter", "adapter_name",
+                                 "\"" + adapter_name + "\"",
+                                 "module `" + layer.key + "` already has an adapter with that name",
+                                 "pick another name or delete_adapter first");
+      if (slot.layer->has_any_trainable_tokens())
+        throw UnsupportedModuleError("Target module `" + layer.key +
+                                     "` holds trainable tokens of another adapter; a module is either adapted with "
+                                     "LoRA or token-trained. Nothing was changed.");
+      // Rank, init, flags for this layer type; base-rewrite checks (dtype, layout, CorDA eigens).
+      const auto& eigens = slot.layer->corda_eigens();
+      try {
+        slot.layer->check_adapter_settings(adapter_settings(layer, out.plan.config), eigens ? &*eigens : nullptr);
+      } catch (const ConfigError& e) {
+        throw e.located("module `" + layer.key + "`");
       }
-      // A stock torch::nn::Linear: swappable only if its parent alone refers to it.
-      const auto dot = layer.key.rfind('.');
-      const std::string parent_key = dot == std::string::npos ? "" : layer.key.substr(0, dot);
-      auto parent = tree.find(parent_key);
-      // References: the tree (1), this local copy (1), and what the parent holds.
-      const auto expected = 2 + container_references(*parent);
-      if (static_cast<std::size_t>(module.use_count()) > expected)
-        throw UnsupportedModuleError(
-            "Target module `" + layer.key + "` is a stock torch::nn::Linear that another owner also "
-            "holds (usually the parent's member holder, called as `" +
-            layer.key.substr(dot == std::string::npos ? 0 : dot + 1) +
-            "(x)` in forward): replacing it in the registry would leave that member calling the "
-            "plain layer. Declare it as peft::Linear (same constructor and members) so adapters are "
-            "attached in place. Nothing was changed.");
-      swaps.emplace_back(layer.key, parent);
+      slots.push_back(std::move(slot));
+    }
+    for (const auto& t : out.tokens) {
+      LayerSlot slot = resolve_layer_slot(tree, t.key);
+      slot.layer->check_trainable_tokens(adapter_name, t.indices);
+      token_slots.push_back(std::move(slot));
     }
   }
   // Mutations start here; everything below only fails on out-of-memory.
-  for (const auto& [key, parent] : swaps) {
-    const auto name = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
-    const auto stock = std::dynamic_pointer_cast<torch::nn::LinearImpl>(parent->named_children()[name]);
-    auto replacement = LinearImpl::sharing(*stock);
-    replacement->train(stock->is_training());
-    replace_child_module(*parent, name, replacement);
+  for (auto* group : {&slots, &token_slots})
+    for (const auto& slot : *group) {
+      if (!slot.parent) continue;
+      const auto dot = slot.key.rfind('.');
+      const auto name = slot.key.substr(dot == std::string::npos ? 0 : dot + 1);
+      replace_child_module(*slot.parent, name, slot.layer, slot.any);
+    }
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    slots[i].layer->update_layer(adapter_name, adapter_settings(out.plan.layers[i], out.plan.config));
+    out.layers.push_back(slots[i].layer);
   }
-  ModuleTree tree(root);
-  for (const auto& layer : out.plan.layers) {
-    auto module = std::dynamic_pointer_cast<LoraLayer>(tree.find(layer.key));
-    module->update_layer(adapter_name, adapter_settings(layer, out.plan.config));
-    out.layers.push_back(module);
-  }
+  for (std::size_t i = 0; i < token_slots.size(); ++i)
+    token_slots[i].layer->add_trainable_tokens(adapter_name, out.tokens[i].indices);
   return out;
 }
 

@@ -88,6 +88,7 @@ class LoraModel {
   void set_adapter(const std::vector<std::string>& names) {
     for (const auto& n : names)
       if (!configs_.count(n)) throw Error("Adapter " + n + " not found (known: " + known() + ")");
+    for (auto& [key, layer] : lora_layers()) layer->check_set_adapter(names);  // e.g. two token adapters
     active_ = names;
     refresh_trainable();
   }
@@ -127,7 +128,7 @@ class LoraModel {
     {
       ScopedWarningCapture per_layer;  // one model-level warning instead of one per layer
       for (auto& [key, layer] : layers)
-        if (layer->has_adapter(name) || layer->has_trainable_copy(name)) layer->delete_adapter(name);
+        if (layer->holds(name)) layer->delete_adapter(name);
     }
     configs_.erase(name);
     targeted_.erase(name);

@@ -271,6 +271,11 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
       throw Error("add_weighted_adapter: module `" + planned.key + "` would get adapter `" + adapter_name +
                   "` but none of the source adapters is on it (No matching LoRAs found; hint: check "
                   "layers_to_transform / exclude_modules of `" + adapters.front() + "`, whose config is copied)");
+    const std::string layer_type = layer->layer_type();
+    if (layer_type != "Linear" && layer_type != "Conv1D")
+      throw UnsupportedModuleError("add_weighted_adapter: module `" + planned.key + "` is a lora." + layer_type +
+                                   "; peft-cpp combines adapters of Linear and GPT-2 Conv1D layers only (hint: "
+                                   "leave it out of the source adapters' targets). Nothing was changed.");
     if (plan.kind != WeightedKind::factorwise) continue;
     for (const auto& a : present)
       if (layer->lora_A(a)->weight.sizes() != layer->lora_A(present.front())->weight.sizes() ||

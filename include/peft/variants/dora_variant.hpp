@@ -7,8 +7,9 @@
 ///   forward:  result = k ⊙ result + (1-k) ⊙ b + k ⊙ s·B(A(x)),  k = m / ‖W + s·BA‖_row (detached);
 ///             with active dropout the base is recomputed on the dropped input
 ///   merge:    W' = f ⊙ (W + Δ), f = m / ‖W + Δ‖_row;  unmerge: W = W' / f - Δ with f of merge time
-/// Mixed batches refuse it. An Embedding or conv DoRA would derive from it and override init,
-/// forward and merged_weight / unmerge with its own norms.
+/// Mixed batches refuse it. Embedding and convolution DoRA (variants/dora_embedding.hpp,
+/// variants/dora_conv.hpp) derive from it: they override the forward and, for convolutions, the
+/// norms (initial_magnitude, merge_norm, weight_factor); merge and unmerge stay here.
 
 #include <torch/types.h>
 
@@ -37,7 +38,16 @@ class DoraVariant : public LoraVariant {
   void unmerge(const AdapterView& a, torch::Tensor& W, const torch::Tensor& delta) override;
   std::unique_ptr<LoraVariant> clone(const torch::optional<torch::Device>& device) const override;
 
- private:
+ protected:
+  /// m at creation: ‖transpose(W, fifo) + s·B A‖_row (dora_init_magnitude).
+  virtual torch::Tensor initial_magnitude(const AdapterView& a) const;
+  /// The norm of merge time, shaped like m (detached): ‖transpose(W + Δ, fifo)‖_row.
+  virtual torch::Tensor merge_norm(const AdapterView& a, const torch::Tensor& W, const torch::Tensor& delta) const;
+  /// m / norm shaped to multiply W in its stored layout: [out, 1] ([1, out] with fan_in_fan_out).
+  virtual torch::Tensor weight_factor(const AdapterView& a, const torch::Tensor& norm) const;
+  /// An empty variant of the same class (clone() copies the state into it).
+  virtual std::unique_ptr<DoraVariant> make_empty() const { return std::make_unique<DoraVariant>(); }
+
   std::shared_ptr<DoraMagnitudeImpl> magnitude_;
   DoraNormCache norm_cache_;   // forward: ‖W_i‖² and the whole norm while nothing changed
   torch::Tensor merge_norm_;   // PEFT's "<a>-weight_norm": the norm of merge time
