@@ -228,6 +228,7 @@ LoraModelOptions adapter_options(const models::CausalLMImpl& model) {
   LoraModelOptions o;
   o.plan.model_type = model.model_type();
   o.plan.output_layer = "lm_head";
+  o.plan.input_embeddings = model.model_type() == "gpt2" ? "wte" : "embed_tokens";  // trainable_token_indices list form
   return o;
 }
 

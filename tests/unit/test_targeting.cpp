@@ -128,7 +128,19 @@ TEST(TargetPlan, MatchingAnUnsupportedModuleIsAnError) {
   EXPECT_THROW(peft::plan_targets(targets(".*act"), two_layer_llama()), peft::UnsupportedModuleError);
   EXPECT_THROW(peft::plan_targets(targets("model\\.layers\\.0(\\..*)?"), two_layer_llama()),
                peft::UnsupportedModuleError);
-  EXPECT_THROW(peft::plan_targets(targets({"embed_tokens"}), two_layer_llama()), peft::UnsupportedModuleError);
+  EXPECT_THROW(peft::plan_targets(targets({"act"}), two_layer_llama()), peft::UnsupportedModuleError);
+}
+
+TEST(TargetPlan, EmbeddingsAndConvolutionsArePlannedButAllLinearSkipsThem) {
+  const auto plan = peft::plan_targets(targets({"embed_tokens"}), two_layer_llama());
+  ASSERT_EQ(keys(plan), (std::vector<std::string>{"model.embed_tokens"}));
+  EXPECT_EQ(plan.layers[0].kind, ModuleKind::Embedding);
+  std::vector<peft::ModuleInfo> m = {{"", ModuleKind::Container, "Net"},
+                                     {"emb", ModuleKind::Embedding, "Embedding"},
+                                     {"conv", ModuleKind::Conv, "Conv2d"},
+                                     {"head", ModuleKind::Linear, "Linear"}};
+  EXPECT_EQ(keys(peft::plan_targets(targets("all-linear"), m)), (std::vector<std::string>{"head"}));
+  EXPECT_EQ(keys(peft::plan_targets(targets({"conv", "emb"}), m)), (std::vector<std::string>{"emb", "conv"}));
 }
 
 TEST(TargetPlan, OrthogonalInitNeedsAnEvenResolvedRank) {

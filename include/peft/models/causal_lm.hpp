@@ -9,6 +9,7 @@
 ///   peft::LoraModelOptions opts;                    // PEFT's default targets for the model_type
 ///   opts.plan.model_type = model->model_type();
 ///   opts.plan.output_layer = "lm_head";             // excluded by all-linear, as in transformers
+///   opts.plan.input_embeddings = "wte";             // GPT-2: the list form of trainable_token_indices
 ///   auto pm = peft::get_peft_model(model, cfg, "default", opts);
 ///
 /// Architectures: models/gpt2.hpp (GPT2LMHeadModel), models/llama.hpp (LlamaForCausalLM).

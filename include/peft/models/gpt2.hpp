@@ -15,10 +15,12 @@
 /// Block: x += attn(ln_1(x)); x += mlp(ln_2(x)); attn = causal multi-head attention with scores
 /// q k^T / sqrt(head_dim); mlp = c_proj(act(c_fc(x))). logits = ln_f(x) @ wte^T (tied).
 /// Decision: a tied lm_head is not a module here (PyTorch's named_parameters() also lists the
-/// shared tensor once); so it cannot carry LoRA, and optimisers never see it twice.
+/// shared tensor once); so it cannot carry LoRA, and optimisers never see it twice. wte and wpe
+/// are peft::Embedding (LoRA and trainable tokens attach in place); the tied head uses wte's
+/// weight with the active adapter's token rows (EmbeddingImpl::tied_output), as PEFT ties a
+/// TrainableTokensWrapper on lm_head to the embedding's.
 
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/normalization.h>
 
 #include <cmath>
@@ -26,6 +28,7 @@
 
 #include "peft/error.hpp"
 #include "peft/layers/conv1d.hpp"
+#include "peft/layers/embedding.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/models/causal_lm.hpp"
 #include "peft/models/decoder_ops.hpp"
@@ -103,8 +106,8 @@ TORCH_MODULE(GPT2Block);
 class GPT2ModelImpl : public torch::nn::Module {
  public:
   explicit GPT2ModelImpl(const GPT2Config& c) : config(c) {
-    wte = register_module("wte", torch::nn::Embedding(c.vocab_size, c.n_embd));
-    wpe = register_module("wpe", torch::nn::Embedding(c.n_positions, c.n_embd));
+    wte = register_module("wte", peft::Embedding(c.vocab_size, c.n_embd));
+    wpe = register_module("wpe", peft::Embedding(c.n_positions, c.n_embd));
     h = register_module("h", torch::nn::ModuleList());
     for (std::int64_t i = 0; i < c.n_layer; ++i) h->push_back(GPT2Block(c, i));
     ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon)));
@@ -119,8 +122,8 @@ class GPT2ModelImpl : public torch::nn::Module {
   }
 
   GPT2Config config;
-  torch::nn::Embedding wte{nullptr};
-  torch::nn::Embedding wpe{nullptr};
+  peft::Embedding wte{nullptr};  ///< peft layers: LoRA / trainable tokens attach in place
+  peft::Embedding wpe{nullptr};
   torch::nn::ModuleList h{nullptr};
   torch::nn::LayerNorm ln_f{nullptr};
 };
@@ -168,7 +171,8 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
       throw Error("GPT2LMHeadModel.forward: sequence of " + std::to_string(input_ids.size(1)) +
                   " tokens is longer than n_positions = " + std::to_string(config.n_positions));
     auto hidden = transformer(input_ids);
-    return lm_head ? lm_head(hidden) : torch::linear(hidden, transformer->wte->weight);
+    // Tied: wte's weight is the head, with its active trainable-token rows (PEFT ties them too).
+    return lm_head ? lm_head(hidden) : transformer->wte->tied_output(hidden);
   }
 
   std::string model_type() const override { return "gpt2"; }

@@ -16,14 +16,15 @@
 /// rope: HF's rotate_half convention, cos/sin of cat(freqs, freqs), freqs = pos * inv_freq;
 /// mlp (SwiGLU): down_proj(act(gate_proj(x)) * up_proj(x)), act = hidden_act (silu).
 /// RoPE frequencies are recomputed in each forward on the input's device: no inv_freq buffer, so
-/// nothing non-checkpoint appears in named_buffers(). A tied lm_head is not a module (gpt2.hpp).
+/// nothing non-checkpoint appears in named_buffers(). A tied lm_head is not a module (gpt2.hpp);
+/// embed_tokens is a peft::Embedding, whose active token rows the tied head uses too.
 
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
 
 #include <cmath>
 
 #include "peft/error.hpp"
+#include "peft/layers/embedding.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/models/causal_lm.hpp"
 #include "peft/models/decoder_ops.hpp"
@@ -137,7 +138,7 @@ TORCH_MODULE(LlamaDecoderLayer);
 class LlamaModelImpl : public torch::nn::Module {
  public:
   explicit LlamaModelImpl(const LlamaConfig& c) : inv_freq(llama_inv_freq(c)) {
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    embed_tokens = register_module("embed_tokens", peft::Embedding(c.vocab_size, c.hidden_size));
     layers = register_module("layers", torch::nn::ModuleList());
     for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
     norm = register_module("norm", LlamaRMSNorm(c.hidden_size, c.rms_norm_eps));
@@ -152,7 +153,7 @@ class LlamaModelImpl : public torch::nn::Module {
   }
 
   torch::Tensor inv_freq;  ///< fp32, CPU, not registered (not in checkpoints, not a buffer)
-  torch::nn::Embedding embed_tokens{nullptr};
+  peft::Embedding embed_tokens{nullptr};  ///< a peft layer: LoRA / trainable tokens attach in place
   torch::nn::ModuleList layers{nullptr};
   LlamaRMSNorm norm{nullptr};
 };
@@ -187,7 +188,8 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
       throw Error("LlamaForCausalLM.forward: input_ids must be [batch, seq] int64, got " +
                   std::string(input_ids.toString()) + " of " + std::to_string(input_ids.dim()) + " dims");
     auto hidden = model(input_ids);
-    return lm_head ? lm_head(hidden) : torch::linear(hidden, model->embed_tokens->weight);
+    // Tied: the embedding weight is the head, with its active trainable-token rows (as PEFT ties them).
+    return lm_head ? lm_head(hidden) : model->embed_tokens->tied_output(hidden);
   }
 
   std::string model_type() const override { return "llama"; }

@@ -150,10 +150,11 @@ inline TargetPlan plan_targets(const LoraConfig& config, const std::vector<Modul
     return false;
   };
 
-  // An adapted layer's planning kind: Linear-like for lora.Linear / lora.Conv1D.
+  // Linear-like: Linear, Conv1D, and adapted ones (lora.Linear / lora.Conv1D; not lora.Conv1d).
   auto linear_like = [](const ModuleInfo& m) {
     return m.kind == ModuleKind::Linear || m.kind == ModuleKind::Conv1D ||
-           (m.kind == ModuleKind::LoraLayer && (m.type_name == "lora.Linear" || m.type_name == "lora.Conv1D"));
+           (m.kind == ModuleKind::LoraLayer &&
+            (m.type_name.find("Linear") != std::string::npos || m.type_name.find("Conv1D") != std::string::npos));
   };
   if (cfg.target_modules.is_all_linear()) {
     std::vector<std::string> linear;
