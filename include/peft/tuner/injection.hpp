@@ -129,12 +129,23 @@ struct InjectionResult {
   std::vector<std::shared_ptr<LoraLayer>> layers;  ///< in plan order
 };
 
+/// One UnsupportedModuleError naming every refused module (`refused`: one "`key`: reason" line
+/// each), so a user fixes them all in one go.
+inline UnsupportedModuleError refused_modules_error(const std::vector<std::string>& refused) {
+  std::string msg = std::to_string(refused.size()) + (refused.size() == 1 ? " module is" : " modules are") +
+                    " refused, nothing was changed:";
+  for (const auto& r : refused) msg += "\n  - " + r;
+  return UnsupportedModuleError(msg);
+}
+
 /// Add adapter `adapter_name` of `config` (validated) to every targeted layer of `root`.
 /// The adapter is created inactive and frozen. Throws before any change when the plan fails
-/// (nothing matched, unsupported module, bad rank, a stock Linear that cannot be swapped, an
-/// existing adapter of that name).
+/// (nothing matched, unsupported module, bad rank, an existing adapter of that name). Stock
+/// layers that cannot be swapped are collected, together with the caller's `refused` lines
+/// (modules_to_save), into one UnsupportedModuleError naming all of them.
 inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& root, const LoraConfig& config,
-                                      const std::string& adapter_name, const PlanOptions& options = {}) {
+                                      const std::string& adapter_name, const PlanOptions& options = {},
+                                      std::vector<std::string> refused = {}) {
   InjectionResult out;
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> swaps;  // key -> parent
   {
@@ -159,17 +170,20 @@ inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& 
       auto parent = tree.find(parent_key);
       // References: the tree (1), this local copy (1), and what the parent holds.
       const auto expected = 2 + container_references(*parent);
-      if (static_cast<std::size_t>(module.use_count()) > expected)
-        throw UnsupportedModuleError(
-            "Target module `" + layer.key + "` is a stock torch::nn::Linear that another owner also "
+      if (static_cast<std::size_t>(module.use_count()) > expected) {
+        refused.push_back(
+            "target `" + layer.key + "`: a stock torch::nn::Linear that another owner also "
             "holds (usually the parent's member holder, called as `" +
             layer.key.substr(dot == std::string::npos ? 0 : dot + 1) +
             "(x)` in forward): replacing it in the registry would leave that member calling the "
             "plain layer. Declare it as peft::Linear (same constructor and members) so adapters are "
-            "attached in place. Nothing was changed.");
+            "attached in place.");
+        continue;
+      }
       swaps.emplace_back(layer.key, parent);
     }
   }
+  if (!refused.empty()) throw refused_modules_error(refused);
   // Mutations start here; everything below only fails on out-of-memory.
   for (const auto& [key, parent] : swaps) {
     const auto name = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
