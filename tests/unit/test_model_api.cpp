@@ -74,7 +74,7 @@ SEEDED_TEST(ModelStatus, ReportsLayersAndAggregatesIrregularValues) {
   }
 }
 
-TEST(ModelStatus, NoAdapterLayersIsAnError) {
+SEEDED_TEST(ModelStatus, NoAdapterLayersIsAnError) {
   auto m = mlp();
   peft::LoraModel pm(m.ptr(), peft::LoraModelOptions{});
   EXPECT_THROW(pm.get_layer_status(), peft::Error);

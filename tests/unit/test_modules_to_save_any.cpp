@@ -12,6 +12,7 @@
 #include "support/expect_close.hpp"
 #include "support/fixtures.hpp"
 #include "support/seeded_test.hpp"
+#include "support/small_models.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {
@@ -84,8 +85,11 @@ SEEDED_TEST(ModulesToSaveAnyModule, EachAdapterHasItsCopyAndSetAdapterSwapsThem)
   for (const auto& [k, t] : sd) keys.push_back(k);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "base_model.model.norm.weight"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "base_model.model.norm.bias"), keys.end());
-  for (const auto& [k, t] : sd)
-    if (k == "base_model.model.norm.weight") EXPECT_TRUE(peft_test::equal(t, torch::ones({3})));
+  for (const auto& [k, t] : sd) {
+    if (k == "base_model.model.norm.weight") {
+      EXPECT_TRUE(peft_test::equal(t, torch::ones({3})));
+    }
+  }
   pm.delete_adapter("default");  // its live copy goes; b becomes active (PEFT's rule) and live
   EXPECT_EQ(pm.active_adapters(), std::vector<std::string>{"b"});
   EXPECT_TRUE(peft_test::equal(net->norm->weight, torch::ones({3})));

@@ -88,8 +88,8 @@ inline void check_config_supported(const LoraConfig& config, const torch::nn::Mo
     if (!detail::json_unset(value))
       throw ConfigError(key, value.dump(),
                         "is not a LoraConfig field of PEFT " + std::string(kPeftFormatVersion) +
-                            " (written by a newer PEFT?) and is set, so it may change what the adapter computes; "
-                            "peft-cpp does not support it",
+                            " (written by a newer PEFT?) and is set; it is not supported by peft-cpp, since it may "
+                            "change what the adapter computes",
                         "use a peft-cpp that knows this field, or remove it if you know it is harmless");
 }
 
