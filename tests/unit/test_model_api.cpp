@@ -187,7 +187,9 @@ SEEDED_TEST(SavePretrained, SelectedAdaptersAndEmbeddingLayers) {
   EXPECT_TRUE(std::filesystem::exists(dir / "b" / "adapter_model.safetensors"));
   EXPECT_THROW(peft::save_pretrained(pm, dir, {"nope"}), peft::Error);
   // "auto": lm_head is targeted, so the LoRA-carrying embedding layer's base weight is saved.
-  peft::save_pretrained(pm, dir, {"default"});
+  peft::SaveOptions autos;
+  autos.save_embedding_layers = peft::SaveEmbeddingLayers::Auto;
+  peft::save_pretrained(pm, dir, {"default"}, autos);
   const auto f = peft::load_safetensors(dir / "adapter_model.safetensors");
   EXPECT_NE(f.find("base_model.model.lm_head.base_layer.weight"), nullptr);
   EXPECT_EQ(f.find("base_model.model.embed_tokens.weight"), nullptr);  // not targeted: PEFT skips it
