@@ -2,6 +2,7 @@
 /// The trainer: YAML training config, phases, loop, checkpoints, metrics (CMake target peft::train; needs yaml-cpp).
 
 #include "peft/train/lora_yaml.hpp"
+#include "peft/train/loraplus.hpp"
 #include "peft/train/loss_svg.hpp"
 #include "peft/train/lr_schedule.hpp"
 #include "peft/train/metrics.hpp"

@@ -129,6 +129,13 @@ void LoraLayer::set_scale(const std::string& name, double factor) {
   s.scaling = factor * lora_scaling(s.lora_alpha.value, s.r, s.use_rslora);
 }
 
+void LoraLayer::set_rank_and_alpha(const std::string& name, std::int64_t r, Number lora_alpha) {
+  auto& s = adapter(name).settings;
+  s.r = r;
+  s.lora_alpha = lora_alpha;
+  s.scaling = lora_scaling(lora_alpha.value, r, s.use_rslora);
+}
+
 void LoraLayer::set_requires_grad(const Adapter& a, bool on) {
   for (const auto* t : {&a.factors.A, &a.factors.B, &a.factors.B_bias})
     if (t->defined()) t->set_requires_grad(on);

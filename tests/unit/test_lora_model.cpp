@@ -297,12 +297,15 @@ SEEDED_TEST(ModulesToSave, KeepsATrainableCopyThatReplacesTheLayerWhileActive) {
   EXPECT_EQ(param_names(*mlp), (std::vector<std::string>{"lin0.weight", "lin0.bias", "lin1.weight", "lin1.bias"}));
 }
 
-SEEDED_TEST(ModulesToSave, OnlyPeftLayersCanBeSavedWholeAndNothingChangesOtherwise) {
+SEEDED_TEST(ModulesToSave, AdaptedLayersCannotBeSavedWholeAndNothingChangesOtherwise) {
+  // Any module type can be saved whole now (a parameterless ReLU too, as in PEFT); a layer that
+  // already carries adapters cannot.
   Mlp mlp;
+  auto pm = peft::get_peft_model(mlp, targets({"lin0"}));
   const auto before = param_names(*mlp);
-  auto c = targets({"lin0"});
-  c.modules_to_save = std::vector<std::string>{"relu"};
-  EXPECT_THROW(peft::get_peft_model(mlp, c), peft::UnsupportedModuleError);
+  auto c = targets({"lin1"});
+  c.modules_to_save = std::vector<std::string>{"lin0"};
+  EXPECT_THROW(pm.add_adapter("other", c), peft::UnsupportedModuleError);
   EXPECT_EQ(param_names(*mlp), before);
 }
 

@@ -14,6 +14,7 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -28,6 +29,7 @@
 #include "peft/format/atomic_file.hpp"
 #include "peft/config/config_json.hpp"
 #include "peft/format/adapter_keys.hpp"
+#include "peft/io/embedding_layers.hpp"
 #include "peft/io/init_conversion.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/tuner/lora_model.hpp"
@@ -59,11 +61,34 @@ inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& nam
   AdapterKeyMap map;
   std::map<std::string, std::shared_ptr<LoraLayer>> layers;
   for (const auto& [key, layer] : pm.lora_layers()) layers[key] = layer;
-  // LoRA factors (`lora_A.weight`, or an Embedding's `lora_embedding_A`), the DoRA magnitude without
-  // its ".weight", modules_to_save copies under the module's own names, trainable tokens
-  // (docs/file-format.md#on-disk-keys): the layer names its tensors with PEFT's suffixes.
-  for (const auto& [key, layer] : layers)
-    for (const auto& [suffix, t] : layer->adapter_tensors(name)) map.entries.emplace_back(adapter_keys::module_key(key, suffix), t);
+  const auto& targeted = pm.targeted_module_names(name);
+  for (const auto& [key, layer] : layers) {
+    // The layer names its tensors with PEFT's suffixes: LoRA factors (`lora_A.weight`, or an
+    // Embedding's `lora_embedding_A`), the DoRA magnitude without its ".weight", a modules_to_save
+    // copy under the module's own names, trainable tokens (docs/file-format.md#on-disk-keys).
+    // A layer the adapter no longer targets (hotswap_adapter zeroed it) saves no factors, and
+    // factors padded by prepare_for_hotswap are saved at the adapter's own rank (A: dim 0, B: dim 1).
+    const bool targets = std::find(targeted.begin(), targeted.end(), key) != targeted.end();
+    const std::int64_t r = pm.saved_rank(name, key);
+    for (auto [suffix, t] : layer->adapter_tensors(name)) {
+      const bool is_A = suffix.rfind("lora_A", 0) == 0 || suffix.rfind("lora_embedding_A", 0) == 0;
+      const bool is_B = suffix.rfind("lora_B", 0) == 0 || suffix.rfind("lora_embedding_B", 0) == 0;
+      const bool factor = is_A || is_B || suffix.rfind("lora_magnitude_vector", 0) == 0;
+      if (factor && !targets) continue;
+      const bool bias = suffix.size() > 5 && suffix.compare(suffix.size() - 5, 5, ".bias") == 0;
+      if (r > 0 && is_A && t.size(0) > r) t = t.narrow(0, 0, r);
+      if (r > 0 && is_B && !bias && t.dim() > 1 && t.size(1) > r) t = t.narrow(1, 0, r);
+      map.entries.emplace_back(adapter_keys::module_key(key, suffix), t);
+    }
+  }
+  // Value-swapped modules_to_save: the copy's parameters and buffers under the module's own keys
+  // (PEFT saves modules_to_save[a].state_dict() as `<m>.<param>`).
+  std::vector<std::string> swapped_keys;
+  for (const auto& m : pm.swapped_modules_to_save()) {
+    if (!m->has(name)) continue;
+    swapped_keys.push_back(m->key());
+    for (const auto& [param, t] : m->tensors(name)) map.entries.emplace_back(adapter_keys::module_key(m->key(), param), t);
+  }
   if (config.bias == Bias::none) return map;
   // Base biases: `<m>.base_layer.bias` for layers that carry LoRA, `<m>.bias` elsewhere.
   for (const auto& item : pm.model_ptr()->named_modules("", /*include_self=*/true)) {
@@ -71,7 +96,9 @@ inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& nam
     bool inside_layer = false;
     for (const auto& [lk, l] : layers)
       inside_layer = inside_layer || (!lk.empty() && key.compare(0, lk.size() + 1, lk + ".") == 0);
-    if (inside_layer) continue;  // adapter containers and modules_to_save copies
+    for (const auto& sk : swapped_keys)
+      inside_layer = inside_layer || key == sk || key.compare(0, sk.size() + 1, sk + ".") == 0;
+    if (inside_layer) continue;  // adapter containers and modules_to_save copies (saved above)
     auto it = layers.find(key);
     const bool lora = it != layers.end() && !it->second->adapter_names().empty();
     if (config.bias == Bias::lora_only && !lora) continue;
@@ -102,17 +129,26 @@ struct SaveOptions {
   /// class name; C++ has none that Python could import, so this is informational).
   std::string base_model_class = "peft_cpp_model";
   std::string parent_library = "peft_cpp";
+  /// PEFT's save_embedding_layers (io/embedding_layers.hpp): also write the base weights of the
+  /// input/output embeddings (e.g. after resizing the vocabulary). Default No (PEFT's default is
+  /// Auto, which the golden all-linear fixtures show PEFT 0.20 did not apply to an lm_head
+  /// targeted through all-linear; until that rule is pinned, Auto is opt-in).
+  SaveEmbeddingLayers save_embedding_layers = SaveEmbeddingLayers::No;
   /// PEFT's path_initial_model_for_weight_conversion: a directory with the adapter as saved right
   /// after creation (PiSSA/OLoRA/CorDA). When set, every saved adapter is converted to a plain
   /// LoRA for the original base (io/init_conversion.hpp: rank 2r, alpha 2 alpha, init true).
   std::filesystem::path path_initial_model_for_weight_conversion;
 };
 
-/// Write adapters (default: all) like PeftModel.save_pretrained: `default` into `dir`, every other
-/// adapter X into `dir/X/`; `inference_mode` is written as true. Every file is written atomically.
+/// Write adapters like PeftModel.save_pretrained: `selected_adapters` (default: all; unknown
+/// names are an Error before anything is written), `default` into `dir`, every other adapter X
+/// into `dir/X/`; `inference_mode` is written as true. Every file is written atomically
+/// (safetensors always: PEFT's safe_serialization=True).
 inline void save_pretrained(const LoraModel& pm, const std::filesystem::path& dir,
-                            std::vector<std::string> names = {}, const SaveOptions& options = {}) {
+                            std::vector<std::string> selected_adapters = {}, const SaveOptions& options = {}) {
+  auto& names = selected_adapters;
   if (names.empty()) names = pm.adapter_names();
+  for (const auto& name : names) pm.peft_config(name);
   // Everything is computed (and the conversion validated) before the first file is written.
   std::vector<std::tuple<std::filesystem::path, LoraConfig, std::vector<std::pair<std::string, torch::Tensor>>>> todo;
   const auto& initial_dir = options.path_initial_model_for_weight_conversion;
@@ -129,6 +165,11 @@ inline void save_pretrained(const LoraModel& pm, const std::filesystem::path& di
     }
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
     for (const auto& [key, t] : get_peft_model_state_dict(pm, name)) tensors.emplace_back(key, t.detach());
+    bool targeted = false;
+    if (detail::resolve_save_embedding_layers(options.save_embedding_layers, cfg, *pm.model_ptr(), targeted))
+      for (const auto& [key, t] : detail::embedding_layer_tensors(*pm.model_ptr(), targeted))
+        if (std::none_of(tensors.begin(), tensors.end(), [&](const auto& e) { return e.first == key; }))
+          tensors.emplace_back(key, t.detach());
     if (initial) {
       cfg = converted_lora_config(cfg);
       tensors = convert_mutated_to_lora(tensors, *initial, (initial_dir / kAdapterWeightsFile).string());
@@ -239,7 +280,14 @@ inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const 
   // Inject, then check every key and shape against the injected layers; on any mismatch the
   // adapter is deleted again, which restores the model's structure and tensors exactly.
   pm.add_adapter(name, cfg);
-  const auto targets = detail::adapter_key_map(pm, name, cfg);
+  auto targets = detail::adapter_key_map(pm, name, cfg);
+  // Embedding base weights saved with save_embedding_layers load into the base model (PEFT loads
+  // them as base-model keys).
+  for (auto& [key, t] : detail::embedding_layer_tensors(pm.model(), false))
+    if (!targets.find(key)) {
+      targets.entries.emplace_back(key, t);
+      targets.optional.push_back(key);
+    }
   try {
     std::vector<std::string> missing, unexpected;
     for (const auto& [key, t] : targets.entries)
@@ -294,6 +342,12 @@ inline LoraModel from_pretrained(std::shared_ptr<torch::nn::Module> model, const
   pm.set_adapter(name);
   return pm;
 }
+/// from_pretrained for a module holder (`MyNet net; peft::from_pretrained(net, dir)`), like get_peft_model.
+template <class Impl>
+LoraModel from_pretrained(const torch::nn::ModuleHolder<Impl>& model, const std::filesystem::path& dir,
+                          const std::string& name = "default", bool is_trainable = false, LoraModelOptions options = {}) {
+  return from_pretrained(std::shared_ptr<torch::nn::Module>(model.ptr()), dir, name, is_trainable, std::move(options));
+}
 /// from_pretrained with LoadOptions (e.g. BaseRewriteLoad for PiSSA/OLoRA/CorDA adapters).
 inline LoraModel from_pretrained(std::shared_ptr<torch::nn::Module> model, const std::filesystem::path& dir,
                                  const std::string& name, const LoadOptions& load, LoraModelOptions options = {}) {
@@ -301,6 +355,12 @@ inline LoraModel from_pretrained(std::shared_ptr<torch::nn::Module> model, const
   load_adapter(pm, dir, name, load);
   pm.set_adapter(name);
   return pm;
+}
+
+template <class Impl>
+LoraModel from_pretrained(const torch::nn::ModuleHolder<Impl>& model, const std::filesystem::path& dir,
+                          const std::string& name, const LoadOptions& load, LoraModelOptions options = {}) {
+  return from_pretrained(std::shared_ptr<torch::nn::Module>(model.ptr()), dir, name, load, std::move(options));
 }
 
 }  // namespace peft

@@ -97,6 +97,9 @@ class LoraLayer : public BaseLayer {
   torch::Tensor& lora_magnitude(const std::string& name);
   /// Change the scaling of an adapter (PEFT's set_scale: factor * alpha / r).
   void set_scale(const std::string& name, double factor);
+  /// Replace rank and alpha of adapter `name` (scaling recomputed; the factor tensors are not
+  /// touched): hotswap_adapter, whose new weights may have a lower rank than the tensors.
+  void set_rank_and_alpha(const std::string& name, std::int64_t r, Number lora_alpha);
 
   // ---- activation ----
   /// Make `names` the active adapters (summed in this order); their parameters get

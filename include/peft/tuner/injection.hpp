@@ -119,9 +119,10 @@ struct LayerSlot {
   torch::nn::AnyModule any;                   ///< the drop-in, typed for a Sequential
 };
 
-/// Throws UnsupportedModuleError when the stock layer at `key` cannot be swapped (another owner
-/// holds it) or `key` is no LoRA-capable layer.
-inline LayerSlot resolve_layer_slot(const ModuleTree& tree, const std::string& key) {
+/// A module that is no LoRA-capable layer throws UnsupportedModuleError. A stock layer that cannot
+/// be swapped (another owner holds it) adds a "`key`: reason" line to `refused` and gives a slot
+/// without a layer, so that one error can name every such module.
+inline LayerSlot resolve_layer_slot(const ModuleTree& tree, const std::string& key, std::vector<std::string>& refused) {
   LayerSlot slot;
   slot.key = key;
   auto module = tree.find(key);
@@ -139,19 +140,29 @@ inline LayerSlot resolve_layer_slot(const ModuleTree& tree, const std::string& k
   auto parent = tree.find(parent_key);
   // References: the tree (1), this local copy (1), and what the parent holds.
   const auto expected = 2 + container_references(*parent);
-  if (static_cast<std::size_t>(module.use_count()) > expected)
-    throw UnsupportedModuleError(
-        "Target module `" + key + "` is a stock " + stock->stock_name +
-        " that another owner also holds (usually the parent's member holder, called as `" +
-        key.substr(dot == std::string::npos ? 0 : dot + 1) +
-        "(x)` in forward): replacing it in the registry would leave that member calling the "
-        "plain layer. Declare it as " + stock->peft_name + " (same constructor and members) so adapters are "
-        "attached in place. Nothing was changed.");
+  if (static_cast<std::size_t>(module.use_count()) > expected) {
+    refused.push_back("target `" + key + "`: a stock " + stock->stock_name +
+                      " that another owner also holds (usually the parent's member holder, called as `" +
+                      key.substr(dot == std::string::npos ? 0 : dot + 1) +
+                      "(x)` in forward): replacing it in the registry would leave that member calling the "
+                      "plain layer. Declare it as " + stock->peft_name +
+                      " (same constructor and members) so adapters are attached in place.");
+    return slot;
+  }
   AdoptedLayer adopted = stock->adopt(module);
   slot.layer = adopted.layer;
   slot.parent = parent;
   slot.any = std::move(adopted.any);
   return slot;
+}
+
+/// One UnsupportedModuleError naming every refused module (`refused`: one "`key`: reason" line
+/// each), so a user fixes them all in one go.
+inline UnsupportedModuleError refused_modules_error(const std::vector<std::string>& refused) {
+  std::string msg = std::to_string(refused.size()) + (refused.size() == 1 ? " module is" : " modules are") +
+                    " refused, nothing was changed:";
+  for (const auto& r : refused) msg += "\n  - " + r;
+  return UnsupportedModuleError(msg);
 }
 
 struct InjectionResult {
@@ -163,9 +174,12 @@ struct InjectionResult {
 /// Add adapter `adapter_name` of `config` (validated) to every targeted layer of `root`, and its
 /// trainable tokens (tuner/trainable_tokens.hpp). The adapter is created inactive and frozen.
 /// Throws before any change when the plan fails (nothing matched, unsupported module or
-/// settings, bad rank, a stock layer that cannot be swapped, an existing adapter of that name).
+/// settings, bad rank, an existing adapter of that name). Stock layers that cannot be swapped
+/// are collected, with the caller's `refused` lines (modules_to_save), into one
+/// UnsupportedModuleError naming all of them.
 inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& root, const LoraConfig& config,
-                                      const std::string& adapter_name, const PlanOptions& options = {}) {
+                                      const std::string& adapter_name, const PlanOptions& options = {},
+                                      std::vector<std::string> refused = {}) {
   InjectionResult out;
   std::vector<LayerSlot> slots, token_slots;
   {
@@ -173,7 +187,8 @@ inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& 
     out.plan = plan_targets(config, tree.infos, options);
     out.tokens = plan_trainable_tokens(out.plan.config, tree.infos, out.plan, options);
     for (const auto& layer : out.plan.layers) {
-      LayerSlot slot = resolve_layer_slot(tree, layer.key);
+      LayerSlot slot = resolve_layer_slot(tree, layer.key, refused);
+      if (!slot.layer) continue;
       if (slot.layer->has_adapter(adapter_name))
         throw ConfigError::about("add_adapter", "adapter_name",
                                  "\"" + adapter_name + "\"",
@@ -193,11 +208,13 @@ inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& 
       slots.push_back(std::move(slot));
     }
     for (const auto& t : out.tokens) {
-      LayerSlot slot = resolve_layer_slot(tree, t.key);
+      LayerSlot slot = resolve_layer_slot(tree, t.key, refused);
+      if (!slot.layer) continue;
       slot.layer->check_trainable_tokens(adapter_name, t.indices);
       token_slots.push_back(std::move(slot));
     }
   }
+  if (!refused.empty()) throw refused_modules_error(refused);
   // Mutations start here; everything below only fails on out-of-memory.
   for (auto* group : {&slots, &token_slots})
     for (const auto& slot : *group) {

@@ -22,12 +22,18 @@
 
 #include "peft/config/lora_config.hpp"
 #include "peft/tuner/injection.hpp"
+#include "peft/tuner/model_status.hpp"
+#include "peft/tuner/swapped_modules_to_save.hpp"
 
 namespace peft {
 
 struct LoraModelOptions {
   PlanOptions plan;                    ///< model_type / output layer for target resolution
   bool autocast_adapter_dtype = true;  ///< fp16/bf16 adapter weights are kept in fp32
+  /// layer_replication: key of the ModuleList of decoder layers to replicate. Empty: PEFT's
+  /// search (`(model.)*layers`, `(model.)*(bert.)?encoder.layer`, `(model.)*h`;
+  /// tuner/layer_replication.hpp).
+  std::string replication_layers;
 };
 
 class LoraModel {
@@ -51,47 +57,30 @@ class LoraModel {
 
   // ---- adapters ----
   /// Inject another adapter (inactive, frozen). An existing name is an error; nothing changes
-  /// when injection fails.
-  void add_adapter(const std::string& name, LoraConfig config) {
-    if (configs_.count(name))
-      throw ConfigError::about("add_adapter", "adapter_name",
-                               "\"" + name + "\"", "Adapter with this name already exists",
-                               "choose another name or delete_adapter first");
-    config.validate();
-    for (const auto& [other, c] : configs_)
-      if (c.bias != Bias::none && config.bias != Bias::none)
-        throw ConfigError("bias", to_string(config.bias),
-                          "LoraModel supports only 1 adapter with bias; adapter `" + other +
-                              "` already has bias=" + to_string(c.bias),
-                          "set bias=\"none\" for all but one adapter");
-    const auto copies = modules_to_save_targets(config);
-    {
-      std::vector<InitLoraWeights> inits{config.init_lora_weights};
-      for (const auto& [other, c] : configs_) inits.push_back(c.init_lora_weights);
-      warn_base_rewrite_with_other_adapters(inits);
-    }
-    InjectionResult r = inject_adapter(model_, config, name, options_.plan);
-    for (auto& layer : copies) layer->add_trainable_copy(name);
-    configs_[name] = r.plan.config;
-    order_.push_back(name);
-    std::vector<std::string> keys;
-    for (const auto& l : r.plan.layers) keys.push_back(l.key);
-    targeted_[name] = keys;
-    if (options_.autocast_adapter_dtype)
-      for (auto& layer : r.layers) layer->upcast_adapter(name);
-    refresh_trainable();
-  }
+  /// when injection fails. Fields peft-cpp does not implement are refused (ConfigError naming
+  /// the field; tuner/config_support.hpp); `layer_replication` replicates the decoder layers
+  /// first (first adapter only); modules_to_save copies are made for any module type
+  /// (in the layer for peft layers, value-swapped otherwise: tuner/swapped_modules_to_save.hpp).
+  /// Every refused module (stale stock layers, modules_to_save that cannot be copied) is named
+  /// in one UnsupportedModuleError (src/tuner/lora_model.cpp).
+  void add_adapter(const std::string& name, LoraConfig config);
 
   /// Activate one adapter.
   void set_adapter(const std::string& name) { set_adapter(std::vector<std::string>{name}); }
-  /// Activate several adapters at once (their deltas are summed in this order).
+  /// Activate several adapters at once (their deltas are summed in this order). Like PEFT, a
+  /// module with modules_to_save copies takes at most one of them: Error "Only one adapter can be
+  /// set at a time for modules_to_save ..." naming the modules, before anything changes.
   void set_adapter(const std::vector<std::string>& names) {
     for (const auto& n : names)
       if (!configs_.count(n)) throw Error("Adapter " + n + " not found (known: " + known() + ")");
     for (auto& [key, layer] : lora_layers()) layer->check_set_adapter(names);  // e.g. two token adapters
+    check_one_copy_per_module(names);
     active_ = names;
     refresh_trainable();
   }
+  /// Module keys where more than one of `adapters` owns a modules_to_save copy (in-layer or
+  /// value-swapped), in named_modules() order.
+  std::vector<std::string> modules_to_save_conflicts(const std::vector<std::string>& adapters) const;
   const std::vector<std::string>& active_adapters() const { return active_; }
   /// Adapter names in creation order.
   const std::vector<std::string>& adapter_names() const { return order_; }
@@ -116,26 +105,10 @@ class LoraModel {
     refresh_trainable();
   }
 
-  /// Remove an adapter everywhere (it must not be merged).
-  void delete_adapter(const std::string& name) {
-    peft_config(name);
-    auto layers = lora_layers();
-    for (auto& [key, layer] : layers) {
-      const auto& m = layer->merged_adapters();
-      if (std::find(m.begin(), m.end(), name) != m.end())
-        throw Error("Cannot delete adapter `" + name + "` while it is merged (hint: unmerge_adapter first)");
-    }
-    {
-      ScopedWarningCapture per_layer;  // one model-level warning instead of one per layer
-      for (auto& [key, layer] : layers)
-        if (layer->holds(name)) layer->delete_adapter(name);
-    }
-    configs_.erase(name);
-    targeted_.erase(name);
-    order_.erase(std::find(order_.begin(), order_.end(), name));
-    detail::drop_active_adapter(active_, name, order_);
-    refresh_trainable();
-  }
+  /// Remove an adapter everywhere (it must not be merged). modules_to_save copies go too; a
+  /// module whose deleted copy was live gets the values of the new active adapter's copy, or
+  /// its original values.
+  void delete_adapter(const std::string& name);
 
   // ---- enabling ----
   /// RAII guard returned by disable_adapter(): adapters are bypassed while it lives.
@@ -158,7 +131,10 @@ class LoraModel {
   void disable_adapter_layers() {
     disabled_ = true;
     for (auto& [key, layer] : lora_layers()) layer->enable_adapters(false);
+    for (auto& m : swapped_) m->activate("", false);
   }
+  /// False while adapters are disabled (disable_adapter / disable_adapter_layers).
+  bool adapters_enabled() const { return !disabled_; }
   void enable_adapter_layers() {
     disabled_ = false;
     for (auto& [key, layer] : lora_layers()) layer->enable_adapters(true);
@@ -208,6 +184,7 @@ class LoraModel {
       if (configs_.count(n) && configs_.at(n).use_dora)
         throw Error("Cannot pass `adapter_names` when DoRA is enabled (adapter `" + n +
                     "`; hint: run one forward per adapter instead)");
+    check_mixed_batch_modules_to_save(names);
     return MixedBatch(this, names);
   }
 
@@ -216,6 +193,7 @@ class LoraModel {
   /// layer is checked first (lora_bias needs a base bias; safe_merge: no NaN/Inf), so a failure
   /// leaves all weights as they were.
   void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false) {
+    check_merge_allowed();
     const auto& which = names.empty() ? active_ : names;
     const auto layers = lora_layers();
     for (auto& [key, layer] : layers) {
@@ -238,31 +216,28 @@ class LoraModel {
     merge_adapter(names, safe_merge);
     return unload();
   }
-  /// Strip every adapter without merging (layers merged earlier stay merged, as in PEFT).
+  /// Strip every adapter without merging (layers merged earlier stay merged, as in PEFT). A
+  /// modules_to_save module keeps the active adapter's copy (PEFT returns
+  /// `modules_to_save[active_adapter]`), or its original values when no active adapter has one.
+  /// Replicated layers stay replicated (their weights are shared).
   std::shared_ptr<torch::nn::Module> unload() {
     for (auto& [key, layer] : lora_layers()) layer->remove_all_adapters();
+    for (auto& m : swapped_) m->release(copy_owner(*m));
+    swapped_.clear();
     configs_.clear();
     targeted_.clear();
     order_.clear();
     active_.clear();
+    saved_rank_.clear();
     for (auto& p : model_->parameters()) p.set_requires_grad(true);
     return model_;
   }
 
   // ---- parameters ----
-  /// (trainable, all) parameter counts; shared tensors are counted once.
-  std::pair<std::int64_t, std::int64_t> get_nb_trainable_parameters() const {
-    std::int64_t trainable = 0, all = 0;
-    std::vector<const void*> seen;
-    for (const auto& p : model_->parameters()) {
-      const void* id = p.unsafeGetTensorImpl();
-      if (std::find(seen.begin(), seen.end(), id) != seen.end()) continue;
-      seen.push_back(id);
-      all += p.numel();
-      if (p.requires_grad()) trainable += p.numel();
-    }
-    return {trainable, all};
-  }
+  /// (trainable, all) parameter counts; shared tensors (tied weights, replicated layers) are
+  /// counted once. Value-swapped modules_to_save count like PEFT's wrapper: the original plus
+  /// one copy per adapter.
+  std::pair<std::int64_t, std::int64_t> get_nb_trainable_parameters() const;
   /// PEFT's exact line: `trainable params: 1,234 || all params: 5,678 || trainable%: 21.7330`.
   std::string trainable_parameters_summary() const {
     const auto [trainable, all] = get_nb_trainable_parameters();
@@ -275,6 +250,39 @@ class LoraModel {
   /// Writes trainable_parameters_summary() and a newline (the library never writes to stdout
   /// on its own; pass std::cout to get PEFT's behaviour).
   void print_trainable_parameters(std::ostream& os) const { os << trainable_parameters_summary() << '\n'; }
+  // ---- requires_grad and status (src/tuner/model_status.cpp) ----
+  /// PEFT's set_requires_grad: enable (or disable) gradients of the adapter parameters and
+  /// modules_to_save copies of `adapter_names`, whether active or not. Unknown names are an
+  /// Error (PEFT ignores them silently; docs/quirks.md). Later set_adapter / enable calls
+  /// re-apply the usual rule (active and trainable adapters train).
+  void set_requires_grad(const std::vector<std::string>& adapter_names, bool requires_grad = true);
+  /// PEFT's get_layer_status(): one entry per LoRA layer and per modules_to_save module, in
+  /// named_modules() order. Error when the model has none.
+  std::vector<TunerLayerStatus> get_layer_status() const;
+  /// PEFT's get_model_status(): the layer statuses aggregated ("irregular" where layers differ).
+  TunerModelStatus get_model_status() const;
+
+  /// The value-swapped modules_to_save modules (tuner/swapped_modules_to_save.hpp), by module key order.
+  const std::vector<std::shared_ptr<SwappedModulesToSave>>& swapped_modules_to_save() const { return swapped_; }
+  /// Whether layer_replication replicated this model's layers.
+  bool layers_replicated() const { return replicated_; }
+  /// On-disk rank of adapter `name` in layer `key` when it differs from the tensors' (after
+  /// prepare_for_hotswap padded them; io/hotswap.hpp), else 0.
+  std::int64_t saved_rank(const std::string& name, const std::string& key) const {
+    auto a = saved_rank_.find(name);
+    if (a == saved_rank_.end()) return 0;
+    auto k = a->second.find(key);
+    return k == a->second.end() ? 0 : k->second;
+  }
+  /// Used by hotswap_adapter / prepare_for_hotswap: the config and the on-disk ranks of `name`.
+  void set_hotswapped(const std::string& name, LoraConfig config, std::vector<std::string> targeted,
+                      std::map<std::string, std::int64_t> saved_ranks) {
+    peft_config(name);
+    configs_[name] = std::move(config);
+    targeted_[name] = std::move(targeted);
+    saved_rank_[name] = std::move(saved_ranks);
+  }
+
   /// The parameters to optimise (requires_grad), for torch::optim.
   std::vector<torch::Tensor> trainable_parameters() const {
     std::vector<torch::Tensor> out;
@@ -293,36 +301,26 @@ class LoraModel {
   }
 
  private:
-  /// The layers `config.modules_to_save` selects (PEFT: every module whose key ends with an
-  /// entry — a plain string suffix). They must be peft::Linear / peft::Conv1D: the copy lives
-  /// inside the layer, so every holder sees it. Checked before anything changes.
-  std::vector<std::shared_ptr<LoraLayer>> modules_to_save_targets(const LoraConfig& config) const {
-    std::vector<std::shared_ptr<LoraLayer>> out;
-    if (!config.modules_to_save) return out;
-    std::vector<std::string> lora_prefixes;
-    for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
-      const auto& key = item.key();
-      bool inside = false;
-      for (const auto& p : lora_prefixes) inside = inside || key.compare(0, p.size(), p) == 0;
-      if (inside) continue;
-      auto layer = std::dynamic_pointer_cast<LoraLayer>(item.value());
-      if (layer && !layer->adapter_names().empty()) lora_prefixes.push_back(key + ".");
-      bool hit = false;
-      for (const auto& m : *config.modules_to_save)
-        hit = hit || (key.size() >= m.size() && key.compare(key.size() - m.size(), m.size(), m) == 0);
-      if (!hit) continue;
-      if (!layer)
-        throw UnsupportedModuleError(
-            "modules_to_save selects `" + key + "` (" + item.value()->name() +
-            "), but peft-cpp keeps trainable copies inside peft::Linear / peft::Conv1D layers only; "
-            "declare that layer as peft::Linear or leave it out of modules_to_save. Nothing was changed.");
-      if (!layer->adapter_names().empty())
-        throw UnsupportedModuleError("modules_to_save selects `" + key +
-                                     "`, which already carries LoRA adapters; a module is either "
-                                     "adapted or saved whole. Nothing was changed.");
-      out.push_back(layer);
-    }
-    return out;
+  /// What config.modules_to_save selects: peft layers without adapters (in-layer copies) and
+  /// other modules (value-swapped); `refused` gets one line per module that cannot be saved.
+  struct ModulesToSaveSelection {
+    std::vector<std::shared_ptr<LoraLayer>> layers;
+    std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> modules;
+    std::vector<std::string> refused;
+  };
+  ModulesToSaveSelection select_modules_to_save(const LoraConfig& config) const;
+  void check_one_copy_per_module(const std::vector<std::string>& names) const;
+  void check_mixed_batch_modules_to_save(const std::vector<std::string>& names) const;
+  void check_merge_allowed() const {
+    if (replicated_)
+      throw Error("Cannot merge LORA layers when base model layers are replicated (layer_replication shares one "
+                  "base weight between several layers; hint: use the adapters unmerged)");
+  }
+  /// The active adapter whose copy `m` computes with ("" = none; ignores disabling).
+  std::string copy_owner(const SwappedModulesToSave& m) const {
+    for (const auto& n : active_)
+      if (m.has(n)) return n;
+    return "";
   }
 
   static std::string with_commas(std::int64_t v) {
@@ -351,6 +349,7 @@ class LoraModel {
       layer->set_adapter(active_, trainable && !disabled_);
       if (disabled_) layer->enable_adapters(false);
     }
+    for (auto& m : swapped_) m->activate(disabled_ ? std::string() : copy_owner(*m), trainable && !disabled_);
     if (disabled_) return;
     for (const auto& n : active_) {
       const Bias bias = configs_.at(n).bias;
@@ -374,6 +373,9 @@ class LoraModel {
   std::vector<std::string> order_;
   std::vector<std::string> active_;
   bool disabled_ = false;
+  std::vector<std::shared_ptr<SwappedModulesToSave>> swapped_;
+  bool replicated_ = false;
+  std::map<std::string, std::map<std::string, std::int64_t>> saved_rank_;
 };
 
 /// PEFT's get_peft_model: inject adapter `adapter_name` into `model` and activate it.

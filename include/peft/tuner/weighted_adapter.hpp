@@ -141,12 +141,8 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
   merge::to_string(o.majority_sign_method);
 
   // Two sources owning the same modules_to_save copy cannot be combined.
-  std::size_t clashes = 0;
-  for (const auto& [key, layer] : pm.lora_layers()) {
-    std::size_t owners = 0;
-    for (const auto& a : adapters) owners += layer->has_trainable_copy(a) ? 1 : 0;
-    clashes += owners > 1 ? 1 : 0;
-  }
+  // (in-layer or value-swapped copies alike)
+  const std::size_t clashes = pm.modules_to_save_conflicts(adapters).size();
   if (clashes)
     throw Error("Cannot add weighted adapters if they target the same module with modules_to_save, but found " +
                 std::to_string(clashes) + " such instance(s).");
