@@ -5,7 +5,7 @@
 ///
 /// PEFT asks a transformers model for get_input_embeddings() / get_output_embeddings(); a C++
 /// module tree has neither, so peft-cpp takes the input embedding to be the first module named
-/// `embed_tokens`, `wte` or `word_embeddings`, else the first torch::nn::Embedding, and the
+/// `embed_tokens`, `wte` or `word_embeddings`, else the first torch::nn::Embedding or peft::Embedding, and the
 /// output embedding the module named `lm_head` (PEFT's EMBEDDING_LAYER_NAMES are embed_tokens
 /// and lm_head).
 ///
@@ -29,6 +29,7 @@
 #include "peft/detail/regex.hpp"
 #include "peft/format/adapter_keys.hpp"
 #include "peft/format/atomic_file.hpp"
+#include "peft/layers/embedding.hpp"
 #include "peft/layers/lora_layer.hpp"
 #include "peft/warnings.hpp"
 
@@ -50,7 +51,8 @@ inline std::pair<std::string, std::string> embedding_layer_keys(const torch::nn:
   for (const auto& item : model.named_modules("", false)) {
     const std::string name = last_component(item.key());
     if (input.empty() && (name == "embed_tokens" || name == "wte" || name == "word_embeddings")) input = item.key();
-    if (first_embedding.empty() && dynamic_cast<const torch::nn::EmbeddingImpl*>(item.value().get()))
+    const auto* m = item.value().get();
+    if (first_embedding.empty() && (dynamic_cast<const torch::nn::EmbeddingImpl*>(m) || dynamic_cast<const EmbeddingImpl*>(m)))
       first_embedding = item.key();
     if (output.empty() && name == "lm_head") output = item.key();
   }
