@@ -56,6 +56,16 @@ def main():
         logits = pm(io["input_ids"])
         with pm.disable_adapter():
             base_logits = pm(io["input_ids"])
+    # The LoRA factors must have trained (B != 0), or the comparison would only check the head.
+    for name, module in pm.named_modules():
+        if hasattr(module, "get_delta_weight") and "default" in getattr(module, "lora_A", {}).keys() | getattr(
+                module, "lora_embedding_A", {}).keys():
+            delta = module.get_delta_weight("default")
+            print(f"  {name.removeprefix('base_model.model.')}: {type(module).__name__}, max |delta W| = "
+                  f"{delta.abs().max().item():.3e}")
+            if delta.abs().max().item() == 0:
+                print("  an adapter with a zero delta proves nothing")
+                return 1
     diff = (logits - io["logits"]).abs().max().item()
     moved = (base_logits - io["logits"]).abs().max().item()
     print(f"PEFT loaded {args.out}/adapter (use_dora={cfg.get('use_dora')}, targets={sorted(cfg['target_modules'])}, "
