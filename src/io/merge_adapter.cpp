@@ -81,7 +81,8 @@ MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
                                "` (not a PEFT LoRA adapter file?)");
     if (key.find("lora_embedding_") != std::string::npos || key.find("token_adapter") != std::string::npos)
       throw UnsupportedModuleError(fname + ticked(key) + ": embedding / trainable-token adapters cannot be merged "
-                                   "by peft-merge (Linear and Conv1D LoRA only; hint: PEFT's merge_and_unload)");
+                                   "by peft-merge (Linear and Conv1D LoRA only; hint: load it with peft::from_pretrained, "
+                                   "then merge_and_unload() and peft::save_model)");
     if (const auto lora = adapter_keys::parse_lora_key(key, adapter_keys::MagnitudeSpelling::AlsoWithWeight)) {
       MergeFactors& f = a.modules[lora->module];
       torch::Tensor& slot = lora->tensor == LoraTensor::A        ? f.A

@@ -115,16 +115,7 @@ void ConvNdImpl<D, Derived>::reset_parameters() {
 template <std::size_t D, class Derived>
 std::shared_ptr<torch::nn::Module> ConvNdImpl<D, Derived>::clone(const torch::optional<torch::Device>& device) const {
   torch::NoGradGuard no_grad;
-  auto copy_of = [&](const torch::Tensor& t) {
-    if (!t.defined()) return t;
-    auto c = (device ? t.to(*device) : t).clone();
-    c.set_requires_grad(t.requires_grad());
-    return c;
-  };
-  auto copy = std::make_shared<Derived>(options, copy_of(weight), copy_of(bias));
-  clone_adapters_into(*copy, device);
-  copy->train(is_training());
-  return copy;
+  return this->finish_clone(std::make_shared<Derived>(options, cloned(weight, device), cloned(bias, device)), device);
 }
 
 template <std::size_t D, class Derived>

@@ -64,12 +64,7 @@ void EmbeddingImpl::reset_parameters() {
 
 std::shared_ptr<torch::nn::Module> EmbeddingImpl::clone(const torch::optional<torch::Device>& device) const {
   torch::NoGradGuard no_grad;
-  auto w = (device ? weight.to(*device) : weight).clone();
-  w.set_requires_grad(weight.requires_grad());
-  auto copy = std::make_shared<EmbeddingImpl>(options, w);
-  clone_adapters_into(*copy, device);
-  copy->train(is_training());
-  return copy;
+  return finish_clone(std::make_shared<EmbeddingImpl>(options, cloned(weight, device)), device);
 }
 
 std::shared_ptr<LoraLayer> EmbeddingImpl::plain_copy() const {

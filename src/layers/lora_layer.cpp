@@ -283,6 +283,13 @@ void LoraLayer::remove_all_adapters() {
   disabled_ = false;
 }
 
+torch::Tensor LoraLayer::cloned(const torch::Tensor& t, const torch::optional<torch::Device>& device) {
+  if (!t.defined()) return t;
+  auto c = (device ? t.to(*device) : t).clone();
+  c.set_requires_grad(t.requires_grad());
+  return c;
+}
+
 void LoraLayer::clone_adapters_into(LoraLayer& dst, const torch::optional<torch::Device>& device) const {
   modules_to_save_.clone_into(dst.modules_to_save_, dst, device);
   tokens_.clone_into(dst.tokens_, dst, device);

@@ -40,6 +40,12 @@ std::size_t position_of(const torch::nn::Module& parent, const std::string& name
 
 }  // namespace
 
+void reset_module_list(torch::nn::ModuleListImpl& list, const std::vector<std::shared_ptr<torch::nn::Module>>& items) {
+  for (const auto& child : list.named_children()) list.unregister_module(child.key());
+  (list.*member_of(ModuleListItems{})).clear();
+  for (const auto& m : items) list.push_back(m);
+}
+
 std::size_t container_references(const torch::nn::Module& parent) {
   if (dynamic_cast<const torch::nn::SequentialImpl*>(&parent) ||
       dynamic_cast<const torch::nn::ModuleListImpl*>(&parent) ||

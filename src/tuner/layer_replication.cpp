@@ -1,30 +1,18 @@
-// layer_replication (include/peft/tuner/layer_replication.hpp). ModuleList keeps its elements in a
-// private vector next to the registry and offers no way to remove one; the explicit-instantiation
-// idiom (as in container_surgery.cpp) names that vector so the list the parent holds changes in place.
+// layer_replication (include/peft/tuner/layer_replication.hpp). ModuleList offers no way to remove
+// an element; reset_module_list (container_surgery.cpp) rewrites the list the parent holds in place.
 
 #include "peft/tuner/layer_replication.hpp"
 
 #include <torch/nn/modules/container/modulelist.h>
 
 #include "peft/error.hpp"
+#include "peft/tuner/injection.hpp"
 
 namespace peft {
 namespace {
 
-template <typename Tag, typename Tag::type Member>
-struct ReplicationAccess {
-  friend typename Tag::type list_items(Tag) { return Member; }
-};
-struct ListItems {
-  using type = std::vector<std::shared_ptr<torch::nn::Module>> torch::nn::ModuleListImpl::*;
-  friend type list_items(ListItems);
-};
-template struct ReplicationAccess<ListItems, &torch::nn::ModuleListImpl::modules_>;
-
 void set_items(torch::nn::ModuleList& layers, const std::vector<std::shared_ptr<torch::nn::Module>>& items) {
-  for (const auto& child : layers->named_children()) layers->unregister_module(child.key());
-  (layers.get()->*list_items(ListItems{})).clear();
-  for (const auto& m : items) layers->push_back(m);
+  reset_module_list(*layers, items);
 }
 
 /// A deep clone of `m` whose parameters and buffers use `m`'s storage (PEFT's clone_module with

@@ -15,11 +15,7 @@
 namespace peft_test {
 namespace {
 
-std::int64_t dim(const peft::JsonValue& dims, const char* key) {
-  const peft::JsonValue* v = dims.find(key);
-  if (!v || !v->is_int()) throw std::runtime_error(std::string("model_dims lacks integer ") + key);
-  return v->as_int();
-}
+std::int64_t dim(const peft::JsonValue& dims, const char* key) { return model_dim(dims, key); }
 
 /// Output length of a conv with kernel k, stride s, padding p (dilation 1).
 std::int64_t conv_out(std::int64_t n, std::int64_t k, std::int64_t s, std::int64_t p) { return (n + 2 * p - k) / s + 1; }

@@ -15,11 +15,6 @@
 namespace peft_test {
 namespace {
 
-std::int64_t dim(const peft::JsonValue& dims, const char* key) {
-  const peft::JsonValue* v = dims.find(key);
-  if (!v || !v->is_int()) throw std::runtime_error(std::string("model_dims lacks integer ") + key);
-  return v->as_int();
-}
 
 peft::Linear linear(std::int64_t in, std::int64_t out, bool bias) {
   return peft::Linear(torch::nn::LinearOptions(in, out).bias(bias));
@@ -133,10 +128,10 @@ struct BodyImpl : torch::nn::Module {
 template <class Block>
 struct CausalLmImpl : torch::nn::Module {
   CausalLmImpl(const char* body_name, const char* embed_name, const char* blocks_name, const peft::JsonValue& dims)
-      : body(register_module(body_name, std::make_shared<BodyImpl<Block>>(embed_name, blocks_name, dim(dims, "vocab"),
-                                                                          dim(dims, "d_model"), dim(dims, "d_ff"),
-                                                                          dim(dims, "n_layers")))),
-        lm_head(register_module("lm_head", linear(dim(dims, "d_model"), dim(dims, "vocab"), false))) {}
+      : body(register_module(body_name, std::make_shared<BodyImpl<Block>>(embed_name, blocks_name, model_dim(dims, "vocab"),
+                                                                          model_dim(dims, "d_model"), model_dim(dims, "d_ff"),
+                                                                          model_dim(dims, "n_layers")))),
+        lm_head(register_module("lm_head", linear(model_dim(dims, "d_model"), model_dim(dims, "vocab"), false))) {}
   torch::Tensor forward(const torch::Tensor& ids) { return lm_head(body->forward(ids)); }
   std::shared_ptr<BodyImpl<Block>> body;
   peft::Linear lm_head;
@@ -149,12 +144,18 @@ CatalogueModel catalogue_model(std::shared_ptr<M> m) {
 
 }  // namespace
 
+std::int64_t model_dim(const peft::JsonValue& dims, const char* key) {
+  const peft::JsonValue* v = dims.find(key);
+  if (!v || !v->is_int()) throw std::runtime_error(std::string("model_dims lacks integer ") + key);
+  return v->as_int();
+}
+
 CatalogueModel build_catalogue_model(const std::string& model, const peft::JsonValue& dims) {
   if (model == "mlp" || model == "mlp_nobias") {
     const peft::JsonValue* b = dims.find("bias");
     const bool bias = model == "mlp" && (!b || !b->is_bool() || b->as_bool());
     return catalogue_model(
-        std::make_shared<MlpImpl>(dim(dims, "d_in"), dim(dims, "d_hidden"), dim(dims, "d_out"), bias));
+        std::make_shared<MlpImpl>(model_dim(dims, "d_in"), model_dim(dims, "d_hidden"), model_dim(dims, "d_out"), bias));
   }
   if (model == "decoder")
     return catalogue_model(std::make_shared<CausalLmImpl<LlamaBlock>>("model", "embed_tokens", "layers", dims));

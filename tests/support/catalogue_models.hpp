@@ -5,6 +5,7 @@
 
 #include <torch/nn/module.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -18,6 +19,9 @@ struct CatalogueModel {
   std::shared_ptr<torch::nn::Module> module;
   std::function<torch::Tensor(const torch::Tensor&)> forward;
 };
+
+/// The integer `key` of a case's model_dims (throws std::runtime_error naming a missing one).
+std::int64_t model_dim(const peft::JsonValue& dims, const char* key);
 
 /// Build `model` from its case.json model_dims (throws std::runtime_error for an unknown model).
 CatalogueModel build_catalogue_model(const std::string& model, const peft::JsonValue& dims);

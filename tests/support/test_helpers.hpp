@@ -20,11 +20,23 @@ inline std::vector<std::string> param_names(torch::nn::Module& m) {
   return out;
 }
 
-/// Stand-in for training: every lora_B gets N(0, 0.5) values, so adapters change outputs.
+/// Settings of a plain LoRA adapter of rank r: lora_alpha = alpha, scaling = alpha / r.
+inline peft::AdapterSettings adapter_settings(std::int64_t r, double alpha) {
+  peft::AdapterSettings s;
+  s.r = r;
+  s.lora_alpha = alpha;
+  s.scaling = alpha / static_cast<double>(r);
+  return s;
+}
+
+/// Stand-in for training: every B factor (lora_B or lora_embedding_B) gets N(0, 0.5) values, so
+/// adapters change outputs.
 inline void randomise_lora_B(peft::LoraModel& pm) {
   torch::NoGradGuard g;
   for (auto& [key, layer] : pm.lora_layers())
-    for (const auto& n : layer->adapter_names()) layer->lora_B(n)->weight.normal_(0, 0.5);
+    for (const auto& n : layer->adapter_names())
+      for (auto& [suffix, t] : layer->adapter_tensors(n))
+        if (suffix.rfind("lora_B", 0) == 0 || suffix.rfind("lora_embedding_B", 0) == 0) t.normal_(0, 0.5);
 }
 
 }  // namespace peft_test

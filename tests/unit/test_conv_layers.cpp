@@ -21,20 +21,14 @@ namespace {
 
 using peft_test::param_names;
 
-peft::AdapterSettings settings(std::int64_t r, double alpha) {
-  peft::AdapterSettings s;
-  s.r = r;
-  s.lora_alpha = alpha;
-  s.scaling = alpha / static_cast<double>(r);
-  return s;
-}
+using peft_test::adapter_settings;
 
 /// Conv1d(1 -> 1, k = 3, padding 1, no bias), W = [1, 1, 1]; rank 1, s = 1: A = [1, 0, -1], B = [2].
 std::shared_ptr<peft::Conv1dImpl> hand_conv1d() {
   auto l = std::make_shared<peft::Conv1dImpl>(torch::nn::Conv1dOptions(1, 1, 3).padding(1).bias(false));
   torch::NoGradGuard g;
   l->weight.fill_(1.0);
-  l->update_layer("default", settings(1, 1));
+  l->update_layer("default", adapter_settings(1, 1));
   l->set_adapter({"default"});
   l->lora_factors("default").A.copy_(torch::tensor({1.f, 0.f, -1.f}).view({1, 1, 3}));
   l->lora_factors("default").B.fill_(2.0);
@@ -49,7 +43,9 @@ void expect_same_as_stock(const Options& o, const torch::Tensor& x) {
   Ours ours(o);
   EXPECT_EQ(param_names(*ours), param_names(*stock));
   EXPECT_TRUE(peft_test::equal(ours->weight, stock->weight));  // kaiming weight, uniform bias: same draws
-  if (stock->bias.defined()) EXPECT_TRUE(peft_test::equal(ours->bias, stock->bias));
+  if (stock->bias.defined()) {
+    EXPECT_TRUE(peft_test::equal(ours->bias, stock->bias));
+  }
   EXPECT_TRUE(peft_test::close(ours(x), stock(x), 0, 1e-6));
 }
 
@@ -93,7 +89,7 @@ SEEDED_TEST(PeftConv, DeltaIsBTimesAInTheWeightsLayoutAndMergeRoundTrips) {
 
 SEEDED_TEST(PeftConv, LoraBiasIsAddedScaledAndMerged) {
   auto l = std::make_shared<peft::Conv2dImpl>(torch::nn::Conv2dOptions(2, 3, 3).padding(1));
-  auto s = settings(2, 4);
+  auto s = adapter_settings(2, 4);
   s.lora_bias = true;
   l->update_layer("default", s);
   l->set_adapter({"default"});
@@ -121,7 +117,7 @@ SEEDED_TEST(PeftConv, DoraNormIsPerOutputChannelOverAllOtherDims) {
     l->weight.copy_(torch::tensor({1.f, 0.f, 0.f, 2.f}).view({2, 2, 1, 1}));
     l->bias.copy_(torch::tensor({0.5f, -0.5f}));
   }
-  auto s = settings(1, 1);
+  auto s = adapter_settings(1, 1);
   s.use_dora = true;
   l->update_layer("default", s);
   l->set_adapter({"default"});
@@ -148,7 +144,7 @@ SEEDED_TEST(PeftConv, DoraNormIsPerOutputChannelOverAllOtherDims) {
 
 SEEDED_TEST(PeftConv, DoraWithDropoutRecomputesTheBaseOnTheDroppedInput) {
   auto l = std::make_shared<peft::Conv2dImpl>(torch::nn::Conv2dOptions(3, 4, 3).padding(1));
-  auto s = settings(2, 2);
+  auto s = adapter_settings(2, 2);
   s.use_dora = true;
   s.lora_dropout = 0.5;
   l->update_layer("default", s);
@@ -163,18 +159,18 @@ SEEDED_TEST(PeftConv, DoraWithDropoutRecomputesTheBaseOnTheDroppedInput) {
 
 SEEDED_TEST(PeftConv, InitsFollowPeftAndOthersAreRefusedWithItsMessages) {
   auto l = std::make_shared<peft::Conv2dImpl>(torch::nn::Conv2dOptions(3, 4, 3));
-  l->update_layer("true", settings(4, 4));
+  l->update_layer("true", adapter_settings(4, 4));
   const double bound = 1.0 / std::sqrt(27.0);  // kaiming-uniform, fan_in = in·prod(kernel)
   EXPECT_LE(l->lora_factors("true").A.abs().max().item<double>(), bound);
   EXPECT_TRUE(peft_test::equal(l->lora_factors("true").B, torch::zeros({4, 4, 1, 1})));
-  auto g = settings(4, 4);
+  auto g = adapter_settings(4, 4);
   g.init = peft::InitMethod::Gaussian;
   l->update_layer("gaussian", g);
   EXPECT_TRUE(peft_test::equal(l->lora_factors("gaussian").B, torch::zeros({4, 4, 1, 1})));
   for (auto [init, name] : {std::pair{peft::InitMethod::Pissa, "pissa"}, {peft::InitMethod::Olora, "olora"},
                             {peft::InitMethod::Orthogonal, "orthogonal"}, {peft::InitMethod::Eva, "eva"},
                             {peft::InitMethod::Corda, "corda"}}) {
-    auto s = settings(4, 4);
+    auto s = adapter_settings(4, 4);
     s.init = init;
     s.init_name = name;
     try {
@@ -186,7 +182,7 @@ SEEDED_TEST(PeftConv, InitsFollowPeftAndOthersAreRefusedWithItsMessages) {
           << e.what();
     }
   }
-  auto mica = settings(4, 4);
+  auto mica = adapter_settings(4, 4);
   mica.init = peft::InitMethod::Mica;
   try {
     l->update_layer("x", mica);
@@ -199,10 +195,10 @@ SEEDED_TEST(PeftConv, InitsFollowPeftAndOthersAreRefusedWithItsMessages) {
 
 SEEDED_TEST(PeftConv, GroupedConvolutionsNeedARankDivisibleByGroupsAndCannotMerge) {
   auto l = std::make_shared<peft::Conv2dImpl>(torch::nn::Conv2dOptions(4, 4, 3).padding(1).groups(2));
-  EXPECT_THROW(l->update_layer("odd", settings(3, 3)), peft::ConfigError);
+  EXPECT_THROW(l->update_layer("odd", adapter_settings(3, 3)), peft::ConfigError);
   {
     peft::ScopedWarningCapture w;
-    l->update_layer("default", settings(2, 2));
+    l->update_layer("default", adapter_settings(2, 2));
     ASSERT_EQ(w.messages().size(), 1u);
     EXPECT_NE(w.messages()[0].find("groups > 1"), std::string::npos);
   }
@@ -218,7 +214,7 @@ SEEDED_TEST(PeftConv, GroupedConvolutionsNeedARankDivisibleByGroupsAndCannotMerg
 
 SEEDED_TEST(PeftConv, TheBranchUsesTheBasesDilationSoMergingIsExact) {
   auto l = std::make_shared<peft::Conv1dImpl>(torch::nn::Conv1dOptions(2, 3, 3).dilation(2).padding(2));
-  l->update_layer("default", settings(2, 4));
+  l->update_layer("default", adapter_settings(2, 4));
   l->set_adapter({"default"});
   {
     torch::NoGradGuard g;
@@ -233,8 +229,8 @@ SEEDED_TEST(PeftConv, TheBranchUsesTheBasesDilationSoMergingIsExact) {
 
 SEEDED_TEST(PeftConv, MixedBatchRowsUseTheirAdapter) {
   auto l = std::make_shared<peft::Conv2dImpl>(torch::nn::Conv2dOptions(2, 3, 3).padding(1));
-  l->update_layer("a", settings(2, 2));
-  l->update_layer("b", settings(1, 3));
+  l->update_layer("a", adapter_settings(2, 2));
+  l->update_layer("b", adapter_settings(1, 3));
   {
     torch::NoGradGuard g;
     l->lora_factors("a").B.normal_();
@@ -281,4 +277,14 @@ SEEDED_TEST(PeftConv, SavesPeftsKeysAndLoadsThemBack) {
   auto loaded = peft::from_pretrained(fresh.ptr(), dir);
   fresh->eval();
   EXPECT_TRUE(peft_test::close(fresh(x), want, 0, 1e-6));
+  // Another kernel size does not fit the saved A [2, 2, 3, 3]: a shape error naming the key, the
+  // model unchanged.
+  auto other = peft_test::OneLayer<peft::Conv2d>("conv", peft::Conv2d(torch::nn::Conv2dOptions(2, 3, 5).padding(2)));
+  try {
+    peft::from_pretrained(other.ptr(), dir);
+    FAIL() << "an adapter for a 3x3 kernel loaded onto a 5x5 conv";
+  } catch (const peft::SerializationError& e) {
+    EXPECT_NE(std::string(e.what()).find("conv.lora_A"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(param_names(*other), (std::vector<std::string>{"conv.weight", "conv.bias"}));
 }

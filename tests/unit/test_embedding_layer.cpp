@@ -18,20 +18,14 @@ namespace {
 
 using peft_test::param_names;
 
-peft::AdapterSettings settings(std::int64_t r, double alpha) {
-  peft::AdapterSettings s;
-  s.r = r;
-  s.lora_alpha = alpha;
-  s.scaling = alpha / static_cast<double>(r);
-  return s;
-}
+using peft_test::adapter_settings;
 
 /// W = [[1, 2], [3, 4], [5, 6]] with one rank-1 adapter, s = 2: A = [[1, 0, 2]], B = [[1], [-1]].
 std::shared_ptr<peft::EmbeddingImpl> hand_layer(bool dora = false) {
   auto l = std::make_shared<peft::EmbeddingImpl>(3, 2);
   torch::NoGradGuard g;
   l->weight.copy_(torch::tensor({{1.f, 2.f}, {3.f, 4.f}, {5.f, 6.f}}));
-  auto s = settings(1, 2);
+  auto s = adapter_settings(1, 2);
   s.use_dora = dora;
   l->update_layer("default", s);
   l->set_adapter({"default"});
@@ -103,7 +97,7 @@ SEEDED_TEST(PeftEmbedding, InitDrawsLikePeftAndFallsBackToTheDefaultForOtherInit
   auto layer_with = [](peft::InitMethod init) {
     torch::manual_seed(11);
     auto l = std::make_shared<peft::EmbeddingImpl>(5, 3);
-    auto s = settings(2, 2);
+    auto s = adapter_settings(2, 2);
     s.init = init;
     l->update_layer("a", s);
     return l;
@@ -129,7 +123,7 @@ SEEDED_TEST(PeftEmbedding, InitDrawsLikePeftAndFallsBackToTheDefaultForOtherInit
 
 SEEDED_TEST(PeftEmbedding, RefusesLoraBiasAndUnimplementedInitsBeforeAnyChange) {
   auto l = std::make_shared<peft::EmbeddingImpl>(4, 2);
-  auto s = settings(2, 2);
+  auto s = adapter_settings(2, 2);
   s.lora_bias = true;
   try {
     l->update_layer("a", s);
@@ -153,7 +147,7 @@ SEEDED_TEST(PeftEmbedding, DoraNormalisesPerEmbeddingColumnAndScalesTheWholeOutp
     torch::NoGradGuard g;
     l->weight.copy_(torch::tensor({{3.f, 0.f}, {4.f, 0.f}, {0.f, 1.f}}));
   }
-  auto s = settings(1, 2);
+  auto s = adapter_settings(1, 2);
   s.use_dora = true;
   l->update_layer("default", s);
   l->set_adapter({"default"});
@@ -185,7 +179,7 @@ SEEDED_TEST(PeftEmbedding, DoraNormalisesPerEmbeddingColumnAndScalesTheWholeOutp
 
 SEEDED_TEST(PeftEmbedding, MixedBatchRowsUseTheirAdapter) {
   auto l = hand_layer();
-  l->update_layer("other", settings(1, 1));
+  l->update_layer("other", adapter_settings(1, 1));
   {
     torch::NoGradGuard g;
     l->lora_factors("other").A.copy_(torch::tensor({{1.f, 1.f, 1.f}}));

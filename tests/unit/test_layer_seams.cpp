@@ -19,13 +19,7 @@ namespace {
 
 using peft_test::param_names;
 
-peft::AdapterSettings settings(std::int64_t r, double alpha) {
-  peft::AdapterSettings s;
-  s.r = r;
-  s.lora_alpha = alpha;
-  s.scaling = alpha / static_cast<double>(r);
-  return s;
-}
+using peft_test::adapter_settings;
 
 
 // ---- a test-only variant: result -= g ⊙ s·B(A(x)), with a trainable gate g [out] ----
@@ -88,7 +82,7 @@ struct SubtractingLinearImpl : peft::LinearImpl {
 std::shared_ptr<SubtractingLinearImpl> subtracting_layer() {
   torch::manual_seed(1);
   auto l = std::make_shared<SubtractingLinearImpl>(5, 3);
-  l->update_layer("default", settings(2, 4));
+  l->update_layer("default", adapter_settings(2, 4));
   l->set_adapter({"default"});
   torch::NoGradGuard g;
   l->lora_B("default")->weight.normal_();
@@ -193,7 +187,7 @@ SEEDED_TEST(LoraVariantSeam, TheLayerDispatchesForwardToTheAdaptersVariant) {
 
 SEEDED_TEST(LoraVariantSeam, VariantModulesAreRegisteredAfterTheFactorsTrainedClonedAndRemoved) {
   auto l = subtracting_layer();
-  l->update_layer("other", settings(2, 2));
+  l->update_layer("other", adapter_settings(2, 2));
   EXPECT_EQ(param_names(*l),
             (std::vector<std::string>{"weight", "bias", "lora_A.default.weight", "lora_A.other.weight",
                                       "lora_B.default.weight", "lora_B.other.weight", "lora_test_gate.default.weight",
@@ -252,7 +246,7 @@ SEEDED_TEST(BaseLayerSeam, AQuantisedBaseKeepsFp32AdaptersAndMergesThroughItsDen
   torch::manual_seed(2);
   auto dense = torch::round(torch::randn({3, 4}) * 4) / 4;  // exactly representable with scale 0.25
   auto l = std::make_shared<FakeQuantLinearImpl>(dense, 0.25);
-  l->update_layer("default", settings(1, 1));
+  l->update_layer("default", adapter_settings(1, 1));
   l->set_adapter({"default"});
   EXPECT_EQ(l->lora_A("default")->weight.scalar_type(), torch::kFloat32);  // the int8 storage is not a dtype to follow
   {
@@ -276,7 +270,7 @@ SEEDED_TEST(BaseLayerSeam, DoraOnAQuantisedBaseUsesTheDenseWeight) {
   torch::manual_seed(3);
   auto dense = torch::round(torch::randn({3, 4}) * 8) / 8;
   auto l = std::make_shared<FakeQuantLinearImpl>(dense, 0.125);
-  auto s = settings(2, 2);
+  auto s = adapter_settings(2, 2);
   s.use_dora = true;
   l->update_layer("default", s);
   l->set_adapter({"default"});
@@ -302,7 +296,7 @@ SEEDED_TEST(BaseLayerSeam, DoraOnAQuantisedBaseUsesTheDenseWeight) {
 SEEDED_TEST(BaseLayerSeam, AnEmbeddingGeometryUsesBareParametersAndItsOwnBranchAndDelta) {
   torch::manual_seed(4);
   auto l = std::make_shared<TinyEmbeddingImpl>(6, 3);
-  l->update_layer("default", settings(2, 4));
+  l->update_layer("default", adapter_settings(2, 4));
   l->set_adapter({"default"});
   EXPECT_EQ(param_names(*l),
             (std::vector<std::string>{"weight", "lora_embedding_A.default", "lora_embedding_B.default"}));

@@ -57,16 +57,7 @@ class LinearImpl : public LoraLayer {
   std::shared_ptr<torch::nn::Module> clone(
       const torch::optional<torch::Device>& device = torch::nullopt) const override {
     torch::NoGradGuard no_grad;
-    auto copy_of = [&](const torch::Tensor& t) {
-      if (!t.defined()) return t;
-      auto c = (device ? t.to(*device) : t).clone();
-      c.set_requires_grad(t.requires_grad());
-      return c;
-    };
-    auto copy = std::make_shared<LinearImpl>(options, copy_of(weight), copy_of(bias));
-    clone_adapters_into(*copy, device);
-    copy->train(is_training());
-    return copy;
+    return finish_clone(std::make_shared<LinearImpl>(options, cloned(weight, device), cloned(bias, device)), device);
   }
 
   std::shared_ptr<LoraLayer> plain_copy() const override {

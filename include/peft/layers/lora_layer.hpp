@@ -201,6 +201,17 @@ class LoraLayer : public BaseLayer {
   void remove_all_adapters();
 
  protected:
+  /// For a concrete layer's clone(): `t` copied (moved to `device` if given) with its
+  /// requires_grad; an undefined tensor (no bias) stays undefined. Call under NoGradGuard.
+  static torch::Tensor cloned(const torch::Tensor& t, const torch::optional<torch::Device>& device);
+  /// Ends a concrete layer's clone(): `copy` (built from cloned base tensors) gets deep copies of
+  /// the adapters and this layer's training mode.
+  template <class Layer>
+  std::shared_ptr<Layer> finish_clone(std::shared_ptr<Layer> copy, const torch::optional<torch::Device>& device) const {
+    clone_adapters_into(*copy, device);
+    copy->train(is_training());
+    return copy;
+  }
   /// Deep-copies every adapter (weights, settings, variant state, activation, merge state) into
   /// `dst`, which has the same base shape; used by the concrete layers' clone().
   void clone_adapters_into(LoraLayer& dst, const torch::optional<torch::Device>& device) const;

@@ -18,6 +18,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/modulelist.h>
 
 #include <memory>
 #include <string>
@@ -39,6 +40,10 @@ namespace peft {
 /// forward.
 void replace_child_module(torch::nn::Module& parent, const std::string& name,
                           std::shared_ptr<torch::nn::Module> replacement, torch::nn::AnyModule any = {});
+
+/// Replaces every element of `list` (registry and element list) by `items`, in place, so holders
+/// of the list see the change; ModuleList itself can only append (src/tuner/container_surgery.cpp).
+void reset_module_list(torch::nn::ModuleListImpl& list, const std::vector<std::shared_ptr<torch::nn::Module>>& items);
 
 /// Number of references a parent of this type legitimately holds to each child
 /// (registry + element list for the containers).

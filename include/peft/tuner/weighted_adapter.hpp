@@ -45,8 +45,13 @@
 ///   saved file its own loader rejects) or fails.
 /// * svd_driver (cuSOLVER only: "gesvd", "gesvdj", "gesvda") requires CUDA adapters; on the CPU it
 ///   is a ConfigError, like torch's own error, raised before any change.
-/// * Only peft::Linear / peft::Conv1D layers exist in peft-cpp, so PEFT's Embedding and Conv2d
-///   branches (transpose for embeddings, conv reshapes) have no counterpart here.
+/// * Layer types as in PEFT: the factors are lora_A/lora_B or an Embedding's lora_embedding_A/B;
+///   cat concatenates A along dim 0 and B along dim 1 whatever the factor's other dims (conv
+///   kernels); the svd types transpose an Embedding's delta (W is [num, dim]) and flatten a
+///   Conv2d's delta to [out, in·kh·kw] before the SVD, then reshape the factors to the conv's.
+///   PEFT's svd path reshapes Conv2d only (a Conv1d/Conv3d delta would reach torch.linalg.svd as
+///   a batch of matrices), so the svd types refuse Conv1d/Conv3d layers; cat and the factor-wise
+///   types take them.
 /// On any error thrown after the new adapter was injected (a failing SVD) it is deleted again.
 
 #include <torch/types.h>
@@ -177,10 +182,10 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
                                      "use \"gesvd\", \"gesvdj\", \"gesvda\" or leave it unset");
       for (const auto& [key, layer] : pm.lora_layers())
         for (const auto& a : adapters)
-          if (layer->has_adapter(a) && !layer->lora_A(a)->weight.device().is_cuda())
+          if (layer->has_adapter(a) && !layer->lora_factors(a).A.device().is_cuda())
             throw weighted_adapter_error("svd_driver", "\"" + d + "\"",
                                          "torch.linalg.svd accepts a driver only for CUDA inputs (the adapters are "
-                                         "on " + layer->lora_A(a)->weight.device().str() + ")",
+                                         "on " + layer->lora_factors(a).A.device().str() + ")",
                                          "leave svd_driver unset on the CPU");
     }
   } else {
@@ -268,14 +273,15 @@ inline WeightedPlan plan_weighted_adapter(LoraModel& pm, const std::vector<std::
                   "` but none of the source adapters is on it (No matching LoRAs found; hint: check "
                   "layers_to_transform / exclude_modules of `" + adapters.front() + "`, whose config is copied)");
     const std::string layer_type = layer->layer_type();
-    if (layer_type != "Linear" && layer_type != "Conv1D")
-      throw UnsupportedModuleError("add_weighted_adapter: module `" + planned.key + "` is a lora." + layer_type +
-                                   "; peft-cpp combines adapters of Linear and GPT-2 Conv1D layers only (hint: "
-                                   "leave it out of the source adapters' targets). Nothing was changed.");
+    if (plan.kind == WeightedKind::svd && (layer_type == "Conv1d" || layer_type == "Conv3d"))
+      throw weighted_adapter_error("combination_type", type_text,
+                                   "module `" + planned.key + "` is a lora." + layer_type +
+                                       ": PEFT's svd combination reshapes Conv2d deltas only",
+                                   "use \"cat\" or \"linear\" for adapters on Conv1d/Conv3d layers");
     if (plan.kind != WeightedKind::factorwise) continue;
     for (const auto& a : present)
-      if (layer->lora_A(a)->weight.sizes() != layer->lora_A(present.front())->weight.sizes() ||
-          layer->lora_B(a)->weight.sizes() != layer->lora_B(present.front())->weight.sizes())
+      if (layer->lora_factors(a).A.sizes() != layer->lora_factors(present.front()).A.sizes() ||
+          layer->lora_factors(a).B.sizes() != layer->lora_factors(present.front()).B.sizes())
         throw weighted_adapter_error("combination_type", type_text,
                                      "adapters `" + present.front() + "` and `" + a + "` have different ranks on "
                                      "module `" + planned.key + "` (rank_pattern), which a factor-wise combination "
@@ -296,8 +302,8 @@ inline std::pair<torch::Tensor, torch::Tensor> weighted_factors(LoraLayer& layer
     std::vector<torch::Tensor> as, bs;
     for (auto i : present) {
       // (A * w) * s: two roundings, in PEFT's order.
-      as.push_back(layer.lora_A(adapters[i])->weight * weights[i] * layer.settings(adapters[i]).scaling);
-      bs.push_back(layer.lora_B(adapters[i])->weight);
+      as.push_back(layer.lora_factors(adapters[i]).A * weights[i] * layer.settings(adapters[i]).scaling);
+      bs.push_back(layer.lora_factors(adapters[i]).B);
     }
     return {torch::cat(as, 0), torch::cat(bs, 1)};
   }
@@ -309,8 +315,8 @@ inline std::pair<torch::Tensor, torch::Tensor> weighted_factors(LoraLayer& layer
       const double root = std::sqrt(std::abs(c));
       wa.push_back(c >= 0 ? root : -root);  // the sign goes on A only, so it is not squared away
       wb.push_back(root);
-      as.push_back(layer.lora_A(adapters[i])->weight);
-      bs.push_back(layer.lora_B(adapters[i])->weight);
+      as.push_back(layer.lora_factors(adapters[i]).A);
+      bs.push_back(layer.lora_factors(adapters[i]).B);
     }
     const auto dtype = as.front().scalar_type();
     auto A = weighted_combine(plan.base_function, as, merge::weights_tensor(wa, as.front().device()), o);
@@ -324,7 +330,9 @@ inline std::pair<torch::Tensor, torch::Tensor> weighted_factors(LoraLayer& layer
     ws.push_back(weights[i] * layer.settings(adapters[i]).scaling);
   }
   auto D = weighted_combine(plan.base_function, deltas, merge::weights_tensor(ws, deltas.front().device()), o);
-  if (layer.fan_in_fan_out()) D = D.t();
+  if (layer.fan_in_fan_out()) D = D.t();  // Conv1D and Embedding store W as [in, out]
+  const auto& first = layer.lora_factors(adapters[present.front()]);
+  if (D.dim() > 2) D = D.flatten(1);      // Conv2d: [out, in·kh·kw] (PEFT; 1x1 kernels squeeze to the same)
   auto usv = o.svd_driver ? torch::linalg_svd(D, o.svd_full_matrices, c10::string_view(*o.svd_driver))
                           : torch::linalg_svd(D, o.svd_full_matrices);
   const auto& S = std::get<1>(usv);
@@ -336,6 +344,13 @@ inline std::pair<torch::Tensor, torch::Tensor> weighted_factors(LoraLayer& layer
     const double hi = torch::quantile(torch::cat({U.flatten(), Vh.flatten()}), *o.svd_clamp).item<double>();
     U = U.clamp(-hi, hi);
     Vh = Vh.clamp(-hi, hi);
+  }
+  if (first.A.dim() > 2) {  // back to the conv factors: A [k, in, kh, kw], B [out, k, 1, 1]
+    auto a_shape = first.A.sizes().vec(), b_shape = first.B.sizes().vec();
+    a_shape[0] = k;
+    b_shape[1] = k;
+    Vh = Vh.reshape(a_shape);
+    U = U.reshape(b_shape);
   }
   return {Vh, U};
 }
@@ -362,8 +377,8 @@ inline bool add_weighted_adapter(LoraModel& pm, const std::vector<std::string>& 
     torch::NoGradGuard no_grad;
     for (auto& [key, layer] : pm.lora_layers()) {
       if (!layer->has_adapter(adapter_name)) continue;
-      auto& A = layer->lora_A(adapter_name)->weight;
-      auto& B = layer->lora_B(adapter_name)->weight;
+      auto A = layer->lora_factors(adapter_name).A;  // handles: writes land in the parameters
+      auto B = layer->lora_factors(adapter_name).B;
       A.zero_();
       B.zero_();
       auto factors = detail::weighted_factors(*layer, plan, adapters, weights, options);
