@@ -69,9 +69,14 @@ double timed(const Step& s, const torch::Tensor& g, const torch::Device& dev) {
   return std::chrono::duration<double, std::milli>(t1 - t0).count();
 }
 
+/// After a step: drop the gradients and bump the version of every trainable tensor, as an
+/// optimiser step would, so that nothing cached on the factors (DoRA's norm) outlives the step.
 void clear_grads(torch::nn::Module& m) {
-  for (auto& p : m.parameters())
+  torch::NoGradGuard g;
+  for (auto& p : m.parameters()) {
     if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    if (p.requires_grad()) p.add_(0);
+  }
 }
 
 /// Paired steps of the kinds in `kinds` (kinds[0] = frozen, kinds[1] = lora, last = measured).

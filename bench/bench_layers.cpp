@@ -98,9 +98,14 @@ torch::Tensor run(peft::Linear& layer, Variant v, const torch::Tensor& x) {
   return (result + torch::linear(low, B) * s.scaling).to(result.scalar_type());
 }
 
+/// After a step: drop the gradients and bump the version of every trainable tensor, as an
+/// optimiser step would, so that nothing cached on the factors (DoRA's norm) outlives the step.
 void clear_grads(torch::nn::Module& m, torch::Tensor& x) {
-  for (auto& p : m.parameters())
+  torch::NoGradGuard g;
+  for (auto& p : m.parameters()) {
     if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    if (p.requires_grad()) p.add_(0);
+  }
   if (x.grad().defined()) x.mutable_grad() = torch::Tensor();
 }
 
