@@ -53,6 +53,7 @@
 #include "peft/tuner/combination_ops.hpp"
 #include "peft/tuner/combination_type.hpp"
 #include "peft/tuner/config_support.hpp"
+#include "peft/tuner/embedding_owner.hpp"
 #include "peft/tuner/injection.hpp"
 #include "peft/tuner/layer_replication.hpp"
 #include "peft/tuner/lora_model.hpp"

@@ -166,16 +166,22 @@ SEEDED_TEST(LoraPlus, BFactorsAndBiasesLearnRatioTimesFaster) {
   EXPECT_DOUBLE_EQ(o(2).weight_decay(), 0.0);
 }
 
+/// embed_tokens -> proj -> lm_head; `owner`: names its embeddings like a transformers model.
+struct LmImpl : torch::nn::Module {
+  LmImpl()
+      : embed_tokens(register_module("embed_tokens", torch::nn::Embedding(6, 4))),
+        proj(register_module("proj", peft::Linear(4, 4))),
+        lm_head(register_module("lm_head", peft::Linear(4, 6))) {}
+  torch::nn::Embedding embed_tokens;
+  peft::Linear proj, lm_head;
+};
+struct OwnerLmImpl : LmImpl, peft::EmbeddingOwner {
+  std::string input_embeddings_key() const override { return "embed_tokens"; }
+  std::string output_embeddings_key() const override { return "lm_head"; }
+};
+
 SEEDED_TEST(SavePretrained, SelectedAdaptersAndEmbeddingLayers) {
-  struct LmImpl : torch::nn::Module {
-    LmImpl()
-        : embed_tokens(register_module("embed_tokens", torch::nn::Embedding(6, 4))),
-          proj(register_module("proj", peft::Linear(4, 4))),
-          lm_head(register_module("lm_head", peft::Linear(4, 6))) {}
-    torch::nn::Embedding embed_tokens;
-    peft::Linear proj, lm_head;
-  };
-  auto lm = std::make_shared<LmImpl>();
+  auto lm = std::make_shared<OwnerLmImpl>();
   peft::LoraConfig c;
   c.target_modules = peft::ModuleSpec(std::vector<std::string>{"proj", "lm_head"});
   auto pm = peft::get_peft_model(std::shared_ptr<torch::nn::Module>(lm), c);
@@ -204,6 +210,26 @@ SEEDED_TEST(SavePretrained, SelectedAdaptersAndEmbeddingLayers) {
   const auto fb = peft::load_safetensors(dir / "b" / "adapter_model.safetensors");
   EXPECT_NE(fb.find("base_model.model.embed_tokens.weight"), nullptr);
   EXPECT_NE(fb.find("base_model.model.lm_head.base_layer.weight"), nullptr);
+}
+
+SEEDED_TEST(SavePretrained, APlainModuleSavesNoEmbeddingLayersLikePeft) {
+  auto lm = std::make_shared<LmImpl>();  // no get_input_embeddings: PEFT saves none, even for lm_head
+  peft::LoraConfig c;
+  c.target_modules = peft::ModuleSpec(std::vector<std::string>{"proj", "lm_head"});
+  auto pm = peft::get_peft_model(std::shared_ptr<torch::nn::Module>(lm), c);
+  const auto dir = peft_test::scratch_dir("save_plain_embeddings");
+  peft::save_pretrained(pm, dir);  // the default, Auto
+  const auto f = peft::load_safetensors(dir / "adapter_model.safetensors");
+  EXPECT_EQ(f.find("base_model.model.lm_head.base_layer.weight"), nullptr);
+  EXPECT_EQ(f.tensors.size(), 4u);  // proj and lm_head: lora_A, lora_B
+  peft::SaveOptions yes;
+  yes.save_embedding_layers = peft::SaveEmbeddingLayers::Yes;
+  try {
+    peft::save_pretrained(pm, peft_test::scratch_dir("save_plain_yes"), {}, yes);
+    FAIL() << "save_embedding_layers=Yes on a plain module saved";
+  } catch (const peft::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("EmbeddingOwner"), std::string::npos) << e.what();
+  }
 }
 
 SEEDED_TEST(SaveModel, MergedModelRoundTripsThroughLoadCheckpointAlsoSharded) {

@@ -130,10 +130,9 @@ struct SaveOptions {
   std::string base_model_class = "peft_cpp_model";
   std::string parent_library = "peft_cpp";
   /// PEFT's save_embedding_layers (io/embedding_layers.hpp): also write the base weights of the
-  /// input/output embeddings (e.g. after resizing the vocabulary). Default No (PEFT's default is
-  /// Auto, which the golden all-linear fixtures show PEFT 0.20 did not apply to an lm_head
-  /// targeted through all-linear; until that rule is pinned, Auto is opt-in).
-  SaveEmbeddingLayers save_embedding_layers = SaveEmbeddingLayers::No;
+  /// input/output embeddings of a model that names them (peft::EmbeddingOwner; e.g. after
+  /// resizing the vocabulary). Auto, as PEFT: nothing for a plain module.
+  SaveEmbeddingLayers save_embedding_layers = SaveEmbeddingLayers::Auto;
   /// PEFT's path_initial_model_for_weight_conversion: a directory with the adapter as saved right
   /// after creation (PiSSA/OLoRA/CorDA). When set, every saved adapter is converted to a plain
   /// LoRA for the original base (io/init_conversion.hpp: rank 2r, alpha 2 alpha, init true).
@@ -282,8 +281,8 @@ inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const 
   pm.add_adapter(name, cfg);
   auto targets = detail::adapter_key_map(pm, name, cfg);
   // Embedding base weights saved with save_embedding_layers load into the base model (PEFT loads
-  // them as base-model keys).
-  for (auto& [key, t] : detail::embedding_layer_tensors(pm.model(), false))
+  // them as base-model keys); a plain module's are found by PEFT's usual names.
+  for (auto& [key, t] : detail::embedding_layer_tensors(pm.model(), false, /*by_name=*/true))
     if (!targets.find(key)) {
       targets.entries.emplace_back(key, t);
       targets.optional.push_back(key);

@@ -3,11 +3,11 @@
 /// EMBEDDINGS"; docs/file-format.md "Embedding layers"): the base weights of the input and
 /// output embeddings written into the adapter file, e.g. after resizing the vocabulary.
 ///
-/// PEFT asks a transformers model for get_input_embeddings() / get_output_embeddings(); a C++
-/// module tree has neither, so peft-cpp takes the input embedding to be the first module named
-/// `embed_tokens`, `wte` or `word_embeddings`, else the first torch::nn::Embedding or peft::Embedding, and the
-/// output embedding the module named `lm_head` (PEFT's EMBEDDING_LAYER_NAMES are embed_tokens
-/// and lm_head).
+/// PEFT asks a transformers model for get_input_embeddings() / get_output_embeddings() and saves
+/// nothing for a model without them (a plain nn.Module). peft-cpp asks the root module for the
+/// same through peft::EmbeddingOwner (tuner/embedding_owner.hpp; the reference decoders implement
+/// it): without it "auto" saves nothing, as PEFT, and "yes" is a ConfigError (PEFT would silently
+/// save nothing).
 ///
 /// "auto" (PEFT's default) saves them when an embedding layer is targeted (target_modules lists
 /// `embed_tokens` or `lm_head`, or its regex matches a module of those names) and
@@ -17,7 +17,6 @@
 /// `<m>.base_layer.weight`), as in PEFT.
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/embedding.h>
 
 #include <filesystem>
 #include <string>
@@ -29,8 +28,9 @@
 #include "peft/detail/regex.hpp"
 #include "peft/format/adapter_keys.hpp"
 #include "peft/format/atomic_file.hpp"
-#include "peft/layers/embedding.hpp"
+#include "peft/error.hpp"
 #include "peft/layers/lora_layer.hpp"
+#include "peft/tuner/embedding_owner.hpp"
 #include "peft/warnings.hpp"
 
 namespace peft {
@@ -45,18 +45,20 @@ inline std::string last_component(const std::string& key) {
   return dot == std::string::npos ? key : key.substr(dot + 1);
 }
 
-/// (input, output) embedding module keys; "" where there is none (rule above).
-inline std::pair<std::string, std::string> embedding_layer_keys(const torch::nn::Module& model) {
-  std::string input, first_embedding, output;
+/// (input, output) embedding module keys of an EmbeddingOwner. For any other model: {"", ""}, or
+/// with `by_name` (loading a file that has them) the first module named `embed_tokens`, `wte` or
+/// `word_embeddings` and the one named `lm_head`.
+inline std::pair<std::string, std::string> embedding_layer_keys(const torch::nn::Module& model, bool by_name = false) {
+  if (const auto* owner = dynamic_cast<const EmbeddingOwner*>(&model))
+    return {owner->input_embeddings_key(), owner->output_embeddings_key()};
+  std::string input, output;
+  if (!by_name) return {};
   for (const auto& item : model.named_modules("", false)) {
     const std::string name = last_component(item.key());
     if (input.empty() && (name == "embed_tokens" || name == "wte" || name == "word_embeddings")) input = item.key();
-    const auto* m = item.value().get();
-    if (first_embedding.empty() && (dynamic_cast<const torch::nn::EmbeddingImpl*>(m) || dynamic_cast<const EmbeddingImpl*>(m)))
-      first_embedding = item.key();
     if (output.empty() && name == "lm_head") output = item.key();
   }
-  return {input.empty() ? first_embedding : input, output};
+  return {input, output};
 }
 
 /// PEFT's `embedding_is_targeted`.
@@ -77,11 +79,12 @@ inline bool embedding_is_targeted(const LoraConfig& config, const torch::nn::Mod
 }
 
 /// The base tensors of the embedding layers, keyed as on disk (`<m>.weight`, or
-/// `<m>.base_layer.weight` for a layer carrying LoRA).
+/// `<m>.base_layer.weight` for a layer carrying LoRA); `by_name` as in embedding_layer_keys.
 inline std::vector<std::pair<std::string, torch::Tensor>> embedding_layer_tensors(const torch::nn::Module& model,
-                                                                                   bool only_lora_layers) {
+                                                                                   bool only_lora_layers,
+                                                                                   bool by_name = false) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  const auto [input, output] = embedding_layer_keys(model);
+  const auto [input, output] = embedding_layer_keys(model, by_name);
   for (const auto& item : model.named_modules("", false)) {
     if (item.key().empty() || (item.key() != input && item.key() != output)) continue;
     auto* layer = dynamic_cast<LoraLayer*>(item.value().get());
@@ -102,7 +105,14 @@ inline std::vector<std::pair<std::string, torch::Tensor>> embedding_layer_tensor
 inline bool resolve_save_embedding_layers(SaveEmbeddingLayers mode, const LoraConfig& config,
                                           const torch::nn::Module& model, bool& targeted) {
   targeted = embedding_is_targeted(config, model);
+  const bool owner = dynamic_cast<const EmbeddingOwner*>(&model) != nullptr;
+  if (mode == SaveEmbeddingLayers::Yes && !owner)
+    throw ConfigError::about("save_pretrained", "save_embedding_layers", "Yes",
+                             "the model does not name its embeddings (a transformers model's get_input_embeddings; "
+                             "PEFT saves nothing for such a model)",
+                             "implement peft::EmbeddingOwner on the root module, or leave the option at Auto / No");
   if (mode != SaveEmbeddingLayers::Auto) return mode == SaveEmbeddingLayers::Yes;
+  if (!owner) return false;  // PEFT: a model without get_input_embeddings saves no embedding layer
   if (targeted && !config.trainable_token_indices) {
     warn("Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.");
     return true;

@@ -22,10 +22,14 @@
 #include <string>
 #include <vector>
 
+#include "peft/tuner/embedding_owner.hpp"
+
 namespace peft::models {
 
 /// Base of the reference decoders. forward: input_ids [B, T] int64 -> logits [B, T, vocab].
-struct CausalLMImpl : torch::nn::Module {
+/// As an EmbeddingOwner it names its embeddings like transformers' get_input_embeddings() /
+/// get_output_embeddings() (save_embedding_layers acts on them, as in PEFT).
+struct CausalLMImpl : torch::nn::Module, EmbeddingOwner {
   virtual ~CausalLMImpl() = default;
   virtual torch::Tensor forward(const torch::Tensor& input_ids) = 0;
   virtual std::string model_type() const = 0;   ///< "gpt2" | "llama" (HF config.json model_type)
