@@ -3,9 +3,11 @@
 
 #include <torch/nn/module.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "peft/tuner/lora_model.hpp"
@@ -18,6 +20,15 @@ inline std::vector<std::string> param_names(torch::nn::Module& m) {
   std::vector<std::string> out;
   for (const auto& p : m.named_parameters()) out.push_back(p.key());
   return out;
+}
+
+/// A LoraConfig with only target_modules, r and lora_alpha set.
+inline peft::LoraConfig lora_config(peft::ModuleSpec targets, std::int64_t r, long long alpha) {
+  peft::LoraConfig c;
+  c.target_modules = std::move(targets);
+  c.r = r;
+  c.lora_alpha = alpha;
+  return c;
 }
 
 /// Settings of a plain LoRA adapter of rank r: lora_alpha = alpha, scaling = alpha / r.

@@ -44,13 +44,7 @@ peft::WeightedAdapterOptions combination(decltype(peft::WeightedAdapterOptions::
   return o;
 }
 
-peft::LoraConfig lora(peft::ModuleSpec targets, std::int64_t r, long long alpha) {
-  peft::LoraConfig c;
-  c.target_modules = std::move(targets);
-  c.r = r;
-  c.lora_alpha = alpha;
-  return c;
-}
+const auto lora = peft_test::lora_config;
 
 /// `default` (lin0, lin1; r 4, alpha 8) active, `other` (lin1; r given, alpha 2), both with
 /// random B so they change the output.

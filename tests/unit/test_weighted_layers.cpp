@@ -27,13 +27,7 @@ struct Net : torch::nn::Module {
   peft::Conv1d conv1;
 };
 
-peft::LoraConfig lora(peft::ModuleSpec targets, std::int64_t r, long long alpha) {
-  peft::LoraConfig c;
-  c.target_modules = std::move(targets);
-  c.r = r;
-  c.lora_alpha = alpha;
-  return c;
-}
+const auto lora = peft_test::lora_config;
 
 peft::WeightedAdapterOptions combination(peft::CombinationType type) {
   peft::WeightedAdapterOptions o;
