@@ -2,6 +2,9 @@
 // (include/peft/tuner/lora_model.hpp; docs/lifecycle.md).
 
 #include "peft/tuner/lora_model.hpp"
+#include "peft/detail/strings.hpp"
+#include "peft/tuner/embedding_owner.hpp"
+#include "peft/warnings.hpp"
 
 #include <torch/nn/modules/container/moduledict.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -213,6 +216,27 @@ void LoraModel::check_mixed_batch_modules_to_save(const std::vector<std::string>
                   ") holds one adapter's values at a time (hint: declare it as a peft layer, whose copies are "
                   "separate modules, or run one forward per adapter)");
   }
+}
+
+void LoraModel::check_merge_allowed() const {
+  if (replicated_)
+    throw Error("Cannot merge LORA layers when base model layers are replicated (layer_replication shares one "
+                "base weight between several layers; hint: use the adapters unmerged)");
+  const auto* owner = dynamic_cast<const EmbeddingOwner*>(model_.get());
+  if (!owner || !owner->tie_word_embeddings()) return;
+  // PEFT looks at the names only (EMBEDDING_LAYER_NAMES), over every adapter's targets.
+  std::vector<std::string> tied;
+  for (const auto& [name, keys] : targeted_)
+    for (const auto& key : keys) {
+      const auto leaf = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
+      if ((leaf == "embed_tokens" || leaf == "lm_head") && std::find(tied.begin(), tied.end(), key) == tied.end())
+        tied.push_back(key);
+    }
+  if (!tied.empty())
+    warn("Model with `tie_word_embeddings=True` and the tied_target_modules=[" + detail::abbreviated_list(tied, 8, ", ", "'") +
+         "] are part of the adapter. This can lead to complications: the merged embedding is also the output "
+         "layer's weight. You can merge after untying the embeddings (a checkpoint saved with "
+         "tie_word_embeddings=false and lm_head.weight a copy of the embedding).");
 }
 
 void LoraModel::delete_adapter(const std::string& name) {

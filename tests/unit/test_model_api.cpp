@@ -8,6 +8,7 @@
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/hotswap.hpp"
 #include "peft/io/save_model.hpp"
+#include "peft/models/causal_lm.hpp"
 #include "peft/train/loraplus.hpp"
 #include "peft/tuner/lora_model.hpp"
 #include "peft/warnings.hpp"
@@ -261,4 +262,24 @@ SEEDED_TEST(FromPretrained, TakesAModuleHolder) {
   auto fresh = mlp();
   auto loaded = peft::from_pretrained(fresh, dir);
   EXPECT_TRUE(fresh->lin0->has_adapter("default"));
+}
+
+SEEDED_TEST(MergeAdapter, WarnsLikePeftWhenATiedEmbeddingCarriesAnAdapter) {
+  auto model = peft::models::make_builtin("tiny-llama");  // tie_word_embeddings = true
+  ASSERT_TRUE(model->tie_word_embeddings());
+  EXPECT_EQ(model->input_embeddings_key(), "model.embed_tokens");
+  EXPECT_EQ(model->output_embeddings_key(), "");  // tied: no lm_head module
+  auto warned = [](peft::LoraModel& pm) {
+    peft::ScopedWarningCapture w;
+    pm.merge_adapter();
+    pm.unmerge_adapter();
+    for (const auto& m : w.messages())
+      if (m.find("tied_target_modules=['model.embed_tokens']") != std::string::npos) return true;
+    return false;
+  };
+  auto pm = peft::get_peft_model(std::shared_ptr<torch::nn::Module>(model), targets({"q_proj"}));
+  EXPECT_FALSE(warned(pm));  // no embedding among the targets
+  pm.add_adapter("emb", targets({"embed_tokens"}));
+  pm.set_adapter(std::string("emb"));
+  EXPECT_TRUE(warned(pm));
 }

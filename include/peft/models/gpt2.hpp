@@ -178,6 +178,7 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
   std::string model_type() const override { return "gpt2"; }
   std::string input_embeddings_key() const override { return "transformer.wte"; }
   std::string output_embeddings_key() const override { return lm_head ? "lm_head" : ""; }
+  bool tie_word_embeddings() const override { return config.tie_word_embeddings; }
   int64_t vocab_size() const override { return config.vocab_size; }
   int64_t max_positions() const override { return config.n_positions; }
   std::string config_json() const override {

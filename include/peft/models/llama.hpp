@@ -195,6 +195,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   std::string model_type() const override { return "llama"; }
   std::string input_embeddings_key() const override { return "model.embed_tokens"; }
   std::string output_embeddings_key() const override { return lm_head ? "lm_head" : ""; }
+  bool tie_word_embeddings() const override { return config.tie_word_embeddings; }
   int64_t vocab_size() const override { return config.vocab_size; }
   int64_t max_positions() const override { return config.max_position_embeddings; }
   std::string config_json() const override {

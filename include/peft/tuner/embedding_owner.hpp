@@ -21,6 +21,10 @@ struct EmbeddingOwner {
   /// Module key of the output embedding ("lm_head"); "" when it is tied to the input embedding
   /// and therefore not a module of its own.
   virtual std::string output_embeddings_key() const = 0;
+  /// transformers' config.tie_word_embeddings: the output layer computes with the input
+  /// embedding's weight. Merging an adapter on a module named embed_tokens / lm_head of such a
+  /// model warns, as PEFT's _check_merge_allowed does.
+  virtual bool tie_word_embeddings() const { return false; }
 };
 
 }  // namespace peft

@@ -311,11 +311,9 @@ class LoraModel {
   ModulesToSaveSelection select_modules_to_save(const LoraConfig& config) const;
   void check_one_copy_per_module(const std::vector<std::string>& names) const;
   void check_mixed_batch_modules_to_save(const std::vector<std::string>& names) const;
-  void check_merge_allowed() const {
-    if (replicated_)
-      throw Error("Cannot merge LORA layers when base model layers are replicated (layer_replication shares one "
-                  "base weight between several layers; hint: use the adapters unmerged)");
-  }
+  /// PEFT's _check_merge_allowed: refuses replicated layers; warns when a module named
+  /// embed_tokens / lm_head of a model with tied embeddings (EmbeddingOwner) carries an adapter.
+  void check_merge_allowed() const;
   /// The active adapter whose copy `m` computes with ("" = none; ignores disabling).
   std::string copy_owner(const SwappedModulesToSave& m) const {
     for (const auto& n : active_)
