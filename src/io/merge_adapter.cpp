@@ -79,10 +79,48 @@ MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
     if (!adapter_keys::has_root(key))
       throw SerializationError(fname + "key " + ticked(key) + " does not start with `" + kRoot +
                                "` (not a PEFT LoRA adapter file?)");
-    if (key.find("lora_embedding_") != std::string::npos || key.find("token_adapter") != std::string::npos)
-      throw UnsupportedModuleError(fname + ticked(key) + ": embedding / trainable-token adapters cannot be merged "
-                                   "by peft-merge (Linear and Conv1D LoRA only; hint: load it with peft::from_pretrained, "
-                                   "then merge_and_unload() and peft::save_model)");
+    // Trainable tokens: `<m>.token_adapter.trainable_tokens_delta` holds the new rows of <m>'s
+    // weight; their indices are in the config (dict form: keyed by the module's name or suffix).
+    const std::string token_suffix = ".token_adapter.trainable_tokens_delta";
+    const std::string bare = adapter_keys::base_model_key(key);
+    if (bare.size() > token_suffix.size() &&
+        bare.compare(bare.size() - token_suffix.size(), token_suffix.size(), token_suffix) == 0) {
+      const std::string module = bare.substr(0, bare.size() - token_suffix.size());
+      const auto& tti = a.cfg.trainable_token_indices;
+      const JsonValue* ids = nullptr;
+      if (tti && tti->is_object())
+        for (const auto& [name, v] : tti->as_object())
+          if (module == name || (module.size() > name.size() && module.compare(module.size() - name.size() - 1,
+                                                                               name.size() + 1, "." + name) == 0))
+            ids = &v;
+      if (!ids)
+        throw UnsupportedModuleError(fname + ticked(key) + ": its row indices are not given for `" + module +
+                                     "` by trainable_token_indices in adapter_config.json (the list form names the "
+                                     "model's input embedding, which a checkpoint alone does not tell; hint: load it "
+                                     "with peft::from_pretrained, then merge_and_unload() and peft::save_model)");
+      std::vector<std::int64_t> rows;
+      for (const auto& e : ids->as_array()) rows.push_back(e.as_int());
+      if (t.dim() != 2 || t.size(0) != static_cast<std::int64_t>(rows.size()))
+        throw SerializationError(fname + ticked(key) + " has shape " + shape_string(t.sizes()) + " but " +
+                                 std::to_string(rows.size()) + " token indices are configured for `" + module + "`");
+      a.tokens[module] = {std::move(rows), t};
+      continue;
+    }
+    // An Embedding's factors: `<m>.lora_embedding_A` / `_B`, saved without ".weight".
+    const std::string plain = adapter_keys::base_model_key(key);
+    bool embedding_factor = false;
+    for (const char* suffix : {".lora_embedding_A", ".lora_embedding_B"}) {
+      const std::string sfx = suffix;
+      if (plain.size() <= sfx.size() || plain.compare(plain.size() - sfx.size(), sfx.size(), sfx) != 0) continue;
+      const std::string module = plain.substr(0, plain.size() - sfx.size());
+      MergeFactors& f = a.modules[module];
+      f.layout = MergeFactors::Layout::Embedding;
+      torch::Tensor& slot = sfx.back() == 'A' ? f.A : f.B;
+      if (slot.defined()) throw SerializationError(fname + "module " + ticked(module) + " appears twice");
+      slot = t;
+      embedding_factor = true;
+    }
+    if (embedding_factor) continue;
     if (const auto lora = adapter_keys::parse_lora_key(key, adapter_keys::MagnitudeSpelling::AlsoWithWeight)) {
       MergeFactors& f = a.modules[lora->module];
       torch::Tensor& slot = lora->tensor == LoraTensor::A        ? f.A
@@ -94,20 +132,40 @@ MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
       continue;
     }
     if (key.find(".lora_") != std::string::npos)
-      throw UnsupportedModuleError(fname + ticked(key) + ": unknown LoRA tensor (Linear and Conv1D LoRA only)");
+      throw UnsupportedModuleError(fname + ticked(key) + ": unknown LoRA tensor (Linear, Conv1D, Embedding and "
+                                   "convolution LoRA only)");
     // bias="all" biases (`<m>.base_layer.bias`, `<m>.bias`) and modules_to_save copies (plain keys).
     a.replacements.emplace_back(adapter_keys::base_model_key(key), t);
   }
-  if (a.modules.empty() && a.replacements.empty())
+  if (!a.tokens.empty() && spec.weight != 1.0)
+    throw ConfigError::about("peft-merge", "weight", std::to_string(spec.weight),
+                             a.dir.string() + ": trainable tokens replace rows of the embedding, which a weight "
+                             "cannot scale", "drop --weight for this adapter");
+  if (a.modules.empty() && a.replacements.empty() && a.tokens.empty())
     throw SerializationError(fname + "holds no LoRA weights");
-  for (const auto& [m, f] : a.modules) {
+  for (auto& [m, f] : a.modules) {
     const std::string mk = kRoot + m;
     if (!f.A.defined() || !f.B.defined())
       throw SerializationError(fname + ticked(lora_key(m, f.A.defined() ? LoraTensor::B : LoraTensor::A)) +
                                " is missing (the file has the other factor)");
-    if (f.A.dim() != 2 || f.B.dim() != 2)
+    // A convolution's factors: A [r, in, k…] and a pointwise B [out, r / groups, 1…].
+    const auto pointwise = [&] {
+      for (std::int64_t d = 2; d < f.B.dim(); ++d)
+        if (f.B.size(d) != 1) return false;
+      return true;
+    };
+    if (f.layout == MergeFactors::Layout::Matrix && f.A.dim() >= 3 && f.B.dim() == f.A.dim() && pointwise())
+      f.layout = MergeFactors::Layout::Conv;
+    if (f.layout != MergeFactors::Layout::Conv && (f.A.dim() != 2 || f.B.dim() != 2))
       throw UnsupportedModuleError(fname + ticked(mk) + ": lora_A " + shape_string(f.A.sizes()) + " / lora_B " +
-                                   shape_string(f.B.sizes()) + " are not matrices (Linear and Conv1D LoRA only)");
+                                   shape_string(f.B.sizes()) +
+                                   " are neither matrices nor convolution factors (Linear, Conv1D, Embedding and "
+                                   "convolution LoRA only)");
+    if (f.layout == MergeFactors::Layout::Conv && f.B.size(1) != f.A.size(0) && f.B.size(1) > 0 &&
+        f.A.size(0) % f.B.size(1) == 0)
+      throw UnsupportedModuleError(fname + ticked(mk) + ": a grouped convolution (groups = " +
+                                   std::to_string(f.A.size(0) / f.B.size(1)) +
+                                   ") cannot be merged; PEFT refuses to merge it too");
     if (f.B.size(1) != f.A.size(0))
       throw SerializationError(fname + ticked(mk) + ": lora_A " + shape_string(f.A.sizes()) + " and lora_B " +
                                shape_string(f.B.sizes()) + " have different ranks");
@@ -115,7 +173,11 @@ MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
       throw SerializationError(fname + ticked(lora_key(m, LoraTensor::magnitude)) +
                                (a.cfg.use_dora ? " is missing (adapter_config.json says use_dora = true)"
                                                : " is present but adapter_config.json says use_dora = false"));
-    if (f.magnitude.defined() && (f.magnitude.dim() != 1 || f.magnitude.size(0) != f.B.size(0)))
+    // The DoRA magnitude: [out], or [1, out, 1…] for a convolution (PEFT's shape).
+    const bool conv_magnitude = f.layout == MergeFactors::Layout::Conv && f.magnitude.defined() &&
+                                f.magnitude.dim() == f.A.dim() && f.magnitude.numel() == f.B.size(0) &&
+                                f.magnitude.size(1) == f.B.size(0);
+    if (f.magnitude.defined() && !conv_magnitude && (f.magnitude.dim() != 1 || f.magnitude.size(0) != f.B.size(0)))
       throw SerializationError(fname + ticked(lora_key(m, LoraTensor::magnitude)) + " has shape " +
                                shape_string(f.magnitude.sizes()) + ", lora_B needs [" + std::to_string(f.B.size(0)) + "]");
     if (f.b_bias.defined() && !a.cfg.lora_bias)

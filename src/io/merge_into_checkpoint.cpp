@@ -39,10 +39,11 @@ using detail::ticked;
 
 /// One step applied to one base tensor.
 struct Op {
-  enum Kind { Lora, LoraBias, Replace } kind = Lora;
+  enum Kind { Lora, LoraBias, Replace, Rows } kind = Lora;  // Rows: trainable tokens written in
   std::size_t adapter = 0;
   const detail::MergeFactors* f = nullptr;
-  torch::Tensor replacement;
+  torch::Tensor replacement;    ///< Replace: the tensor; Rows: the new rows [n, dim]
+  std::vector<std::int64_t> rows;  ///< Rows: their indices
   double scaling = 0.0;  ///< s (without the adapter weight)
   double weight = 1.0;
   std::int64_t r = 0;
@@ -101,6 +102,28 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
       plan.ops[key].push_back(op);
       plan.merged.push_back({key, "replaced", ai, 0, 0.0, false});
     }
+    for (const auto& [m, tok] : a.tokens) {
+      const std::string wkey = m + ".weight";
+      auto it = base.find(wkey);
+      if (it == base.end())
+        throw SerializationError(fname + "trainable tokens of " + ticked(m) + " have no " + ticked(wkey) +
+                                 " in the base checkpoint (is this adapter for another base model?)");
+      const torch::Tensor& W = it->second;
+      if (W.dim() != 2 || W.size(1) != tok.second.size(1))
+        throw SerializationError(fname + "trainable tokens of " + ticked(m) + " " + shape_string(tok.second.sizes()) +
+                                 " do not fit the base " + ticked(wkey) + " " + shape_string(W.sizes()));
+      for (auto i : tok.first)
+        if (i < 0 || i >= W.size(0))
+          throw SerializationError(fname + "token index " + std::to_string(i) + " of " + ticked(m) +
+                                   " is outside the " + std::to_string(W.size(0)) + " rows of " + ticked(wkey));
+      Op op;
+      op.kind = Op::Rows;
+      op.adapter = ai;
+      op.replacement = tok.second;
+      op.rows = tok.first;
+      plan.ops[wkey].push_back(op);
+      plan.merged.push_back({wkey, "tokens", ai, 0, 0.0, false});
+    }
     std::size_t contradicting = 0;
     for (const auto& [m, f] : a.modules) {
       const std::string wkey = m + ".weight";
@@ -109,10 +132,15 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
         throw SerializationError(fname + "module " + ticked(m) + " has no " + ticked(wkey) +
                                  " in the base checkpoint (is this adapter for another base model?)");
       const torch::Tensor& W = it->second;
-      if (!W.is_floating_point() || W.dim() != 2)
+      using Layout = detail::MergeFactors::Layout;
+      const bool conv = f.layout == Layout::Conv;
+      if (!W.is_floating_point() || (conv ? W.dim() != f.A.dim() : W.dim() != 2))
         throw UnsupportedModuleError("base " + ticked(wkey) + " " + shape_string(W.sizes()) + " " +
-                                     c10::toString(W.scalar_type()) +
-                                     " is not a floating-point matrix (Linear and Conv1D LoRA only)");
+                                     c10::toString(W.scalar_type()) + " is not a floating-point " +
+                                     (conv ? std::to_string(f.A.dim()) + "-dim convolution weight"
+                                           : std::string("matrix")) +
+                                     " (the adapter's factors are " + shape_string(f.A.sizes()) + " / " +
+                                     shape_string(f.B.sizes()) + ")");
       const LayerSettings s = settings(m);
       if (f.A.size(0) != s.r)
         throw SerializationError(fname + ticked(lora_key(m, LoraTensor::A)) + " has rank " +
@@ -120,9 +148,12 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
                                  std::to_string(s.r) + " for this module" +
                                  (s.rank_pattern_key ? " (rank_pattern \"" + *s.rank_pattern_key + "\")" : ""));
       const std::int64_t in = f.A.size(1), out = f.B.size(0);
-      const bool fits_linear = W.size(0) == out && W.size(1) == in;
-      const bool fits_conv1d = W.size(0) == in && W.size(1) == out;
-      if (!fits_linear && !fits_conv1d)
+      // Conv: W [out, in, k…] against A [r, in, k…], B [out, r, 1…] (groups 1: grouped ones were
+      // refused with the adapter). Embedding: W [num, dim] against A [r, num], B [dim, r].
+      const bool fits_conv = conv && W.size(0) == out && W.sizes().slice(1) == f.A.sizes().slice(1);
+      const bool fits_linear = !conv && f.layout != Layout::Embedding && W.size(0) == out && W.size(1) == in;
+      const bool fits_conv1d = !conv && W.size(0) == in && W.size(1) == out;
+      if (!fits_linear && !fits_conv1d && !fits_conv)
         throw SerializationError(fname + ticked(kRoot + m) + ": lora_A " + shape_string(f.A.sizes()) + " / lora_B " +
                                  shape_string(f.B.sizes()) + " do not fit the base weight " + ticked(wkey) + " " +
                                  shape_string(W.sizes()) + " (is this adapter for another base model?)");
@@ -133,7 +164,9 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
       op.scaling = s.scaling;
       op.weight = a.weight;
       op.r = s.r;
-      if (options.fan_in_fan_out) {
+      if (conv || f.layout == Layout::Embedding) {
+        op.fan_in_fan_out = !conv;  // an Embedding's delta (B A)ᵀ is laid out like a Conv1D's
+      } else if (options.fan_in_fan_out) {
         op.fan_in_fan_out = *options.fan_in_fan_out;
         if (op.fan_in_fan_out ? !fits_conv1d : !fits_linear)
           throw SerializationError(fname + ticked(kRoot + m) + " does not fit the base weight " + ticked(wkey) + " " +
@@ -237,9 +270,30 @@ torch::Tensor apply_steps(const std::string& key, const torch::Tensor& base, con
       t = op.replacement.to(torch::kFloat32);
       continue;
     }
+    if (op.kind == Op::Rows) {  // PEFT's TrainableTokensLayer merge: index_copy_ of the new rows
+      t = t.index_copy(0, torch::tensor(op.rows, torch::kLong), op.replacement.to(torch::kFloat32));
+      continue;
+    }
     const auto s = op.scaling * op.weight;
     if (op.kind == Op::LoraBias) {
       t = t + op.f->b_bias.to(torch::kFloat32) * s;
+      continue;
+    }
+    if (op.f->layout == detail::MergeFactors::Layout::Conv) {
+      // Δ = (B.view(out, r) @ A.view(r, −1)).view(W.shape) · s; DoRA: W' = m / ‖W + Δ‖ · (W + Δ),
+      // the norm over every dim but the output channel (PEFT's conv merge).
+      const auto r = op.f->A.size(0);
+      const auto delta = torch::mm(op.f->B.to(torch::kFloat32).reshape({t.size(0), r}),
+                                   op.f->A.to(torch::kFloat32).reshape({r, -1}))
+                             .reshape(t.sizes()) *
+                         s;
+      t = t + delta;
+      if (op.f->magnitude.defined()) {
+        std::vector<std::int64_t> per_channel(static_cast<std::size_t>(t.dim()), 1);
+        per_channel[0] = -1;
+        const auto norm = t.flatten(1).norm(2, 1);
+        t = (op.f->magnitude.to(torch::kFloat32).flatten() / norm).view(per_channel) * t;
+      }
       continue;
     }
     const auto delta = lora_delta_weight(op.f->A.to(torch::kFloat32), op.f->B.to(torch::kFloat32), s,

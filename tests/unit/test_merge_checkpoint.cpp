@@ -19,6 +19,8 @@
 #include "peft/config/config_json.hpp"
 #include "peft/io/merge_into_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/layers/conv.hpp"
+#include "peft/layers/embedding.hpp"
 #include "peft/tuner/lora_model.hpp"
 #include "peft/models/causal_lm.hpp"
 #include "peft/warnings.hpp"
@@ -367,6 +369,77 @@ TEST(MergeStateDict, DoraRenormalisesRowsToTheMagnitude) {
   EXPECT_TRUE(peft_test::close(get(merged, "lin.weight"), T({6, 8, 0, 2}, {2, 2})));
   EXPECT_THROW(peft::merge_state_dict({{"lin.weight", T({3, 0, 0, 1}, {2, 2})}}, {{dir / "a", 0.5}}),
                peft::ConfigError);
+}
+
+SEEDED_TEST(MergeLayers, EmbeddingAndConvAdaptersMatchTheInModelMerge) {
+  // LoRA and DoRA on a peft::Embedding and a peft::Conv2d (with lora_bias): merging the saved
+  // adapter into the saved base weights gives what merge_and_unload gives in memory.
+  for (const bool dora : {false, true}) {
+    struct Net : torch::nn::Module {
+      Net()
+          : emb(register_module("emb", peft::Embedding(9, 4))),
+            conv(register_module("conv", peft::Conv2d(torch::nn::Conv2dOptions(4, 5, 3).padding(1)))) {}
+      peft::Embedding emb;
+      peft::Conv2d conv;
+    };
+    auto net = std::make_shared<Net>();
+    TensorList base;
+    for (const auto& p : net->named_parameters()) base.emplace_back(p.key(), p.value().clone());
+    peft::LoraConfig cfg;
+    cfg.r = 2;
+    cfg.lora_alpha = 6;
+    cfg.use_dora = dora;
+    cfg.lora_bias = !dora;  // PEFT: lora_bias on the conv (not on an Embedding, not with DoRA)
+    cfg.target_modules = peft::ModuleSpec({"conv"});
+    if (dora) cfg.target_modules = peft::ModuleSpec({"emb", "conv"});
+    auto pm = peft::get_peft_model(std::static_pointer_cast<torch::nn::Module>(net), cfg);
+    if (!dora) pm.add_adapter("emb_only", [] {
+      peft::LoraConfig e;
+      e.r = 3;
+      e.target_modules = peft::ModuleSpec({"emb"});
+      return e;
+    }());
+    {
+      torch::NoGradGuard g;
+      for (auto& [key, layer] : pm.lora_layers())
+        for (const auto& n : layer->adapter_names())
+          for (auto& [suffix, t] : layer->adapter_tensors(n))
+            if (suffix.find("magnitude") == std::string::npos) t.normal_(0, 0.3);
+    }
+    const fs::path dir = peft_test::scratch_dir(dora ? "merge_layers_dora" : "merge_layers");
+    peft::save_pretrained(pm, dir);
+    std::vector<peft::MergeAdapter> adapters{{dir, 1.0}};
+    if (!dora) adapters.push_back({dir / "emb_only", 0.5});
+    const auto merged = peft::merge_state_dict(base, adapters);
+    if (!dora) pm.set_adapter(std::vector<std::string>{"default", "emb_only"});
+    torch::NoGradGuard g;
+    if (!dora) {  // the weight 0.5 of the second adapter: halve its B before merging in memory
+      for (auto& [suffix, t] : net->emb->adapter_tensors("emb_only"))
+        if (suffix == "lora_embedding_B") t.mul_(0.5);
+    }
+    pm.merge_and_unload();
+    for (const auto& p : net->named_parameters())
+      EXPECT_TRUE(peft_test::close(get(merged, p.key()), p.value(), 1e-5, 1e-5)) << p.key() << (dora ? " (DoRA)" : "");
+    EXPECT_GT(peft_test::max_abs_diff(get(merged, "conv.weight"), get(base, "conv.weight")), 1e-3);
+    EXPECT_GT(peft_test::max_abs_diff(get(merged, "emb.weight"), get(base, "emb.weight")), 1e-3);
+  }
+}
+
+TEST(MergeStateDict, TrainableTokensReplaceTheirRows) {
+  const fs::path dir = peft_test::scratch_dir("merge_tokens");
+  // Rows 2 and 0 of model.emb.weight [4, 2] become the saved rows, in config order.
+  write_adapter(dir / "a", R"({"peft_type": "LORA", "r": 1, "target_modules": ["proj"],
+                               "trainable_token_indices": {"emb": [2, 0]}})",
+                {{"model.emb.token_adapter.trainable_tokens_delta", T({7, 8, 5, 6}, {2, 2})}});
+  const TensorList base = {{"model.emb.weight", torch::zeros({4, 2})}};
+  const auto merged = peft::merge_state_dict(base, {{dir / "a", 1.0}});
+  EXPECT_TRUE(peft_test::equal(get(merged, "model.emb.weight"), T({5, 6, 0, 0, 7, 8, 0, 0}, {4, 2})));
+  EXPECT_THROW(peft::merge_state_dict(base, {{dir / "a", 0.5}}), peft::ConfigError);  // rows cannot be scaled
+  // The list form names the model's input embedding, which a checkpoint does not tell.
+  write_adapter(dir / "list", R"({"peft_type": "LORA", "r": 1, "target_modules": ["proj"],
+                                  "trainable_token_indices": [2, 0]})",
+                {{"model.emb.token_adapter.trainable_tokens_delta", T({7, 8, 5, 6}, {2, 2})}});
+  EXPECT_THROW(peft::merge_state_dict(base, {{dir / "list", 1.0}}), peft::UnsupportedModuleError);
 }
 
 TEST(MergeStateDict, RefusesMismatchesWithTheBaseNamingTheKey) {

@@ -74,7 +74,7 @@ struct MergeCheckpointOptions {
 /// What was merged into one base tensor.
 struct MergedTensorInfo {
   std::string key;            ///< base tensor key, e.g. model.layers.0.self_attn.q_proj.weight
-  std::string what;           ///< "lora", "dora", "lora_bias", "replaced"
+  std::string what;           ///< "lora", "dora", "lora_bias", "replaced", "tokens" (rows written)
   std::size_t adapter = 0;    ///< index into the adapters argument
   std::int64_t r = 0;         ///< rank (lora / dora / lora_bias)
   double scaling = 0.0;       ///< s, without the adapter weight

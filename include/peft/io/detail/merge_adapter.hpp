@@ -5,6 +5,7 @@
 #include <torch/types.h>
 
 #include <filesystem>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -15,9 +16,13 @@
 
 namespace peft::detail {
 
-/// One adapted module's factors as read from the adapter file.
+/// One adapted module's factors as read from the adapter file. Layout: Matrix (Linear / GPT-2
+/// Conv1D, decided against the base weight's shape), Embedding (`lora_embedding_A/B`: the delta
+/// (B A)ᵀ is laid out like a fan_in_fan_out weight), Conv (A [r, in, k…], B [out, r, 1…]).
 struct MergeFactors {
+  enum class Layout { Matrix, Embedding, Conv };
   torch::Tensor A, B, b_bias, magnitude;
+  Layout layout = Layout::Matrix;
 };
 
 struct MergeAdapterData {
@@ -26,6 +31,8 @@ struct MergeAdapterData {
   double weight = 1.0;
   LoraConfig cfg;
   std::map<std::string, MergeFactors> modules;  ///< module key (no root prefix) -> factors
+  /// Trainable tokens: module key -> (row indices from trainable_token_indices, rows [n, dim]).
+  std::map<std::string, std::pair<std::vector<std::int64_t>, torch::Tensor>> tokens;
   /// base key -> tensor (bias="all" biases, modules_to_save copies)
   std::vector<std::pair<std::string, torch::Tensor>> replacements;
 };
