@@ -147,6 +147,30 @@ void bench_embedding(benchmark::State& st, Kind measured, std::int64_t r, torch:
   paired(st, steps, kinds, g, dev);
 }
 
+/// Trainable tokens (1000 rows) on the same Embedding: peft::Embedding's lookup-then-rows forward
+/// against PEFT's way (the whole table copied with the rows written in, LoraLayer::token_forward),
+/// forward + backward into the rows; x_frozen here = the lookup of the frozen table.
+void bench_tokens(benchmark::State& st, torch::Device dev, torch::ScalarType dt) {
+  const std::int64_t vocab = 32000, dim = 1024;
+  torch::manual_seed(0);
+  peft::Embedding frozen(vocab, dim), e(vocab, dim);
+  for (auto* m : {&frozen, &e}) {
+    (*m)->to(dev, dt);
+    (*m)->weight.set_requires_grad(false);
+  }
+  std::vector<std::int64_t> rows(1000);
+  for (std::int64_t i = 0; i < 1000; ++i) rows[static_cast<std::size_t>(i)] = i * 31;
+  e->add_trainable_tokens("t", rows);
+  e->set_adapter({"t"});
+  auto ids = torch::randint(vocab, {8, 512}, torch::TensorOptions().device(dev).dtype(torch::kLong));
+  auto g = torch::randn({8, 512, dim}, torch::TensorOptions().device(dev).dtype(dt));
+  auto clear = [e]() mutable { clear_grads(*e); };
+  const std::vector<Step> steps{{[frozen, ids]() mutable { return frozen(ids); }, [] {}},
+                                {[e, ids]() mutable { return e->LoraLayer::token_forward(ids, "t"); }, clear},
+                                {[e, ids]() mutable { return e->token_forward(ids, "t"); }, clear}};
+  paired(st, steps, {Kind::Frozen, Kind::Lora, Kind::Lora}, g, dev);
+}
+
 int register_all() {
   std::vector<std::pair<torch::Device, torch::ScalarType>> targets{{torch::kCPU, torch::kFloat32}};
   if (torch::cuda::is_available()) targets.emplace_back(torch::Device(torch::kCUDA, 0), torch::kBFloat16);
@@ -168,6 +192,13 @@ int register_all() {
           ->Iterations(iters);
     }
   }
+  for (const auto& [dev, dt] : targets)
+    benchmark::RegisterBenchmark(((dev.is_cuda() ? "cuda_bf16/" : "cpu_fp32/") +
+                                  std::string("paired_step/embedding_tokens/32000x1024/8x512/t1000/lookup")).c_str(),
+                                 bench_tokens, dev, dt)
+        ->Unit(benchmark::kMillisecond)
+        ->UseManualTime()
+        ->Iterations(dev.is_cuda() ? 50 : 15);
   return 0;
 }
 

@@ -117,6 +117,22 @@ torch::Tensor EmbeddingImpl::tied_output(const torch::Tensor& hidden) {
   return out;
 }
 
+torch::Tensor EmbeddingImpl::token_forward(const torch::Tensor& ids, const std::string& name) {
+  const auto& indices = trainable_token_indices(name);
+  const auto pad = options.padding_idx();
+  if (options.max_norm() || options.scale_grad_by_freq() || options.sparse() ||
+      (pad && std::find(indices.begin(), indices.end(), *pad) != indices.end()))
+    return LoraLayer::token_forward(ids, name);
+  const auto n = static_cast<std::int64_t>(indices.size());
+  const auto long_on = torch::TensorOptions().dtype(torch::kLong).device(ids.device());
+  // slot[id] = position of id among the token rows, -1 for every other id.
+  auto slot = torch::full({options.num_embeddings()}, -1, long_on);
+  slot.index_put_({torch::tensor(indices, torch::kLong).to(ids.device())}, torch::arange(n, long_on));
+  const auto s = slot.index_select(0, ids.reshape(-1)).view(ids.sizes());
+  const auto rows = trainable_tokens_delta(name).to(weight.scalar_type());
+  return torch::where(s.ge(0).unsqueeze(-1), F::embedding(s.clamp_min(0), rows), lookup(ids, weight));
+}
+
 void EmbeddingImpl::check_adapter_settings(const AdapterSettings& s, const CordaEigens*) {
   if (s.r <= 0)
     throw ConfigError("r", std::to_string(s.r), "`r` should be a positive integer value", "use a rank >= 1");

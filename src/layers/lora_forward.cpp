@@ -16,7 +16,7 @@ torch::Tensor LoraLayer::lora_forward(const torch::Tensor& x) {
     if (LoraLayer* copy = modules_to_save_.active_copy(active_)) return copy->base_forward(x);
     // Trainable tokens: the weight with the active adapter's rows (merged: they are in W already).
     if (const std::string* tokens = tokens_.first_of(active_); tokens && !merged())
-      return base_forward_with(x, tokens_.weight_with(*tokens, dense_weight()), base_bias());
+      return token_forward(x, *tokens);
   }
   if (disabled_) {
     if (merged()) unmerge();
@@ -96,7 +96,7 @@ torch::Tensor LoraLayer::forward_mixed_batch(const torch::Tensor& x, const std::
     }
     if (tokens_.has(name)) {  // trainable-token rows use the weight with that adapter's rows
       auto idx = rows_of(name);
-      auto rows = base_forward_with(x.index_select(0, idx), weight_for(name), base_bias());
+      auto rows = token_forward(x.index_select(0, idx), name);
       result = result.index_copy(0, idx, rows.to(result.scalar_type()));
       continue;
     }

@@ -64,8 +64,12 @@ void DoraConvVariant::forward(const AdapterView& a, torch::Tensor& result, const
   const bool drop = s.lora_dropout > 0.0 && a.base.is_training();
   const torch::Tensor xd = drop ? a.dropout(x) : x;
   const torch::Tensor W = a.base.dense_weight();
-  const auto L = conv_lora_weight(W, a.factors.A, a.factors.B).detach();
-  const auto k = magnitude_->weight / conv_weight_norm(W, L, s.scaling).detach();
+  torch::Tensor norm;  // detached, as PEFT: computed without recording a graph at all
+  {
+    torch::NoGradGuard no_grad;
+    norm = conv_weight_norm(W, conv_lora_weight(W, a.factors.A, a.factors.B), s.scaling);
+  }
+  const auto k = magnitude_->weight / norm;
   torch::Tensor base;
   if (drop) {
     // PEFT recomputes the base on the dropped input, without bias.

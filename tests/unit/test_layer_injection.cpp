@@ -139,6 +139,35 @@ SEEDED_TEST(TrainableTokens, OnlyTheListedRowsAreReplacedAndTrained) {
   }
 }
 
+SEEDED_TEST(TrainableTokens, TheLookupPathEqualsTheWholeTableCopyInValuesAndGradients) {
+  // peft::Embedding puts the token rows in after the lookup; PEFT copies the whole table first
+  // (LoraLayer::token_forward). Same output and the same gradient of the rows, with ids hitting
+  // a token twice; padding_idx on a token row takes PEFT's way (no gradient there).
+  for (const bool pad_on_token : {false, true}) {
+    auto opts = torch::nn::EmbeddingOptions(12, 3);
+    if (pad_on_token) opts.padding_idx(2);
+    auto e = std::make_shared<peft::EmbeddingImpl>(opts);
+    e->add_trainable_tokens("t", {7, 2, 11});
+    e->set_adapter({"t"});
+    {
+      torch::NoGradGuard g;
+      e->trainable_tokens_delta("t").normal_();
+    }
+    const auto ids = torch::tensor({{7, 0, 2}, {11, 7, 5}}, torch::kLong);
+    const auto g = torch::randn({2, 3, 3});
+    auto rows = e->trainable_tokens_delta("t");  // a handle: its grad is the parameter's
+    const auto ours = e->token_forward(ids, "t");
+    ours.backward(g);
+    const auto grad_ours = rows.grad().clone();
+    rows.mutable_grad() = torch::Tensor();
+    const auto peft_way = e->peft::LoraLayer::token_forward(ids, "t");
+    peft_way.backward(g);
+    EXPECT_TRUE(peft_test::equal(ours, peft_way)) << pad_on_token;
+    EXPECT_TRUE(peft_test::close(grad_ours, rows.grad(), 0, 1e-6)) << pad_on_token;
+    EXPECT_TRUE(peft_test::not_close(ours, e->base_forward(ids)));
+  }
+}
+
 SEEDED_TEST(TrainableTokens, MergeWritesTheRowsAndUnmergeRestoresTheOriginalOnes) {
   TokenNet net;
   auto pm = peft::get_peft_model(net, tokens_config(R"({"emb": [2]})"));

@@ -56,6 +56,10 @@ class EmbeddingImpl : public LoraLayer {
   torch::Tensor tied_output(const torch::Tensor& hidden);
 
   torch::Tensor base_forward(const torch::Tensor& ids) override { return base_forward_with(ids, weight, {}); }
+  /// The lookup in W, then the active token rows put in where ids hit them: O(ids · dim) instead
+  /// of PEFT's copy of the whole table (same values and row gradients). With max_norm,
+  /// scale_grad_by_freq, sparse or a token row at padding_idx, PEFT's way (they act per table row).
+  torch::Tensor token_forward(const torch::Tensor& ids, const std::string& name) override;
   torch::Tensor base_forward_with(const torch::Tensor& ids, const torch::Tensor& w, const torch::Tensor& b) override;
   torch::Tensor& base_weight() override { return weight; }
   torch::Tensor& base_bias() override { return no_bias_; }

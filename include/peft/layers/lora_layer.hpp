@@ -142,6 +142,11 @@ class LoraLayer : public BaseLayer {
   /// The weight the layer computes with under adapter `name`: the stored weight, with `name`'s
   /// token rows when it has tokens ("__base__": the stored weight).
   torch::Tensor weight_for(const std::string& name);
+  /// The frozen forward under adapter `name`'s token rows: base_forward_with(x, weight_for(name)),
+  /// which copies the whole weight; a layer may compute the same without that copy.
+  virtual torch::Tensor token_forward(const torch::Tensor& x, const std::string& name) {
+    return base_forward_with(x, weight_for(name), base_bias());
+  }
   bool disabled() const { return disabled_; }
   /// While non-empty, forward() runs forward_mixed_batch with these per-row adapter names
   /// (set by LoraModel::mixed_batch for the duration of a call).
