@@ -173,6 +173,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   /// transformers' _init_weights: Linear and Embedding weights N(0, initializer_range), biases 0,
   /// RMSNorm weights 1. `gen`: a seeded CPU generator, or the global RNG.
   void init_weights(c10::optional<at::Generator> gen = c10::nullopt) {
+    if (skip_init_active()) return;  // built to be loaded (layers/skip_init.hpp)
     torch::NoGradGuard no_grad;
     for (auto& p : named_parameters()) {
       const auto& key = p.key();
