@@ -72,7 +72,8 @@ using CheckpointRename = std::function<std::string(const std::string&)>;
 /// else through a scratch buffer of at most 32 MiB (a whole tensor for non-contiguous
 /// destinations) and cast/copied (other dtypes, CUDA). Shards are closed as they are consumed.
 /// A read error then (EIO, a file truncated meanwhile) is a SerializationError naming the file
-/// and the tensor; the tensors loaded before it keep their new values.
+/// and the tensor, and so is a BOOL byte other than 0/1 (checked as it is read); the tensors
+/// loaded before it keep their new values.
 CheckpointReport load_checkpoint(torch::nn::Module& model, const std::filesystem::path& path, bool strict = true,
                                  const CheckpointRename& rename = {});
 
