@@ -126,7 +126,6 @@ struct Planned {
   std::size_t shard;
   const SafetensorsEntry* entry;
   c10::ScalarType file_dtype;
-  std::string key;
   torch::Tensor destination;
 };
 
@@ -268,7 +267,7 @@ CheckpointReport load_checkpoint(torch::nn::Module& model, const fs::path& path,
                                  std::string(c10::toString(dst.scalar_type())) +
                                  " (floating-point values do not load into integer or bool tensors)");
       seen.insert(key);
-      plan.push_back(Planned{i, &e, file_dtype, key, dst});
+      plan.push_back(Planned{i, &e, file_dtype, dst});
     }
   }
   for (const auto& [key, t] : targets)

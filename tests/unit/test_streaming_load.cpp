@@ -256,6 +256,7 @@ SEEDED_TEST(StreamingLoad, TwoShardsAndARenameLoadAsTheOldCopyAndNonStrictReport
 SEEDED_TEST(StreamingLoad, HugeClaimsAndRangesPastTheEndAreRejectedBeforeAnyAllocation) {
   const auto dir = peft_test::scratch_dir("stream_bad");
   auto* counter = peft::testing::CpuMemoryCounter::install();
+  ASSERT_NE(counter, nullptr);
   // A model whose one weight really is [4096, 4096] fp32 (64 MiB, never touched).
   struct Wide : torch::nn::Module {
     Wide() {
@@ -283,14 +284,12 @@ SEEDED_TEST(StreamingLoad, HugeClaimsAndRangesPastTheEndAreRejectedBeforeAnyAllo
   for (const auto& c : cases) {
     const auto path = dir / (std::string(c.name) + ".safetensors");
     write_bytes(path, c.bytes);
-    if (counter) counter->reset_peak();
-    const auto live = counter ? counter->live_bytes() : 0;
+    counter->reset_peak();
+    const auto live = counter->live_bytes();
     const std::string e = error_of([&] { peft::load_checkpoint(model, path); });
     EXPECT_NE(e.find(path.string()), std::string::npos) << e;
     EXPECT_NE(e.find(c.says), std::string::npos) << c.name << ": " << e;
-    if (counter) {
-      EXPECT_LT(counter->peak_bytes() - live, 1 << 20) << c.name << " allocated tensor memory";
-    }
+    EXPECT_LT(counter->peak_bytes() - live, 1 << 20) << c.name << " allocated tensor memory";
   }
 }
 
