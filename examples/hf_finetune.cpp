@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   const int64_t steps = argc > 4 ? std::stoll(argv[4]) : 40, batch = 8, seq_len = 64;
   try {
     torch::manual_seed(0);
-    auto model = peft::models::load_causal_lm(model_path);  // fp32, CPU
+    auto model = peft::models::load_causal_lm(model_path, torch::kCPU, torch::kFloat32);  // fp32, CPU
     auto tokenizer = peft::text::load_tokenizer(model_path.rfind("builtin:", 0) == 0 ? fs::path() : fs::path(model_path));
     std::cout << "model " << model_path << " (" << model->model_type() << ", vocab " << model->vocab_size()
               << "), tokenizer " << tokenizer->kind() << "\n";

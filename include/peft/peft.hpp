@@ -45,6 +45,7 @@
 #include "peft/layers/lora_layer.hpp"
 #include "peft/layers/lora_math.hpp"
 #include "peft/layers/modules_to_save.hpp"
+#include "peft/layers/skip_init.hpp"
 #include "peft/layers/trainable_tokens.hpp"
 #include "peft/targeting/matching.hpp"
 #include "peft/targeting/patterns.hpp"

@@ -197,24 +197,50 @@ std::size_t safetensors_dtype_size(const std::string& dtype) {
   return d ? d->size : 0;
 }
 
-SafetensorsHeader parse_safetensors_header(const char* base, std::size_t size,
-                                           const std::string& src) {
-  if (size < 8)
-    fail(src, "file is " + std::to_string(size) +
+std::uint64_t safetensors_header_length(const char* first_bytes, std::uint64_t file_size,
+                                        const std::string& src) {
+  if (file_size < 8)
+    fail(src, "file is " + std::to_string(file_size) +
                   " bytes, shorter than the 8-byte header length");
   std::uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i)
-    header_len = (header_len << 8) | static_cast<unsigned char>(base[static_cast<std::size_t>(i)]);
+    header_len = (header_len << 8) | static_cast<unsigned char>(first_bytes[static_cast<std::size_t>(i)]);
   if (header_len > kMaxHeaderBytes)
     fail(src, "header length " + std::to_string(header_len) + " exceeds the limit of " +
                   std::to_string(kMaxHeaderBytes) + " bytes");
-  const std::uint64_t rest = size - 8;
+  const std::uint64_t rest = file_size - 8;
   if (header_len > rest)
     fail(src, "header length " + std::to_string(header_len) + " is larger than the " +
                   std::to_string(rest) + " bytes that follow it");
-  const std::string header_text(base + 8, static_cast<std::size_t>(header_len));
-  const std::uint64_t data_size = rest - header_len;
+  return header_len;
+}
+
+void check_safetensors_bool_data(const SafetensorsEntry& entry, const char* data, std::uint64_t first_element,
+                                 std::uint64_t count, const std::string& src) {
+  if (entry.dtype != "BOOL") return;
+  for (std::uint64_t i = 0; i < count; ++i)
+    if (static_cast<unsigned char>(data[i]) > 1)
+      fail(src, "tensor " + in_quotes(entry.name) + " (BOOL) holds byte " +
+                    std::to_string(static_cast<unsigned char>(data[i])) + " at element " +
+                    std::to_string(first_element + i) + "; only 0 and 1 are valid");
+}
+
+SafetensorsHeader parse_safetensors_header(const char* base, std::size_t size,
+                                           const std::string& src) {
+  const std::uint64_t header_len = safetensors_header_length(base, size, src);
+  const std::uint64_t data_size = size - 8 - header_len;
+  SafetensorsHeader out = parse_safetensors_header_text(base + 8, static_cast<std::size_t>(header_len), data_size, src);
   const char* data = base + 8 + header_len;
+  for (const auto& s : out.entries) check_safetensors_bool_data(s, data + s.begin, 0, s.end - s.begin, src);
+  return out;
+}
+
+SafetensorsHeader parse_safetensors_header_text(const char* text, std::size_t header_len, std::uint64_t data_size,
+                                                const std::string& src) {
+  if (header_len > kMaxHeaderBytes)
+    fail(src, "header length " + std::to_string(header_len) + " exceeds the limit of " +
+                  std::to_string(kMaxHeaderBytes) + " bytes");
+  const std::string header_text(text, header_len);
 
   // nlohmann's lexer takes a NUL byte for the end of the input, which would let anything after
   // "{...}\0" through; a JSON text can only hold one as a (rejected) raw control character.
@@ -265,15 +291,6 @@ SafetensorsHeader parse_safetensors_header(const char* base, std::size_t size,
     if (!furthest || s->end > furthest->end) furthest = s;
   }
 
-  for (const auto& s : specs) {
-    if (s.dtype != "BOOL") continue;
-    const char* from = data + s.begin;
-    for (std::uint64_t i = 0; i < s.end - s.begin; ++i)
-      if (static_cast<unsigned char>(from[i]) > 1)
-        fail(src, "tensor " + in_quotes(s.name) + " (BOOL) holds byte " +
-                      std::to_string(static_cast<unsigned char>(from[i])) + " at element " +
-                      std::to_string(i) + "; only 0 and 1 are valid");
-  }
   SafetensorsHeader out;
   out.entries = std::move(specs);
   out.metadata = std::move(metadata);

@@ -1,5 +1,5 @@
-// Hugging Face checkpoints (io/hf_checkpoint.hpp): resolving the shard files, reading them and
-// loading them into a module tree by parameter name.
+// Hugging Face checkpoints (io/hf_checkpoint.hpp): resolving the shard files and reading them
+// whole (peft-merge). The streaming load_checkpoint is in io/checkpoint_loader.cpp.
 
 #include "peft/io/hf_checkpoint.hpp"
 
@@ -10,6 +10,7 @@
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
+#include "peft/io/detail/checkpoint_files.hpp"
 
 namespace peft {
 namespace {
@@ -68,69 +69,37 @@ HfCheckpointFiles resolve_hf_checkpoint(const fs::path& path) {
   return files;
 }
 
-HfCheckpoint open_hf_checkpoint(const fs::path& path) {
-  HfCheckpoint cp;
-  cp.files = resolve_hf_checkpoint(path);
-  for (const auto& f : cp.files.shards) cp.shards.push_back(load_safetensors(f));
-  const JsonValue* map = cp.files.weight_map();
-  if (!map) return cp;
+void detail::check_index_agrees(const HfCheckpointFiles& files,
+                                const std::vector<std::vector<std::string>>& tensor_names) {
+  const JsonValue* map = files.weight_map();
+  if (!map) return;
   // The index and the shards must agree, or a reader (and peft-merge's output index) would lie.
-  const std::string index = cp.files.index_path.string();
+  const std::string index = files.index_path.string();
   std::set<std::string> in_files;
-  for (std::size_t i = 0; i < cp.shards.size(); ++i)
-    for (const auto& kv : cp.shards[i].tensors) {
-      const JsonValue* where = map->find(kv.first);
-      if (!where || where->as_string() != cp.files.shard_names[i])
-        throw SerializationError(index + ": " + ticked(kv.first) + " is in " + cp.files.shard_names[i] +
+  for (std::size_t i = 0; i < tensor_names.size(); ++i)
+    for (const auto& name : tensor_names[i]) {
+      const JsonValue* where = map->find(name);
+      if (!where || where->as_string() != files.shard_names[i])
+        throw SerializationError(index + ": " + ticked(name) + " is in " + files.shard_names[i] +
                                  " but the weight_map says otherwise");
-      in_files.insert(kv.first);
+      in_files.insert(name);
     }
   for (const auto& kv : map->as_object())
     if (!in_files.count(kv.first))
       throw SerializationError(index + ": " + ticked(kv.first) + " is listed but not in " + kv.second.as_string());
-  return cp;
 }
 
-CheckpointReport load_checkpoint(torch::nn::Module& model, const fs::path& path, bool strict,
-                                 const CheckpointRename& rename) {
-  const HfCheckpoint cp = open_hf_checkpoint(path);
-  std::map<std::string, torch::Tensor> targets;
-  for (const auto& p : model.named_parameters()) targets[p.key()] = p.value();
-  for (const auto& b : model.named_buffers()) targets[b.key()] = b.value();
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;  // (destination, source)
-  std::set<std::string> seen;
-  CheckpointReport report;
-  for (std::size_t i = 0; i < cp.shards.size(); ++i) {
-    const std::string f = cp.files.shards[i].string();
-    for (const auto& [file_key, t] : cp.shards[i].tensors) {
-      const std::string key = rename ? rename(file_key) : file_key;
-      if (key.empty()) continue;
-      if (seen.count(key))
-        throw SerializationError(f + ": `" + file_key + "` and another tensor both load into `" + key + "`");
-      auto it = targets.find(key);
-      if (it == targets.end()) {
-        report.unexpected.push_back(file_key);
-        continue;
-      }
-      if (it->second.sizes() != t.sizes())
-        throw SerializationError(f + ": `" + key + "` has shape " + detail::shape_string(t.sizes()) +
-                                 ", the model needs " + detail::shape_string(it->second.sizes()));
-      seen.insert(key);
-      copies.emplace_back(it->second, t);
-    }
+HfCheckpoint open_hf_checkpoint(const fs::path& path) {
+  HfCheckpoint cp;
+  cp.files = resolve_hf_checkpoint(path);
+  for (const auto& f : cp.files.shards) cp.shards.push_back(load_safetensors(f));
+  std::vector<std::vector<std::string>> names;
+  for (const auto& shard : cp.shards) {
+    names.emplace_back();
+    for (const auto& kv : shard.tensors) names.back().push_back(kv.first);
   }
-  for (const auto& [key, t] : targets)
-    if (!seen.count(key)) report.missing.push_back(key);
-  if (strict && (!report.missing.empty() || !report.unexpected.empty())) {
-    std::string msg = path.string() + ": checkpoint does not match the model.";
-    auto list = [](const std::vector<std::string>& keys) { return " " + detail::abbreviated_list(keys, 8, " ") + "."; };
-    if (!report.missing.empty()) msg += " Missing:" + list(report.missing);
-    if (!report.unexpected.empty()) msg += " Unexpected:" + list(report.unexpected);
-    throw SerializationError(msg + " (pass strict=false to load the rest)");
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [dst, src] : copies) dst.copy_(src);
-  return report;
+  detail::check_index_agrees(cp.files, names);
+  return cp;
 }
 
 }  // namespace peft

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "peft/detail/strings.hpp"
+#include "peft/layers/skip_init.hpp"
 #include "peft/error.hpp"
 #include "peft/variants/dora_conv.hpp"
 #include "peft/variants/plain_lora.hpp"
@@ -93,12 +94,12 @@ void ConvNdImpl<D, Derived>::reset() {
                                  "use explicit padding or stride 1");
   std::vector<std::int64_t> sizes{options.out_channels(), options.in_channels() / options.groups()};
   for (const auto k : *options.kernel_size()) sizes.push_back(k);
-  weight = register_parameter("weight", torch::empty(sizes));
+  weight = register_parameter("weight", detail::new_base_parameter_tensor(sizes));
   if (options.bias())
-    bias = register_parameter("bias", torch::empty({options.out_channels()}));
+    bias = register_parameter("bias", detail::new_base_parameter_tensor({options.out_channels()}));
   else
     bias = register_parameter("bias", {}, /*requires_grad=*/false);
-  reset_parameters();
+  if (!skip_init_active()) reset_parameters();
 }
 
 template <std::size_t D, class Derived>

@@ -7,6 +7,7 @@
 
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
+#include "peft/layers/skip_init.hpp"
 #include "peft/variants/dora_embedding.hpp"
 #include "peft/variants/plain_lora.hpp"
 
@@ -50,8 +51,8 @@ void EmbeddingImpl::reset() {
     options._weight(torch::Tensor());
     return;
   }
-  weight = register_parameter("weight", torch::empty({num, options.embedding_dim()}));
-  reset_parameters();
+  weight = register_parameter("weight", detail::new_base_parameter_tensor({num, options.embedding_dim()}));
+  if (!skip_init_active()) reset_parameters();
 }
 
 void EmbeddingImpl::reset_parameters() {

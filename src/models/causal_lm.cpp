@@ -13,6 +13,7 @@
 #include "peft/format/atomic_file.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/layers/skip_init.hpp"
 #include "peft/format/json_value.hpp"
 #include "peft/models/gpt2.hpp"
 #include "peft/models/llama.hpp"
@@ -82,6 +83,27 @@ CheckpointRename checkpoint_rename(CausalLMImpl& model) {
   };
 }
 
+/// config.json's `dtype` (transformers 5) or `torch_dtype` (transformers 4); float32 when both are
+/// absent or null.
+torch::Dtype config_dtype(const JsonValue& config, const std::string& source) {
+  for (const char* field : {"dtype", "torch_dtype"}) {
+    const JsonValue* v = config.is_object() ? config.find(field) : nullptr;
+    if (!v || v->is_null()) continue;
+    if (v->is_string()) {
+      std::string name = v->as_string();
+      if (starts_with(name, "torch.")) name = name.substr(6);
+      if (name == "float32" || name == "float") return torch::kFloat32;
+      if (name == "bfloat16") return torch::kBFloat16;
+      if (name == "float16" || name == "half") return torch::kFloat16;
+      if (name == "float64" || name == "double") return torch::kFloat64;
+    }
+    throw ModelConfigError("config", field, v->dump(), "not a dtype the reference models load in",
+                           "float32, bfloat16, float16 or float64; or pass a dtype to load_causal_lm")
+        .located(source);
+  }
+  return torch::kFloat32;
+}
+
 std::string strip_builtin(const std::string& name) {
   return starts_with(name, "builtin:") ? name.substr(8) : name;
 }
@@ -126,22 +148,32 @@ CausalLM make_builtin(const std::string& name, uint64_t seed) {
                            "use builtin:tiny-gpt2 or builtin:tiny-llama, or an HF checkpoint directory");
 }
 
-CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device, torch::Dtype dtype) {
+CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device, std::optional<torch::Dtype> dtype) {
   namespace fs = std::filesystem;
-  CausalLM model;
   if (starts_with(dir_or_builtin, "builtin:")) {
-    model = make_builtin(dir_or_builtin, 0);
-  } else {
-    const fs::path dir(dir_or_builtin);
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec))
-      throw SerializationError(dir_or_builtin + ": not a directory (an HF checkpoint directory with config.json, "
-                               "or builtin:tiny-gpt2 / builtin:tiny-llama)");
-    const auto config_path = dir / "config.json";
-    model = build(JsonValue::parse(read_text_file(config_path)), config_path.string());
-    load_checkpoint(*model, dir, /*strict=*/true, checkpoint_rename(*model));
+    CausalLM model = make_builtin(dir_or_builtin, 0);
+    if (dtype)
+      model->to(device, *dtype);
+    else
+      model->to(device);
+    return model;
   }
-  model->to(device, dtype);
+  const fs::path dir(dir_or_builtin);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw SerializationError(dir_or_builtin + ": not a directory (an HF checkpoint directory with config.json, "
+                             "or builtin:tiny-gpt2 / builtin:tiny-llama)");
+  const auto config_path = dir / "config.json";
+  const JsonValue config = JsonValue::parse(read_text_file(config_path));
+  const torch::Dtype target = dtype ? *dtype : config_dtype(config, config_path.string());
+  CausalLM model;
+  {
+    // Weights created uninitialised in place (no RNG draw, no memory committed until loaded).
+    SkipInitScope skip_init(target, device);
+    model = build(config, config_path.string());
+  }
+  model->to(device, target);  // what the scope does not reach (norm weights): tiny; a no-op for the rest
+  load_checkpoint(*model, dir, /*strict=*/true, checkpoint_rename(*model));
   return model;
 }
 

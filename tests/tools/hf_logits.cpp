@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
                    "       peft_hf_logits --save-builtin NAME DIR\n";
       return 2;
     }
-    auto model = peft::models::load_causal_lm(argv[1]);
+    auto model = peft::models::load_causal_lm(argv[1], torch::kCPU, torch::kFloat32);
     model->eval();
     auto file = peft::load_safetensors(argv[2]);
     const torch::Tensor* ids = file.find("input_ids");

@@ -128,7 +128,9 @@ SEEDED_TEST(ModelsCheckpoint, HfDirectoryLoadsWithTheRightKeysAndValues) {
     "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
     "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "rope_scaling": null, "tie_word_embeddings": false,
     "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16", "transformers_version": "4.46.0"})");
-  auto m = load_causal_lm(dir.string());
+  // Without a dtype the config's torch_dtype applies (test_streaming_load.cpp); here float32.
+  EXPECT_EQ(load_causal_lm(dir.string())->parameters()[0].scalar_type(), torch::kBFloat16);
+  auto m = load_causal_lm(dir.string(), torch::kCPU, torch::kFloat32);
   EXPECT_EQ(m->model_type(), "llama");
   EXPECT_EQ(param_names(*m), hf_llama_keys(2, false));
   expect_params_equal(*m, tensors);

@@ -5,8 +5,8 @@
 /// peft-merge) with one path-safety policy: shard names are plain file names in the checkpoint
 /// directory (not empty, no '/', no "..", not absolute), and index and shards must agree.
 ///
-/// load_checkpoint copies a checkpoint into a module tree by parameter name. Every shape is
-/// checked before any value is copied, so a checkpoint for another architecture changes nothing.
+/// load_checkpoint streams a checkpoint into a module tree by parameter name: headers first, the
+/// whole plan checked, then the data tensor by tensor (no shard is mapped or held whole).
 
 #include <torch/nn/module.h>
 
@@ -60,8 +60,20 @@ using CheckpointRename = std::function<std::string(const std::string&)>;
 
 /// Copy the checkpoint's tensors into `model`'s parameters and buffers (values are cast to the
 /// model's dtype and device). strict: missing or unexpected keys are a SerializationError listing
-/// them; otherwise they are returned. Shape mismatches are always errors. `rename` (optional) is
-/// applied to every checkpoint key first; two keys landing on one model key are an error.
+/// them; otherwise they are returned. Shape mismatches are always errors, and so is a
+/// floating-point tensor for an integer/bool one. `rename` (optional) is applied to every
+/// checkpoint key first; two keys landing on one model key are an error.
+///
+/// Streaming: only the safetensors headers are read first (each length checked against its
+/// file's size before it is allocated, every entry validated, index and shards agreeing), and
+/// every check above runs before any tensor data is read, so a bad or mismatched checkpoint
+/// leaves the model unchanged and allocates nothing. Then each tensor is read with pread straight
+/// into its parameter when that is a contiguous CPU tensor of the file's dtype (no extra memory),
+/// else through a scratch buffer of at most 32 MiB (a whole tensor for non-contiguous
+/// destinations) and cast/copied (other dtypes, CUDA). Shards are closed as they are consumed.
+/// A read error then (EIO, a file truncated meanwhile) is a SerializationError naming the file
+/// and the tensor, and so is a BOOL byte other than 0/1 (checked as it is read); the tensors
+/// loaded before it keep their new values.
 CheckpointReport load_checkpoint(torch::nn::Module& model, const std::filesystem::path& path, bool strict = true,
                                  const CheckpointRename& rename = {});
 

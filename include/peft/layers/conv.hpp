@@ -56,7 +56,8 @@ class ConvNdImpl : public LoraLayer {
     return std::make_shared<Derived>(same, stock.weight, stock.bias);
   }
 
-  /// (Re)creates weight and bias and initialises them like torch's convolution.
+  /// (Re)creates weight and bias and initialises them like torch's convolution (in a
+  /// SkipInitScope: uninitialised, in the scope's dtype and device, no RNG draw).
   void reset();
   /// kaiming_uniform_(weight, a = sqrt(5)); bias ~ U(±1/sqrt(fan_in)).
   void reset_parameters();

@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "peft/layers/lora_layer.hpp"
+#include "peft/layers/skip_init.hpp"
 
 namespace peft {
 
@@ -22,10 +23,12 @@ class Conv1DImpl : public LoraLayer {
     bias = register_parameter("bias", bias_, bias_.requires_grad());
   }
 
-  /// weight ~ N(0, 0.02), bias = 0, as transformers initialises it.
+  /// weight ~ N(0, 0.02), bias = 0, as transformers initialises it (in a SkipInitScope:
+  /// uninitialised, in the scope's dtype and device, no RNG draw).
   void reset() {
-    weight = register_parameter("weight", torch::empty({nx, nf}));
-    bias = register_parameter("bias", torch::zeros({nf}));
+    weight = register_parameter("weight", detail::new_base_parameter_tensor({nx, nf}));
+    bias = register_parameter("bias", new_filled_parameter_tensor({nf}, 0.0));
+    if (skip_init_active()) return;
     torch::NoGradGuard no_grad;
     weight.normal_(0.0, 0.02);
   }

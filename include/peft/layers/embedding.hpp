@@ -39,7 +39,8 @@ class EmbeddingImpl : public LoraLayer {
     return std::make_shared<EmbeddingImpl>(stock.options, stock.weight);
   }
 
-  /// (Re)creates the weight and initialises it like torch::nn::Embedding (or adopts options._weight).
+  /// (Re)creates the weight and initialises it like torch::nn::Embedding (or adopts options._weight;
+  /// in a SkipInitScope: uninitialised, in the scope's dtype and device, no RNG draw).
   void reset();
   /// weight ~ N(0, 1), the padding_idx row set to 0.
   void reset_parameters();

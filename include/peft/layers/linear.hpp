@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "peft/layers/lora_layer.hpp"
+#include "peft/layers/skip_init.hpp"
 
 namespace peft {
 
@@ -36,14 +37,16 @@ class LinearImpl : public LoraLayer {
     return std::make_shared<LinearImpl>(stock.options, stock.weight, stock.bias);
   }
 
-  /// (Re)creates weight and bias and initialises them like torch::nn::Linear.
+  /// (Re)creates weight and bias and initialises them like torch::nn::Linear (in a
+  /// SkipInitScope: uninitialised, in the scope's dtype and device, no RNG draw).
   void reset() {
-    weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+    weight = register_parameter("weight",
+                                detail::new_base_parameter_tensor({options.out_features(), options.in_features()}));
     if (options.bias())
-      bias = register_parameter("bias", torch::empty(options.out_features()));
+      bias = register_parameter("bias", detail::new_base_parameter_tensor({options.out_features()}));
     else
       bias = register_parameter("bias", {}, /*requires_grad=*/false);
-    reset_parameters();
+    if (!skip_init_active()) reset_parameters();
   }
   void reset_parameters() {
     torch::NoGradGuard no_grad;

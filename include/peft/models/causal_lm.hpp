@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,10 +76,13 @@ CausalLM make_builtin(const std::string& name, uint64_t seed = 0);
 /// gpt2 files: `h.0.attn.c_attn.weight`) are accepted, GPT-2's old `attn.bias`/`attn.masked_bias`
 /// buffers and `rotary_emb.inv_freq` are skipped, a tied lm_head.weight is ignored; any other
 /// missing or unexpected key or any shape mismatch is a SerializationError (ModelConfigError for
-/// config.json). The model is returned on `device` in `dtype` (the file's torch_dtype is not
-/// applied) in training mode, all parameters trainable.
+/// config.json). The model is returned on `device` in `dtype` — default: config.json's `dtype`
+/// (transformers 5) or `torch_dtype` (4.x), float32 when absent; builtins: float32 — in training
+/// mode, all parameters trainable. A directory is built uninitialised in the target dtype on the
+/// device (layers/skip_init.hpp) and streamed in by load_checkpoint: peak memory is about the
+/// model plus one 32 MiB chunk (CPU), nothing is drawn from the RNG.
 CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device = torch::kCPU,
-                        torch::Dtype dtype = torch::kFloat32);
+                        std::optional<torch::Dtype> dtype = std::nullopt);
 
 /// Write config.json + model.safetensors (metadata format=pt) into `dir` (created), each file
 /// atomically: the base weights of checkpoint_keys() in the model's dtype (unmerged LoRA adapters

@@ -164,6 +164,7 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
   /// every c_proj weight N(0, initializer_range / sqrt(2 n_layer)). `gen`: a seeded CPU
   /// generator (the parameters must be on the CPU then), or the global RNG.
   void init_weights(c10::optional<at::Generator> gen = c10::nullopt) {
+    if (skip_init_active()) return;  // built to be loaded (layers/skip_init.hpp)
     torch::NoGradGuard no_grad;
     const double std_ = config.initializer_range;
     const double proj_std = std_ / std::sqrt(2.0 * static_cast<double>(config.n_layer));

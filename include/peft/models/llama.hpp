@@ -30,6 +30,7 @@
 #include "peft/error.hpp"
 #include "peft/layers/embedding.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/layers/skip_init.hpp"
 #include "peft/models/causal_lm.hpp"
 #include "peft/models/checkpointing.hpp"
 #include "peft/models/decoder_ops.hpp"
@@ -44,7 +45,8 @@ class LlamaRMSNormImpl : public torch::nn::Module {
  public:
   LlamaRMSNormImpl(std::int64_t hidden_size, double epsilon, bool unit_offset_ = false)
       : eps(epsilon), unit_offset(unit_offset_) {
-    weight = register_parameter("weight", unit_offset ? torch::zeros({hidden_size}) : torch::ones({hidden_size}));
+    // Under a SkipInitScope: uninitialised, in the scope's dtype and device (to be loaded).
+    weight = register_parameter("weight", new_filled_parameter_tensor({hidden_size}, unit_offset ? 0.0 : 1.0));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (!unit_offset) return rms_norm(x, weight, eps);
@@ -245,6 +247,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   /// transformers' _init_weights: Linear and Embedding weights N(0, initializer_range), biases 0,
   /// RMSNorm weights 1 (Gemma's (1 + w) norms: 0). `gen`: a seeded CPU generator, or the global RNG.
   void init_weights(c10::optional<at::Generator> gen = c10::nullopt) {
+    if (skip_init_active()) return;  // built to be loaded (layers/skip_init.hpp)
     torch::NoGradGuard no_grad;
     for (auto& p : named_parameters()) {
       const auto& key = p.key();
