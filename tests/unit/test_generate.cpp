@@ -69,13 +69,19 @@ torch::Tensor expected(const fs::path& dir, const std::string& key) {
   return *t;
 }
 
-/// Two LoRA adapters "a" and "b" (all-linear defaults of the model type) with random B factors.
+/// Two LoRA adapters "a" and "b" with random B factors: the model type's default targets, for
+/// GPT-2 also its MLP and its position embedding `wpe` (whose ids are the position ids: one row
+/// per sequence is what a mixed batch needs).
 peft::LoraModel two_adapters(const CausalLM& m) {
   peft::LoraModelOptions opts;
   opts.plan.model_type = m->model_type();
   peft::LoraConfig c;
   c.r = 4;
   c.lora_alpha = 8;
+  if (m->model_type() == "gpt2") {
+    c.target_modules = peft::ModuleSpec(std::vector<std::string>{"c_attn", "c_fc", "wpe"});
+    c.fan_in_fan_out = true;
+  }
   auto pm = peft::get_peft_model(m, c, "a", opts);
   pm.add_adapter("b", c);
   peft_test::randomise_lora_B(pm);
