@@ -58,10 +58,11 @@ CausalLM build(const JsonValue& config, const std::string& source) {
   const JsonValue* type = config.is_object() ? config.find("model_type") : nullptr;
   const std::string t = type && type->is_string() ? type->as_string() : "";
   if (t == "gpt2") return std::make_shared<GPT2LMHeadModelImpl>(gpt2_config_from_json(config, source));
-  if (t == "llama") return std::make_shared<LlamaForCausalLMImpl>(llama_config_from_json(config, source));
+  for (const auto& family : llama_family_model_types())
+    if (t == family) return std::make_shared<LlamaForCausalLMImpl>(llama_config_from_json(config, source));
   throw ModelConfigError("config", "model_type", type ? type->dump() : "",
                          type ? "unsupported architecture" : "missing from config.json",
-                         "the reference models are \"gpt2\" (GPT2LMHeadModel) and \"llama\" (LlamaForCausalLM)",
+                         "the reference models are gpt2, llama, mistral, qwen2, qwen3, gemma and phi3",
                          type ? ConfigError::Kind::NotImplemented : ConfigError::Kind::WrongType)
       .located(source);
 }

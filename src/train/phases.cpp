@@ -167,6 +167,7 @@ BaseModel build_model(const TrainingRun& run, const std::string& source) {
   else base.tokenizer = text::load_tokenizer(cfg.base_model);
   torch::manual_seed(static_cast<std::int64_t>(t.seed));
   base.model = models::load_causal_lm(source, run.device, run.dtype);
+  base.model->set_gradient_checkpointing(t.gradient_checkpointing);
   const std::int64_t positions = base.model->max_positions();
   if (t.seq_len > positions)
     throw TrainConfigError(run.config_name, "training.seq_len", std::to_string(t.seq_len),

@@ -29,7 +29,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"training",
        {"steps", "batch_size", "seq_len", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay",
         "grad_accum", "max_grad_norm", "seed", "device", "dtype", "threads", "eval_every", "eval_batches", "save_every",
-        "keep_checkpoints", "log_every"}},
+        "keep_checkpoints", "log_every", "gradient_checkpointing"}},
       {"pretrain", {"file", "steps", "batch_size", "lr", "warmup_steps", "save_dir"}},
   };
   return keys;
@@ -188,6 +188,7 @@ void read_training(const Reader& r, const YAML::Node& node, TrainingConfig& t) {
     else if (k == "save_every") t.save_every = r.integer(v, key, 0, "0 = no periodic checkpoints");
     else if (k == "keep_checkpoints") t.keep_checkpoints = r.integer(v, key, 1, "how many of the newest checkpoints to keep");
     else if (k == "log_every") t.log_every = r.integer(v, key, 1, "steps between metrics lines, e.g. 10");
+    else if (k == "gradient_checkpointing") t.gradient_checkpointing = r.boolean(v, key);
   });
 }
 

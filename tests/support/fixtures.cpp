@@ -36,6 +36,12 @@ std::vector<std::filesystem::path> fixture_roots() {
   return out;
 }
 
+std::filesystem::path hf_models_dir() {
+  const char* env = std::getenv("PEFT_HF_MODELS");
+  if (env && *env) return env;
+  return fixtures_root() / "hf_models";
+}
+
 std::filesystem::path scratch_dir(const std::string& name) {
   const char* base = std::getenv("PEFT_TEST_TMP");
   auto dir = std::filesystem::path(base ? base : std::filesystem::temp_directory_path().string()) /

@@ -18,6 +18,10 @@ std::filesystem::path fixtures_dir();
 /// folders, or the root itself when it is one suite's folder.
 std::vector<std::filesystem::path> fixture_roots();
 
+/// The Hugging Face model-family cases (one directory per family with base/, adapter/,
+/// expected.safetensors, case.json): $PEFT_HF_MODELS, else hf_models/ under the fixtures root.
+std::filesystem::path hf_models_dir();
+
 /// A fresh, empty directory under $PEFT_TEST_TMP (set by ctest) or the system temp directory.
 std::filesystem::path scratch_dir(const std::string& name);
 

@@ -12,7 +12,8 @@
 ///   opts.plan.input_embeddings = "wte";             // GPT-2: the list form of trainable_token_indices
 ///   auto pm = peft::get_peft_model(model, cfg, "default", opts);
 ///
-/// Architectures: models/gpt2.hpp (GPT2LMHeadModel), models/llama.hpp (LlamaForCausalLM).
+/// Architectures: models/gpt2.hpp (GPT2LMHeadModel), models/llama.hpp (LlamaForCausalLM and the
+/// Llama-layout families: Mistral, Qwen2, Qwen3, Gemma, Phi-3).
 
 #include <torch/nn/module.h>
 
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "peft/models/forward_args.hpp"
 #include "peft/tuner/embedding_owner.hpp"
 
 namespace peft::models {
@@ -32,7 +34,16 @@ namespace peft::models {
 struct CausalLMImpl : torch::nn::Module, EmbeddingOwner {
   virtual ~CausalLMImpl() = default;
   virtual torch::Tensor forward(const torch::Tensor& input_ids) = 0;
-  virtual std::string model_type() const = 0;   ///< "gpt2" | "llama" (HF config.json model_type)
+  /// The same with an attention mask, position ids and/or a KV cache (models/forward_args.hpp):
+  /// input_ids [B, T] -> logits [B, T, vocab] for the T new positions.
+  virtual torch::Tensor forward(const torch::Tensor& input_ids, const ForwardArgs& args) = 0;
+  /// Gradient checkpointing per decoder block in training (models/checkpointing.hpp): the same
+  /// loss and gradients with only each block's input kept alive. Off by default.
+  virtual void set_gradient_checkpointing(bool on) = 0;
+  virtual bool gradient_checkpointing() const = 0;
+  /// HF config.json model_type: "gpt2", or a Llama-family type ("llama", "mistral", "qwen2",
+  /// "qwen3", "gemma", "phi3").
+  virtual std::string model_type() const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_positions() const = 0;    ///< n_positions / max_position_embeddings
   virtual std::string config_json() const = 0;  ///< HF config.json text for this model (its dtype)

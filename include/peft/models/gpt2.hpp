@@ -24,6 +24,7 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <cmath>
+#include <tuple>
 #include <optional>
 
 #include "peft/error.hpp"
@@ -31,6 +32,7 @@
 #include "peft/layers/embedding.hpp"
 #include "peft/layers/linear.hpp"
 #include "peft/models/causal_lm.hpp"
+#include "peft/models/checkpointing.hpp"
 #include "peft/models/decoder_ops.hpp"
 #include "peft/models/model_config.hpp"
 
@@ -44,14 +46,17 @@ class GPT2AttentionImpl : public torch::nn::Module {
     c_proj = register_module("c_proj", peft::Conv1D(c.n_embd, c.n_embd));
   }
 
-  torch::Tensor forward(const torch::Tensor& x) {
+  /// x [B, T, d]; allowed: attention_allowed() or undefined (plain causal); cache: appended.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed = {}, KVCache* cache = nullptr) {
     const auto B = x.size(0), T = x.size(1), H = config.n_head, D = config.head_dim();
     auto qkv = c_attn(x).split(config.n_embd, -1);  // 3 x [B, T, d]
     auto heads = [&](const torch::Tensor& t) { return t.view({B, T, H, D}).transpose(1, 2); };
     double scale = 1.0;
     if (config.scale_attn_weights) scale /= std::sqrt(static_cast<double>(D));
     if (config.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer_idx + 1);
-    auto out = causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), scale, config.attn_pdrop, is_training());
+    auto k = heads(qkv[1]), v = heads(qkv[2]);
+    if (cache) std::tie(k, v) = cache->append(static_cast<std::size_t>(layer_idx), k, v);
+    auto out = causal_attention(heads(qkv[0]), k, v, scale, config.attn_pdrop, is_training(), allowed);
     out = c_proj(out.transpose(1, 2).reshape({B, T, config.n_embd}));
     return torch::dropout(out, config.resid_pdrop, is_training());
   }
@@ -90,8 +95,8 @@ class GPT2BlockImpl : public torch::nn::Module {
     ln_2 = register_module("ln_2", ln());
     mlp = register_module("mlp", GPT2MLP(c));
   }
-  torch::Tensor forward(torch::Tensor x) {
-    x = x + attn(ln_1(x));
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& allowed = {}, KVCache* cache = nullptr) {
+    x = x + attn->forward(ln_1(x), allowed, cache);
     return x + mlp(ln_2(x));
   }
 
@@ -113,15 +118,30 @@ class GPT2ModelImpl : public torch::nn::Module {
     ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon)));
   }
 
-  torch::Tensor forward(const torch::Tensor& input_ids) {
+  torch::Tensor forward(const torch::Tensor& input_ids, const ForwardArgs& args = {}) {
     const auto T = input_ids.size(1);
-    auto positions = torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(input_ids.device()));
+    const auto past = args.cache ? args.cache->length() : 0;
+    auto positions = args.position_ids.defined() ? args.position_ids.to(input_ids.device(), torch::kInt64)
+                                                 : default_position_ids(past, T, args.attention_mask, input_ids.device());
+    if (args.position_ids.defined() && positions.numel() > 0 && positions.max().item<std::int64_t>() >= config.n_positions)
+      throw Error("GPT2LMHeadModel.forward: position " + std::to_string(positions.max().item<std::int64_t>()) +
+                  " is beyond n_positions = " + std::to_string(config.n_positions));
     auto x = torch::dropout(wte(input_ids) + wpe(positions), config.embd_pdrop, is_training());
-    for (const auto& block : *h) x = block->as<GPT2BlockImpl>()->forward(x);
+    torch::Tensor allowed;
+    if (args.attention_mask.defined() || past > 0)
+      allowed = attention_allowed(past, T, args.attention_mask, 0, input_ids.device());
+    for (const auto& module : *h) {
+      auto* block = module->as<GPT2BlockImpl>();
+      if (gradient_checkpointing && is_training() && !args.cache)
+        x = checkpoint([block, allowed](const torch::Tensor& y) { return block->forward(y, allowed); }, x);
+      else
+        x = block->forward(x, allowed, args.cache);
+    }
     return ln_f(x);
   }
 
   GPT2Config config;
+  bool gradient_checkpointing = false;  ///< set by CausalLMImpl::set_gradient_checkpointing
   peft::Embedding wte{nullptr};  ///< peft layers: LoRA / trainable tokens attach in place
   peft::Embedding wpe{nullptr};
   torch::nn::ModuleList h{nullptr};
@@ -163,18 +183,22 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
     }
   }
 
-  torch::Tensor forward(const torch::Tensor& input_ids) override {
+  torch::Tensor forward(const torch::Tensor& input_ids) override { return forward(input_ids, ForwardArgs{}); }
+  torch::Tensor forward(const torch::Tensor& input_ids, const ForwardArgs& args) override {
     if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
       throw Error("GPT2LMHeadModel.forward: input_ids must be [batch, seq] int64, got " +
                   std::string(input_ids.toString()) + " of " + std::to_string(input_ids.dim()) + " dims");
-    if (input_ids.size(1) > config.n_positions)
-      throw Error("GPT2LMHeadModel.forward: sequence of " + std::to_string(input_ids.size(1)) +
+    const auto past = args.cache ? args.cache->length() : 0;
+    if (past + input_ids.size(1) > config.n_positions)
+      throw Error("GPT2LMHeadModel.forward: sequence of " + std::to_string(past + input_ids.size(1)) +
                   " tokens is longer than n_positions = " + std::to_string(config.n_positions));
-    auto hidden = transformer(input_ids);
+    auto hidden = transformer->forward(input_ids, args);
     // Tied: wte's weight is the head, with its active trainable-token rows (PEFT ties them too).
     return lm_head ? lm_head(hidden) : transformer->wte->tied_output(hidden);
   }
 
+  void set_gradient_checkpointing(bool on) override { transformer->gradient_checkpointing = on; }
+  bool gradient_checkpointing() const override { return transformer->gradient_checkpointing; }
   std::string model_type() const override { return "gpt2"; }
   std::string input_embeddings_key() const override { return "transformer.wte"; }
   std::string output_embeddings_key() const override { return lm_head ? "lm_head" : ""; }
