@@ -256,3 +256,18 @@ SEEDED_TEST(GradientCheckpointing, FreesTheBlockActivationsUntilBackward) {
   auto want = torch::autograd::grad({torch::tanh(torch::matmul(x, w)).sin().sum()}, {w})[0];
   EXPECT_TRUE(peft_test::close(w.grad(), want));
 }
+
+TEST(ModelFamilyConfig, TransformersFiveSpellingsAreRead) {
+  // transformers 5 writes rope_parameters (theta inside), layer_types and dtype.
+  auto c = parse("qwen3", R"("num_hidden_layers": 2, "head_dim": 8, "dtype": "bfloat16",
+      "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+      "sliding_window": 4, "use_sliding_window": true, "layer_types": ["full_attention", "sliding_attention"])");
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.layer_window(0), 0);
+  EXPECT_EQ(c.layer_window(1), 4);
+  auto llama3 = parse("llama", R"("rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+      "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+  EXPECT_EQ(llama3.rope_type, "llama3");
+  EXPECT_EQ(llama3.rope_theta, 5e5);
+  EXPECT_EQ(llama3.rope_factor, 8.0);
+}

@@ -73,6 +73,7 @@ training:
   save_every: 3
   keep_checkpoints: 4
   log_every: 2
+  gradient_checkpointing: true
 lora:
   r: 4
   lora_alpha: 8
@@ -100,6 +101,7 @@ lora:
   EXPECT_EQ(c.training.save_every, 3);
   EXPECT_EQ(c.training.keep_checkpoints, 4);
   EXPECT_EQ(c.training.log_every, 2);
+  EXPECT_TRUE(c.training.gradient_checkpointing);
   EXPECT_EQ(c.lora.r, 4);
   EXPECT_EQ(c.lora.target_modules.names(), (std::vector<std::string>{"q_proj", "v_proj"}));
 }
