@@ -50,7 +50,7 @@ install(FILES
   ${PROJECT_SOURCE_DIR}/cmake/PeftDependencies.cmake
   DESTINATION ${PEFT_INSTALL_CMAKEDIR})
 if(PEFT_BUILD_TOOLS)
-  install(TARGETS peft-inspect peft-merge peft-finetune RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(TARGETS peft-inspect peft-merge peft-finetune peft-generate RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
   install(FILES ${PROJECT_SOURCE_DIR}/examples/train/default.yaml
           DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/examples/train)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/data/corpus DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/data
