@@ -35,6 +35,18 @@ if(_peft_needs_torch)
   endif()
 endif()
 
+# PCRE2 (every component: the config regexes of peft::format/lora and the tokenizers' Split
+# patterns) and utf8proc (peft::text's normalizers), from pkg-config: Debian ships no CMake
+# package for either. The imported targets are GLOBAL so that the installed package's targets
+# (static libraries link them as LINK_ONLY dependencies) find them in any directory.
+peft_find_dependency(PkgConfig REQUIRED)
+if(NOT TARGET PkgConfig::PCRE2)
+  pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET GLOBAL libpcre2-8)
+endif()
+if("text" IN_LIST PEFT_FIND_COMPONENTS AND NOT TARGET PkgConfig::UTF8PROC)
+  pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET GLOBAL libutf8proc)
+endif()
+
 # nlohmann_json is used inside peft's sources only; an installed peft does not need it.
 if(PEFT_BUILDING OR PEFT_BUILD_TREE_PACKAGE)
   peft_find_dependency(nlohmann_json 3.2 REQUIRED)

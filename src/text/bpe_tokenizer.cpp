@@ -235,7 +235,7 @@ bool word_char_at(std::string_view text, std::size_t pos) { return pos < text.si
 bool is_space_byte(unsigned char c) { return c == ' ' || (c >= 0x09 && c <= 0x0D); }
 }  // namespace
 
-std::vector<int64_t> ByteLevelBPETokenizer::encode(std::string_view text) const {
+std::vector<int64_t> ByteLevelBPETokenizer::encode(std::string_view text, bool /*add_special_tokens*/) const {
   const Impl& m = *impl_;
   std::vector<int64_t> ids;
   ids.reserve(text.size() / 3 + 4);
@@ -277,21 +277,27 @@ std::vector<int64_t> ByteLevelBPETokenizer::encode(std::string_view text) const 
   return ids;
 }
 
-std::string ByteLevelBPETokenizer::decode(const std::vector<int64_t>& ids) const {
+std::string ByteLevelBPETokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   const Impl& m = *impl_;
+  auto special = [&](int64_t id) {
+    for (const auto& a : m.added)
+      if (a.id == id) return a.special;
+    return false;
+  };
   std::string out;
   out.reserve(ids.size() * 4);
   for (int64_t id : ids) {
     if (id < 0 || id >= m.vocab_size || m.id_state[static_cast<std::size_t>(id)] == 0)
       throw Error("ByteLevelBPETokenizer::decode: id " + std::to_string(id) +
                   " is not in the vocabulary (size " + std::to_string(m.vocab_size) + ")");
+    if (skip_special_tokens && special(id)) continue;
     out += m.id_bytes[static_cast<std::size_t>(id)];
   }
   return out;
 }
 
 int64_t ByteLevelBPETokenizer::vocab_size() const { return impl_->vocab_size; }
-std::optional<int64_t> ByteLevelBPETokenizer::eos_id() const { return impl_->eos; }
+SpecialTokenIds ByteLevelBPETokenizer::special_token_ids() const { return {std::nullopt, impl_->eos, std::nullopt, std::nullopt}; }
 std::size_t ByteLevelBPETokenizer::num_merges() const { return impl_->merges.size(); }
 int ByteLevelBPETokenizer::missing_byte_tokens() const {
   return static_cast<int>(std::count(impl_->byte_id.begin(), impl_->byte_id.end(), -1));

@@ -96,7 +96,7 @@ std::unique_ptr<ByteLevelBPETokenizer> build(const std::filesystem::path& file,
 
 }  // namespace
 
-std::vector<int64_t> ByteTokenizer::encode(std::string_view text) const {
+std::vector<int64_t> ByteTokenizer::encode(std::string_view text, bool /*add_special_tokens*/) const {
   std::vector<int64_t> ids;
   ids.reserve(text.size());
   for (std::size_t i = 0; i < text.size();) {
@@ -111,12 +111,14 @@ std::vector<int64_t> ByteTokenizer::encode(std::string_view text) const {
   return ids;
 }
 
-std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
+std::string ByteTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   std::string out;
   out.reserve(ids.size());
   for (int64_t id : ids) {
     if (id >= 0 && id < 256) out += static_cast<char>(static_cast<unsigned char>(id));
-    else if (id == kEndOfText) out += kEndOfTextText;
+    else if (id == kEndOfText) {
+      if (!skip_special_tokens) out += kEndOfTextText;
+    }
     else throw Error("ByteTokenizer::decode: id " + std::to_string(id) + " is outside [0, 257)");
   }
   return out;

@@ -58,13 +58,15 @@ class ByteLevelBPETokenizer : public Tokenizer {
   static std::unique_ptr<ByteLevelBPETokenizer> from_vocab_merges(const std::filesystem::path& vocab_json,
                                                                   const std::filesystem::path& merges_txt);
 
-  std::vector<int64_t> encode(std::string_view text) const override;
-  /// Added tokens decode to their content (special ones included), other ids to their bytes.
-  std::string decode(const std::vector<int64_t>& ids) const override;
+  /// add_special_tokens has no effect (GPT-2 has no post-processor that adds tokens).
+  std::vector<int64_t> encode(std::string_view text, bool add_special_tokens = false) const override;
+  /// Added tokens decode to their content (special ones unless skip_special_tokens), other ids
+  /// to their bytes.
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const override;
   /// 1 + the largest id of the vocab and the added tokens.
   int64_t vocab_size() const override;
   /// `<|endoftext|>`, else `</s>`, `<|end_of_text|>`, `<eos>` (added tokens first, then vocab).
-  std::optional<int64_t> eos_id() const override;
+  SpecialTokenIds special_token_ids() const override;
   std::string kind() const override { return "bpe"; }
 
   /// Byte-level spelling of an id ("Ġthe"), or the added token's content; nullopt if unknown.

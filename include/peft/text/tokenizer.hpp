@@ -13,21 +13,33 @@
 
 namespace peft::text {
 
-/// Text <-> token ids. encode never adds BOS/EOS itself (like HF `add_special_tokens=False`);
-/// callers put eos_id() between documents. Implementations are immutable after construction and
-/// safe to call from several threads.
+/// The special token ids a tokenizer knows (tokenizer_config.json's bos/eos/pad/unk_token for an
+/// HF tokenizer); each is nullopt when the tokenizer has none.
+struct SpecialTokenIds {
+  std::optional<int64_t> bos;
+  std::optional<int64_t> eos;
+  std::optional<int64_t> pad;
+  std::optional<int64_t> unk;
+};
+
+/// Text <-> token ids, as HF `tokenizer(text, add_special_tokens=...)` / `tokenizer.decode(ids,
+/// skip_special_tokens=...)`. The defaults (false, false) are what the trainer's raw-text path
+/// uses: callers put eos_id() between documents. Implementations are immutable after
+/// construction and safe to call from several threads.
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  /// Any bytes (invalid UTF-8 included) -> ids in [0, vocab_size()).
-  virtual std::vector<int64_t> encode(std::string_view text) const = 0;
-  /// ids -> bytes; decode(encode(s)) == s for every s whenever the vocabulary covers all 256
-  /// bytes (always for ByteTokenizer and GPT-2). Throws peft::Error on an id out of range.
-  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  /// Any bytes (invalid UTF-8 included) -> ids in [0, vocab_size()). add_special_tokens runs the
+  /// tokenizer's post-processor (e.g. BOS first for Llama); tokenizers without one ignore it.
+  virtual std::vector<int64_t> encode(std::string_view text, bool add_special_tokens = false) const = 0;
+  /// ids -> text; skip_special_tokens drops special tokens. decode(encode(s)) == s whenever the
+  /// tokenizer is lossless on s. Throws peft::Error on an id out of range.
+  virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const = 0;
   virtual int64_t vocab_size() const = 0;
-  /// The end-of-text id (`<|endoftext|>`), if the vocabulary has one.
-  virtual std::optional<int64_t> eos_id() const = 0;
-  /// "byte" or "bpe".
+  virtual SpecialTokenIds special_token_ids() const = 0;
+  /// special_token_ids().eos: the end-of-text id, if the tokenizer has one.
+  std::optional<int64_t> eos_id() const { return special_token_ids().eos; }
+  /// "byte", "bpe" (GPT-2 style byte-level BPE) or "hf" (the general tokenizer.json pipeline).
   virtual std::string kind() const = 0;
 };
 
@@ -36,10 +48,11 @@ class Tokenizer {
 class ByteTokenizer : public Tokenizer {
  public:
   static constexpr int64_t kEndOfText = 256;
-  std::vector<int64_t> encode(std::string_view text) const override;
-  std::string decode(const std::vector<int64_t>& ids) const override;
+  /// add_special_tokens has no effect (no post-processor); skip_special_tokens drops id 256.
+  std::vector<int64_t> encode(std::string_view text, bool add_special_tokens = false) const override;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const override;
   int64_t vocab_size() const override { return 257; }
-  std::optional<int64_t> eos_id() const override { return kEndOfText; }
+  SpecialTokenIds special_token_ids() const override { return {std::nullopt, kEndOfText, std::nullopt, std::nullopt}; }
   std::string kind() const override { return "byte"; }
 };
 
