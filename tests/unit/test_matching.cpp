@@ -107,8 +107,40 @@ TEST(TargetMatching, InvalidRegexIsAConfigErrorNamingTheField) {
   } catch (const peft::ConfigError& e) {
     EXPECT_EQ(e.field(), "target_modules");
   }
-  c.target_modules = "(?<=a)b";
+  c.target_modules = "(?<=a+)b";  // Python: "look-behind requires fixed-width pattern"; PCRE2 agrees
   EXPECT_THROW(peft::TargetMatcher{c}, peft::ConfigError);
+}
+
+// Expected values from CPython's `re` (3.11).
+TEST(TargetMatching, LookbehindAndNamedBackReferencesWorkAsInPython) {
+  EXPECT_EQ(match("model.score_head", R"(.*(?<!lm)_head)"), MatchResult::Match);
+  EXPECT_EQ(match("model.lm_head", R"(.*(?<!lm)_head)"), MatchResult::NoMatch);
+  EXPECT_EQ(match("blk.blk", R"((?P<x>[a-z]+)\.(?P=x))"), MatchResult::Match);
+  EXPECT_EQ(match("blk.mlp", R"((?P<x>[a-z]+)\.(?P=x))"), MatchResult::NoMatch);
+}
+
+TEST(TargetMatching, BackslashZIsTheVeryEndAsInPython) {
+  // re.match(r"a\Z", "a\n") is None while re.match(r"a$", "a\n") matches.
+  EXPECT_FALSE(peft::PythonRegex(R"(a\Z)", "target_modules").match("a\n"));
+  EXPECT_TRUE(peft::PythonRegex(R"(a$)", "target_modules").match("a\n"));
+}
+
+TEST(TargetMatching, WordClassesAreUnicodeAsInPython3) {
+  EXPECT_EQ(match("layer.\xc3\xbc" "b", R"(.*\.\w+)"), MatchResult::Match);  // "layer.üb"
+  EXPECT_EQ(match("layer.-", R"(.*\.\w+)"), MatchResult::NoMatch);
+}
+
+TEST(TargetMatching, CatastrophicBacktrackingHitsTheMatchLimitWithAConfigError) {
+  peft::LoraConfig c;
+  c.target_modules = "(a|aa)+(b|c)+d";
+  peft::TargetMatcher m(c);
+  try {
+    m(std::string(60, 'a') + "ed");  // "d" is present, so PCRE2 cannot rule the key out up front
+    FAIL() << "expected the match limit";
+  } catch (const peft::ConfigError& e) {
+    EXPECT_EQ(e.field(), "target_modules");
+    EXPECT_NE(std::string(e.what()).find("backtracking"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TargetMatching, NoTargetsMatchesNothing) {

@@ -68,7 +68,7 @@ inline bool embedding_is_targeted(const LoraConfig& config, const torch::nn::Mod
     const auto re = compile_python_regex(t.pattern(), "target_modules");
     for (const auto& item : model.named_modules("", false)) {
       const std::string name = last_component(item.key());
-      if ((name == "embed_tokens" || name == "lm_head") && std::regex_match(item.key(), re)) return true;
+      if ((name == "embed_tokens" || name == "lm_head") && re.fullmatch(item.key())) return true;
     }
     return false;
   }

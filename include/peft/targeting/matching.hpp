@@ -10,7 +10,6 @@
 ///                     or "."-suffix, then the layers_to_transform / layers_pattern filter.
 
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -39,7 +38,7 @@ class LayerIndexReader {
  public:
   explicit LayerIndexReader(const std::optional<LayerPatterns>& patterns) {
     if (!patterns || !patterns->truthy()) {
-      regexes_.emplace_back(R"(.*?\.[^.]*\.(\d+)\.)");
+      regexes_.emplace_back(R"(.*?\.[^.]*\.(\d+)\.)", "layers_pattern");
       return;
     }
     for (const auto& p : patterns->values)
@@ -47,10 +46,10 @@ class LayerIndexReader {
   }
   std::optional<std::int64_t> operator()(const std::string& key) const {
     for (const auto& re : regexes_) {
-      std::smatch m;
-      if (python_match(re, key, &m)) {
+      std::vector<std::string> groups;
+      if (re.match(key, &groups)) {
         // int("001") == 1; very long digit runs saturate instead of overflowing.
-        const std::string digits = m[1].str();
+        const std::string& digits = groups.at(0);
         std::int64_t v = 0;
         for (char c : digits) {
           if (v > (INT64_MAX - 9) / 10) return INT64_MAX;
@@ -63,7 +62,7 @@ class LayerIndexReader {
   }
 
  private:
-  std::vector<std::regex> regexes_;
+  std::vector<PythonRegex> regexes_;
 };
 
 /// Precompiled matcher for one config.
@@ -86,14 +85,14 @@ class TargetMatcher {
 
   MatchResult operator()(const std::string& key) const {
     if (exclude_re_) {
-      if (python_fullmatch(*exclude_re_, key)) return MatchResult::Excluded;
+      if (exclude_re_->fullmatch(key)) return MatchResult::Excluded;
     } else if (exclude_.is_list()) {
       for (const auto& e : exclude_.names())
         if (key_matches_suffix(key, e)) return MatchResult::Excluded;
     }
     for (const auto& re : save_res_)
-      if (python_match(re, key)) return MatchResult::Excluded;
-    if (target_re_) return python_fullmatch(*target_re_, key) ? MatchResult::Match : MatchResult::NoMatch;
+      if (re.match(key)) return MatchResult::Excluded;
+    if (target_re_) return target_re_->fullmatch(key) ? MatchResult::Match : MatchResult::NoMatch;
     if (!target_.is_list()) return MatchResult::NoMatch;  // None: nothing to match against
     const auto& names = target_.names();
     for (const auto& t : names)
@@ -119,9 +118,9 @@ class TargetMatcher {
   ModuleSpec exclude_;
   std::optional<LayerIndices> layers_to_transform_;
   LayerIndexReader layer_index_;
-  std::optional<std::regex> target_re_;
-  std::optional<std::regex> exclude_re_;
-  std::vector<std::regex> save_res_;
+  std::optional<PythonRegex> target_re_;
+  std::optional<PythonRegex> exclude_re_;
+  std::vector<PythonRegex> save_res_;
 };
 
 /// One-shot form of TargetMatcher (compiles the config's regexes on every call).

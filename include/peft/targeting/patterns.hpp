@@ -11,7 +11,6 @@
 
 #include <cmath>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -31,12 +30,12 @@ class PatternKeyResolver {
   /// The first pattern matching `key`, or std::nullopt (PEFT then falls back to the default).
   std::optional<std::string> operator()(const std::string& key) const {
     for (const auto& c : compiled_)
-      if (python_match(c.second, key)) return c.first;
+      if (c.second.match(key)) return c.first;
     return std::nullopt;
   }
 
  private:
-  std::vector<std::pair<std::string, std::regex>> compiled_;
+  std::vector<std::pair<std::string, PythonRegex>> compiled_;
 };
 
 /// One-shot get_pattern_key (std::nullopt = no pattern matched).
