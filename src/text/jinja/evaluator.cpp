@@ -210,9 +210,9 @@ Evaluator::Flow Evaluator::exec(const Body& body, const ScopePtr& scope, std::st
       case Stmt::Kind::CallBlock: exec_call_block(s, scope, out); break;
       case Stmt::Kind::Break: return Flow::Break;
       case Stmt::Kind::Continue: return Flow::Continue;
-      case Stmt::Kind::Generation: {
+      case Stmt::Kind::Generation: {  // a call block in jinja2: its `set`s stay inside
         const std::size_t begin = out.size();
-        const Flow f = exec(s.body, scope, out);
+        const Flow f = exec(s.body, child_scope(scope), out);
         if (&out == root_out_) spans_.emplace_back(begin, out.size());
         if (f != Flow::Normal) return f;
         break;
