@@ -357,3 +357,40 @@ TEST(ChatTemplateReference, ShippedTemplatesRenderAsPythonJinja2) {
   }
   EXPECT_GT(raising, 0);
 }
+
+TEST(ChatTemplate, MacroArgumentsAreCheckedAsJinja2Does) {
+  EXPECT_EQ(render("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, k=3) }}"), "1(2,){'k': 3}");
+  EXPECT_EQ(render("{% macro m(a, b) %}[{{ a }}|{{ b }}]{% endmacro %}{{ m() }}{{ m(b=1) }}"), "[|][|1]");
+  EXPECT_NE(error_of("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}").find("takes not more than 1"), std::string::npos);
+  EXPECT_NE(error_of("{% macro m(a) %}{% endmacro %}{{ m(b=2) }}").find("no keyword argument 'b'"), std::string::npos);
+  EXPECT_NE(error_of("{% macro m() %}x{% endmacro %}{% call m() %}y{% endcall %}").find("'caller'"), std::string::npos);
+}
+
+TEST(ChatTemplate, RunawayRecursionAndNestingAreErrorsNotCrashes) {
+  EXPECT_EQ(render("{% macro f(n) %}{% if n > 0 %}{{ n }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(3) }}"), "321");
+  EXPECT_NE(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").find("nested deeper"), std::string::npos);
+  EXPECT_NE(error_of("{{ " + std::string(500, '(') + "1" + std::string(500, ')') + " }}").find("nesting deeper"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(300, '{') + std::string(300, '}')).find("test:1"), std::string::npos);
+}
+
+TEST(ChatTemplate, IntegersBeyond64BitsAreErrorsNotWrongNumbers) {
+  EXPECT_EQ(render("{{ 2 ** 62 }} {{ -9223372036854775807 - 1 }}"), "4611686018427387904 -9223372036854775808");
+  EXPECT_NE(error_of("{{ 9223372036854775807 + 1 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ 2 ** 64 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ 12345678901234567890 }}").find("64 bits"), std::string::npos);
+}
+
+TEST(ChatTemplate, SortDictsortMinMaxAndLoopChanged) {
+  EXPECT_EQ(render("{{ ['b', 'A', 'c'] | sort }} {{ ['b', 'A', 'c'] | sort(case_sensitive=true) }} {{ [3, 1] | sort(reverse=true) }}"),
+            "['A', 'b', 'c'] ['A', 'b', 'c'] [3, 1]");
+  EXPECT_EQ(render("{{ {'b': 1, 'a': 2} | dictsort }} {{ {'b': 1, 'a': 2} | dictsort(by='value') }} {{ [2, 5, 1] | min }}{{ [2, 5, 1] | max }}"),
+            "[('a', 2), ('b', 1)] [('b', 1), ('a', 2)] 15");
+  EXPECT_NE(error_of("{{ [1, 'a'] | sort }}").find("not supported"), std::string::npos);
+  EXPECT_EQ(render("{% for x in [1, 1, 2] %}{{ loop.changed(x) }} {% endfor %}"), "True False True ");
+}
+
+TEST(ChatTemplate, UnicodeCaseMappingAndDictViews) {
+  EXPECT_EQ(render("{{ 'straße' | upper }} {{ 'ÉA' | lower }} {{ 'été' | capitalize }}"), "STRASSE éa Été");
+  EXPECT_EQ(render("{{ {'a': 1}.items() }} {{ {'a': 1}.keys() }}"), "dict_items([('a', 1)]) dict_keys(['a'])");
+}

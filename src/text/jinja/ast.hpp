@@ -75,7 +75,15 @@ struct Stmt {
   std::vector<ExprPtr> defaults;  // per param, null when none
   std::vector<ExprPtr> targets;   // With
   std::vector<ExprPtr> values;    // With
+  // Macro / CallBlock: whether the body names `varargs`, `kwargs`, `caller` (jinja2 accepts extra
+  // positional / keyword arguments / a caller only then).
+  bool uses_varargs = false;
+  bool uses_kwargs = false;
+  bool uses_caller = false;
 };
+
+/// Whether `name` appears as a variable anywhere in `body` (nested blocks included).
+bool body_references(const Body& body, const std::string& name);
 
 struct Template {
   std::string name;

@@ -4,8 +4,10 @@
 
 #include "evaluator.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <optional>
 
 #include "builtins.hpp"
 #include "errors.hpp"
@@ -252,6 +254,16 @@ Evaluator::Flow Evaluator::exec_for(const Stmt& s, const ScopePtr& scope, std::s
     items = std::move(kept);
   }
   const auto n = static_cast<std::int64_t>(items.size());
+  // loop.changed(*args): true on the first call and whenever the arguments differ from the last.
+  auto last_changed = std::make_shared<std::optional<Value>>();
+  const Value changed = Value::callable(
+      [last_changed](const CallArgs& a) {
+        const Value now = Value::tuple(a.positional);
+        if (*last_changed && values_equal(**last_changed, now)) return Value::boolean(false);
+        *last_changed = now;
+        return Value::boolean(true);
+      },
+      "changed");
   for (std::int64_t i = 0; i < n; ++i) {
     auto iter_scope = child_scope(scope);
     assign(*s.target, items[static_cast<std::size_t>(i)], iter_scope);
@@ -274,6 +286,7 @@ Evaluator::Flow Evaluator::exec_for(const Stmt& s, const ScopePtr& scope, std::s
                                      return a.positional[static_cast<std::size_t>(i) % a.positional.size()];
                                    },
                                    "cycle"));
+    loop.emplace_back("changed", changed);
     iter_scope->vars["loop"] = Value::dict(std::move(loop));
     if (exec(s.body, iter_scope, out) == Flow::Break) break;
   }
@@ -319,8 +332,13 @@ Value Evaluator::make_macro(const Stmt& s, const ScopePtr& defining_scope, const
   const Body* body = &body_ref;
   return Value::callable(
       [this, def, body, defining_scope](const CallArgs& a) {
+        // jinja2's Macro call: positional, then keyword, then default arguments; extra ones only
+        // where the body uses varargs / kwargs / caller, else TypeError.
         auto scope = child_scope(defining_scope);
         const auto& params = def->params;
+        if (a.positional.size() > params.size() && !def->uses_varargs)
+          fail(a.line, "macro", def->text, "macro '" + def->text + "' takes not more than " + std::to_string(params.size()) +
+                                                " argument(s)");
         ValueList varargs;
         for (std::size_t i = 0; i < a.positional.size(); ++i) {
           if (i < params.size()) scope->vars[params[i]] = a.positional[i];
@@ -328,17 +346,25 @@ Value Evaluator::make_macro(const Stmt& s, const ScopePtr& defining_scope, const
         }
         ValueDict kwargs;
         for (const auto& kv : a.keyword) {
-          bool known = false;
-          for (const auto& p : params) known = known || p == kv.first;
-          if (known || kv.first == "caller") scope->vars[kv.first] = kv.second;
-          else kwargs.emplace_back(kv);
+          const auto it = std::find(params.begin(), params.end(), kv.first);
+          if (it != params.end()) {
+            if (static_cast<std::size_t>(it - params.begin()) < a.positional.size())
+              fail(a.line, "macro", def->text, "macro '" + def->text + "' got multiple values for argument '" + kv.first + "'");
+            scope->vars[kv.first] = kv.second;
+          } else if (kv.first == "caller" && def->uses_caller) {
+            scope->vars["caller"] = kv.second;
+          } else if (def->uses_kwargs) {
+            kwargs.emplace_back(kv);
+          } else {
+            fail(a.line, "macro", def->text, "macro '" + def->text + "' takes no keyword argument '" + kv.first + "'");
+          }
         }
         for (std::size_t i = 0; i < params.size(); ++i) {
           if (scope->vars.count(params[i])) continue;
           scope->vars[params[i]] = def->defaults[i] ? eval(*def->defaults[i], scope) : Value::undefined(params[i]);
         }
-        scope->vars["varargs"] = Value::tuple(std::move(varargs));
-        scope->vars["kwargs"] = Value::dict(std::move(kwargs));
+        if (def->uses_varargs) scope->vars["varargs"] = Value::tuple(std::move(varargs));
+        if (def->uses_kwargs) scope->vars["kwargs"] = Value::dict(std::move(kwargs));
         std::string out;
         exec(*body, scope, out);
         return Value::string(out);

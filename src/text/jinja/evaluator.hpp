@@ -60,6 +60,7 @@ class Evaluator {
   const Template& tmpl_;
   ScopePtr globals_;
   std::string* root_out_ = nullptr;
+  int call_depth_ = 0;  // nested calls (recursive macros), bounded so that C++'s stack is safe
   std::vector<std::pair<std::size_t, std::size_t>> spans_;
 };
 

@@ -37,13 +37,32 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, std::str
   const char o = op[0];
   if (is_numeric(a) && is_numeric(b)) {
     const bool f = any_float(a, b);
-    if (op == "+") return f ? Value::floating(a.as_double() + b.as_double()) : Value::integer(a.as_int() + b.as_int());
-    if (op == "-") return f ? Value::floating(a.as_double() - b.as_double()) : Value::integer(a.as_int() - b.as_int());
-    if (op == "*") return f ? Value::floating(a.as_double() * b.as_double()) : Value::integer(a.as_int() * b.as_int());
+    // Python's ints are unbounded, ours are 64-bit: an overflow is an error, never a wrong number.
+    const char* const overflow = "integer overflow (peft's templates compute with 64-bit integers)";
+    std::int64_t r = 0;
+    if (op == "+") {
+      if (f) return Value::floating(a.as_double() + b.as_double());
+      if (__builtin_add_overflow(a.as_int(), b.as_int(), &r)) error = overflow;
+      return Value::integer(r);
+    }
+    if (op == "-") {
+      if (f) return Value::floating(a.as_double() - b.as_double());
+      if (__builtin_sub_overflow(a.as_int(), b.as_int(), &r)) error = overflow;
+      return Value::integer(r);
+    }
+    if (op == "*") {
+      if (f) return Value::floating(a.as_double() * b.as_double());
+      if (__builtin_mul_overflow(a.as_int(), b.as_int(), &r)) error = overflow;
+      return Value::integer(r);
+    }
     if (op == "**") {
-      if (!f && b.as_int() >= 0) {
-        std::int64_t r = 1;
-        for (std::int64_t i = 0; i < b.as_int(); ++i) r *= a.as_int();
+      if (!f && b.as_int() >= 0) {  // by squaring
+        r = 1;
+        std::int64_t base = a.as_int();
+        for (std::int64_t e = b.as_int(); e > 0 && error.empty(); e >>= 1) {
+          if ((e & 1) && __builtin_mul_overflow(r, base, &r)) error = overflow;
+          if (e > 1 && __builtin_mul_overflow(base, base, &base)) error = overflow;
+        }
         return Value::integer(r);
       }
       return Value::floating(std::pow(a.as_double(), b.as_double()));
@@ -55,18 +74,18 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, std::str
     if (op == "/") return Value::floating(a.as_double() / b.as_double());
     if (!f) {
       const std::int64_t x = a.as_int(), y = b.as_int();
-      std::int64_t q = x / y, r = x % y;
-      if (r != 0 && ((r < 0) != (y < 0))) {
+      std::int64_t q = x / y, rem = x % y;
+      if (rem != 0 && ((rem < 0) != (y < 0))) {
         --q;
-        r += y;
+        rem += y;
       }
-      return op == "//" ? Value::integer(q) : Value::integer(r);
+      return op == "//" ? Value::integer(q) : Value::integer(rem);
     }
     const double x = a.as_double(), y = b.as_double();
     if (op == "//") return Value::floating(std::floor(x / y));
-    double r = std::fmod(x, y);
-    if (r != 0 && ((r < 0) != (y < 0))) r += y;
-    return Value::floating(r);
+    double rem = std::fmod(x, y);
+    if (rem != 0 && ((rem < 0) != (y < 0))) rem += y;
+    return Value::floating(rem);
   }
   if (o == '+' && a.is_string() && b.is_string()) return Value::string(a.as_string() + b.as_string());
   if (o == '+' && a.is_sequence() && a.kind() == b.kind()) {
@@ -200,6 +219,16 @@ Value Evaluator::call(const Value& callee, const CallArgs& args, int line) {
            "a function or method this interpreter does not provide? see docs/chat_templates.md");
     fail(line, "call", callee.repr(), "'" + callee.type_name() + "' object is not callable");
   }
+  // Python stops runaway recursion at ~1000 frames (a few hundred macro levels); so do we, before
+  // the C++ stack runs out.
+  constexpr int kMaxCallDepth = 200;
+  if (call_depth_ >= kMaxCallDepth)
+    fail(line, "call", callee.as_string(), "calls nested deeper than " + std::to_string(kMaxCallDepth) + " (runaway recursion?)");
+  struct DepthScope {
+    int& depth;
+    explicit DepthScope(int& d) : depth(d) { ++depth; }
+    ~DepthScope() { --depth; }
+  } depth_scope(call_depth_);
   CallArgs a = args;
   a.line = line;
   return callee.function()(a);

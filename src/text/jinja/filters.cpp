@@ -85,6 +85,7 @@ Value to_int(const Value& v, const CallArgs& a) {
   char* end = nullptr;
   const long long i = std::strtoll(s.c_str(), &end, 10);
   if (!s.empty() && end == s.c_str() + s.size()) return Value::integer(i);
+  if (s.find_first_of("xXpP") != std::string::npos) return dflt;  // strtod reads hex floats, Python does not
   const double d = std::strtod(s.c_str(), &end);  // jinja2 falls back to int(float(s))
   if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(d)) return Value::integer(static_cast<std::int64_t>(d));
   return dflt;
@@ -95,6 +96,7 @@ Value to_float(const Value& v, const CallArgs& a) {
   if (v.is_number()) return Value::floating(v.as_double());
   if (!v.is_string()) return dflt;
   const std::string s = py_strip(v.as_string(), std::nullopt, true, true);
+  if (s.find_first_of("xXpP") != std::string::npos) return dflt;
   char* end = nullptr;
   const double d = std::strtod(s.c_str(), &end);
   return !s.empty() && end == s.c_str() + s.size() ? Value::floating(d) : dflt;
@@ -134,6 +136,52 @@ Value map_filter(Evaluator& ev, const Value& seq, const CallArgs& a) {
   rest.keyword = a.keyword;
   for (const auto& item : ev.iterate(seq, a.line)) out.push_back(apply_filter(ev, a.positional[0].str(), item, rest));
   return Value::list(std::move(out));
+}
+
+// sort / dictsort / min / max: Python's ordering, strings compared lower-cased unless
+// case_sensitive; incomparable items (e.g. str and int) fail as Python's TypeError does.
+Value sort_key(const Value& v, bool case_sensitive) {
+  return v.is_string() && !case_sensitive ? Value::string(py_lower(v.as_string())) : v;
+}
+
+std::vector<Value> sorted(Evaluator& ev, std::vector<Value> items, const std::vector<Value>& keys, bool reverse, int line) {
+  std::vector<std::size_t> order(items.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  bool ok = true;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    bool fine = true;
+    const int c = compare_values(keys[x], keys[y], fine);
+    ok = ok && fine;
+    return reverse ? c > 0 : c < 0;
+  });
+  if (!ok) ev.fail(line, "filter", "sort", "'<' not supported between the items' types");
+  std::vector<Value> out;
+  for (std::size_t i : order) out.push_back(items[i]);
+  return out;
+}
+
+Value sort_filter(Evaluator& ev, const std::string& name, const Value& v, const CallArgs& a) {
+  const int line = a.line;
+  if (name == "dictsort") {
+    if (!v.is_mapping()) ev.fail(line, "filter", "dictsort", "can only sort a mapping, not " + v.type_name());
+    const bool cs = argument(a, 0, "case_sensitive", Value::boolean(false)).truthy();
+    const std::string by = argument(a, 1, "by", Value::string("key")).str();
+    std::vector<Value> pairs, keys;
+    for (const auto& kv : v.entries()) {
+      pairs.push_back(Value::tuple({Value::string(kv.first), kv.second}));
+      keys.push_back(sort_key(by == "value" ? kv.second : Value::string(kv.first), cs));
+    }
+    return Value::list(sorted(ev, pairs, keys, argument(a, 2, "reverse", Value::boolean(false)).truthy(), line));
+  }
+  const bool is_sort = name == "sort";
+  const bool reverse = is_sort && argument(a, 0, "reverse", Value::boolean(false)).truthy();
+  const bool cs = argument(a, is_sort ? 1 : 0, "case_sensitive", Value::boolean(false)).truthy();
+  const Value attr = argument(a, is_sort ? 2 : 1, "attribute");
+  std::vector<Value> items = ev.iterate(v, line), keys;
+  for (const auto& item : items) keys.push_back(sort_key(attr.is_undefined() ? item : attribute_path(ev, item, attr.str(), line), cs));
+  std::vector<Value> out = sorted(ev, items, keys, reverse || name == "max", line);
+  if (is_sort) return Value::list(std::move(out));
+  return out.empty() ? Value::undefined(name) : out.front();
 }
 
 std::string unique_key(const Value& v, bool case_sensitive) {
@@ -254,6 +302,7 @@ Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const
     }
     return Value::list(std::move(out));
   }
+  if (name == "sort" || name == "dictsort" || name == "min" || name == "max") return sort_filter(ev, name, v, a);
   if (name == "sum") {
     const Value attr = argument(a, 0, "attribute");
     Value total = argument(a, 1, "start", Value::integer(0));
@@ -299,7 +348,10 @@ bool apply_test(Evaluator& ev, const std::string& name, const Value& v, const Ca
   }
   if (name == "odd" || name == "even" || name == "divisibleby") {
     if (!v.is_int() && !v.is_bool()) ev.fail(a.line, "test", name, "needs an integer, not " + v.type_name());
-    if (name == "divisibleby") return arg.as_int() != 0 && v.as_int() % arg.as_int() == 0;
+    if (name == "divisibleby") {
+      if (arg.as_int() == 0) ev.fail(a.line, "test", "divisibleby 0", "integer division or modulo by zero");
+      return v.as_int() % arg.as_int() == 0;
+    }
     return (v.as_int() % 2 != 0) == (name == "odd");
   }
   if (name == "lower") return v.is_string() && py_lower(v.as_string()) == v.as_string() && py_upper(v.as_string()) != v.as_string();

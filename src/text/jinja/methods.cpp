@@ -181,7 +181,7 @@ Value call_method(Evaluator& ev, const Value& obj, const std::string& name, cons
       else if (name == "keys") out.push_back(Value::string(kv.first));
       else out.push_back(kv.second);
     }
-    return Value::list(std::move(out));
+    return Value::dict_view(std::move(out), "dict_" + name);
   }
   const Value x = argument(a, 0, nullptr);
   std::int64_t count = 0;

@@ -17,11 +17,20 @@ char32_t upper(char32_t c) { return static_cast<char32_t>(utf8proc_toupper(stati
 char32_t lower(char32_t c) { return static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))); }
 char32_t title(char32_t c) { return static_cast<char32_t>(utf8proc_totitle(static_cast<utf8proc_int32_t>(c))); }
 
-template <class F>
-std::string map_chars(const std::string& s, F f) {
-  std::string out;
-  for (char32_t c : to_code_points(s)) append_utf8(out, f(c));
-  return out;
+// The full (one-to-many) mappings Python applies that utf8proc's simple ones lack: German sharp s
+// and the Latin ligatures U+FB00..FB06 (upper: "SS", "FF", ...; title: "Ss", "Ff", ...).
+const char* special_upper(char32_t c, bool title_case) {
+  static const char* const upper[] = {"FF", "FI", "FL", "FFI", "FFL", "ST", "ST"};
+  static const char* const title[] = {"Ff", "Fi", "Fl", "Ffi", "Ffl", "St", "St"};
+  if (c == 0xdf) return title_case ? "Ss" : "SS";
+  if (c >= 0xfb00 && c <= 0xfb06) return (title_case ? title : upper)[c - 0xfb00];
+  return nullptr;
+}
+
+// Upper- or title-cases one code point into `out`.
+void append_upper(std::string& out, char32_t c, bool title_case) {
+  if (const char* s = special_upper(c, title_case)) out += s;
+  else append_utf8(out, title_case ? title(c) : upper(c));
 }
 
 bool is_line_break(char32_t c) {
@@ -36,25 +45,40 @@ bool is_py_space(char32_t c) {
          (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
-std::string py_upper(const std::string& s) { return map_chars(s, upper); }
-std::string py_lower(const std::string& s) { return map_chars(s, lower); }
+std::string py_upper(const std::string& s) {
+  std::string out;
+  for (char32_t c : to_code_points(s)) append_upper(out, c, false);
+  return out;
+}
+std::string py_lower(const std::string& s) {
+  std::string out;
+  for (char32_t c : to_code_points(s)) {
+    if (c == 0x130) out += "i\xcc\x87";  // İ -> i + combining dot above, as Python's full mapping
+    else append_utf8(out, lower(c));
+  }
+  return out;
+}
 
 std::string py_title(const std::string& s) {
   bool prev_cased = false;
-  return map_chars(s, [&](char32_t c) {
-    const char32_t r = prev_cased ? lower(c) : title(c);
+  std::string out;
+  for (char32_t c : to_code_points(s)) {
+    if (prev_cased) append_utf8(out, lower(c));
+    else append_upper(out, c, true);
     prev_cased = is_cased(c);
-    return r;
-  });
+  }
+  return out;
 }
 
 std::string py_capitalize(const std::string& s) {
+  std::string out;
   bool first = true;
-  return map_chars(s, [&](char32_t c) {
-    const char32_t r = first ? title(c) : lower(c);
+  for (char32_t c : to_code_points(s)) {
+    if (first) append_upper(out, c, true);
+    else append_utf8(out, lower(c));
     first = false;
-    return r;
-  });
+  }
+  return out;
 }
 
 std::string py_strip(const std::string& s, const std::optional<std::string>& chars, bool left, bool right) {

@@ -115,6 +115,8 @@ void append_repr(std::string& out, const Value& v) {
     case Value::Kind::List:
     case Value::Kind::Tuple: {
       const bool tuple = v.kind() == Value::Kind::Tuple;
+      const bool view = !tuple && !v.as_string().empty();  // dict.items()/keys()/values()
+      if (view) out += v.as_string() + "(";
       out += tuple ? '(' : '[';
       const auto& items = v.items();
       for (std::size_t i = 0; i < items.size(); ++i) {
@@ -123,6 +125,7 @@ void append_repr(std::string& out, const Value& v) {
       }
       if (tuple && items.size() == 1) out += ',';
       out += tuple ? ')' : ']';
+      if (view) out += ')';
       return;
     }
     case Value::Kind::Dict:

@@ -63,6 +63,12 @@ class Value {
     return v;
   }
   static Value tuple(ValueList items) { return list(std::move(items), Kind::Tuple); }
+  /// A list that prints as a dict view does: `dict_items([('a', 1)])` (`view` = "dict_items").
+  static Value dict_view(ValueList items, std::string view) {
+    Value v = list(std::move(items));
+    v.str_ = std::move(view);
+    return v;
+  }
   static Value dict(ValueDict items) {
     Value v = with_kind(Kind::Dict);
     v.dict_ = std::make_shared<ValueDict>(std::move(items));
@@ -96,7 +102,7 @@ class Value {
   bool as_bool() const { return int_ != 0; }
   std::int64_t as_int() const { return int_; }  // Int or Bool
   double as_double() const { return kind_ == Kind::Float ? float_ : static_cast<double>(int_); }
-  /// String text, an Undefined's variable name or a Callable's name.
+  /// String text, an Undefined's variable name, a Callable's name or a dict view's type name.
   const std::string& as_string() const { return str_; }
   const ValueList& items() const { return *list_; }
   const ValueDict& entries() const { return *dict_; }
