@@ -239,6 +239,8 @@ TEST(ChatTemplate, ConditionalAndBooleanExpressions) {
 TEST(ChatTemplate, CommentsRawAndWhitespaceControl) {
   EXPECT_EQ(render("{# comment #}\n  {# indented #}\nx{#- tight -#}  y\n"), "xy");
   EXPECT_EQ(render("{% raw %}{{ not parsed }}{% endraw %}"), "{{ not parsed }}");
+  // `-` strips Python's whitespace, Unicode spaces (NBSP, EM SPACE) included.
+  EXPECT_EQ(render("a\u00a0 {%- if true -%} \u2003\u00a0b{% endif %}"), "ab");
   // The trailing newline of the template is dropped (keep_trailing_newline=False), CRLF becomes LF.
   EXPECT_EQ(render("a\r\nb {% if true %}\r\nc{% endif %}\r\n"), "a\nb c");
 }

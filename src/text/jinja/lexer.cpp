@@ -11,12 +11,22 @@
 #include <cstring>
 
 #include "errors.hpp"
+#include "str_ops.hpp"
 #include "value.hpp"
 
 namespace peft::text::detail {
 namespace {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// Byte length of the whitespace character (Python's `\s`, Unicode included) at s[p]; 0 if none.
+std::size_t space_at(const std::string& s, std::size_t p) {
+  const auto c = static_cast<unsigned char>(s[p]);
+  const std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : 4;
+  if (p + n > s.size()) return 0;
+  const auto cps = to_code_points(s.substr(p, n));
+  return cps.size() == 1 && is_py_space(cps[0]) ? n : 0;
+}
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_name_start(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
@@ -94,16 +104,13 @@ class Lexer {
   // block/comment tag on its line.
   static std::string strip_before_tag(std::string text, char sign, bool block_or_comment, bool line_starting) {
     if (sign == '-') {
-      while (!text.empty() && is_space(text.back())) text.pop_back();
-      return text;
+      return py_strip(text, std::nullopt, false, true);
     }
     if (sign == '+' || !block_or_comment) return text;
     const std::size_t nl = text.rfind('\n');
     const std::size_t l_pos = nl == std::string::npos ? 0 : nl + 1;
     if (l_pos == 0 && !line_starting) return text;
-    bool all_space = l_pos < text.size();
-    for (std::size_t i = l_pos; i < text.size(); ++i) all_space = all_space && is_space(text[i]);
-    if (all_space) text.resize(l_pos);
+    if (l_pos < text.size() && py_strip(text.substr(l_pos), std::nullopt, true, true).empty()) text.resize(l_pos);
     return text;
   }
 
@@ -111,7 +118,7 @@ class Lexer {
   std::size_t after_block_end(std::size_t end_pos, char sign, bool& line_starting) {
     std::size_t p = end_pos;
     if (sign == '-') {
-      while (p < src_.size() && is_space(src_[p])) ++p;
+      p = skip_spaces(p);
     } else if (sign != '+' && p < src_.size() && src_[p] == '\n') {
       ++p;
     }
@@ -146,8 +153,11 @@ class Lexer {
     const bool strip_after = src_[p - 1] == '-';
     line_ += count_newlines(src_, pos, p + 2);
     p += 2;
-    if (strip_after)
-      while (p < src_.size() && is_space(src_[p])) line_ += src_[p++] == '\n';
+    if (strip_after) {
+      const std::size_t e = skip_spaces(p);
+      line_ += count_newlines(src_, p, e);
+      p = e;
+    }
     // The first `{%[-+]? endraw [-+]?%}` ends it.
     for (std::size_t i = src_.find("{%", p); i != std::string::npos; i = src_.find("{%", i + 1)) {
       std::size_t q = i + 2;
@@ -166,6 +176,11 @@ class Lexer {
       return after_block_end(q + 2, end_sign, line_starting);
     }
     fail("missing end of raw directive", "{% raw %}");
+  }
+
+  std::size_t skip_spaces(std::size_t p) const {
+    for (std::size_t n = 0; p < src_.size() && (n = space_at(src_, p)) > 0;) p += n;
+    return p;
   }
 
   bool line_starting_at(std::size_t p) const { return p == 0 || src_[p - 1] == '\n'; }
@@ -189,8 +204,11 @@ class Lexer {
           emit(block ? Token::Type::BlockEnd : Token::Type::VarEnd, "");
           if (block) return after_block_end(q + 2, sign, line_starting);
           std::size_t e = q + 2;
-          if (sign == '-')
-            while (e < src_.size() && is_space(src_[e])) line_ += src_[e++] == '\n';
+          if (sign == '-') {
+            const std::size_t after = skip_spaces(e);
+            line_ += count_newlines(src_, e, after);
+            e = after;
+          }
           line_starting = src_[e - 1] == '\n';
           return e;
         }
