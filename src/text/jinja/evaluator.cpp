@@ -32,6 +32,12 @@ ScopePtr child_scope(const ScopePtr& parent) {
 
 Evaluator::Evaluator(const Template& tmpl, const ValueDict& variables) : tmpl_(tmpl) { install_globals(variables); }
 
+Evaluator::~Evaluator() {
+  for (auto& scope : macro_scopes_) scope->vars.clear();
+  for (auto& ns : namespaces_) ns.namespace_entries().clear();
+  globals_->vars.clear();
+}
+
 void Evaluator::fail(int line, const std::string& field, const std::string& value, const std::string& problem,
                      const std::string& hint) const {
   throw_template_error(tmpl_.name, line, field, value, problem, hint);
@@ -56,11 +62,12 @@ void Evaluator::install_globals(const ValueDict& variables) {
       },
       "strftime_now");
   g["namespace"] = Value::callable(
-      [](const CallArgs& a) {
+      [this](const CallArgs& a) {
         ValueDict attrs;
         if (!a.positional.empty() && a.positional[0].kind() == Value::Kind::Dict) attrs = a.positional[0].entries();
         for (const auto& kv : a.keyword) attrs.emplace_back(kv);
-        return Value::namespace_object(std::move(attrs));
+        namespaces_.push_back(Value::namespace_object(std::move(attrs)));
+        return namespaces_.back();
       },
       "namespace");
   g["dict"] = Value::callable([](const CallArgs& a) { return Value::dict(ValueDict(a.keyword.begin(), a.keyword.end())); },
@@ -116,20 +123,19 @@ std::vector<Value> Evaluator::iterate(const Value& v, int line) const {
   }
 }
 
-Value Evaluator::get_attr(const Value& obj, const std::string& name, int line) const {
+Value Evaluator::get_attr(const Value& obj, const std::string& name, int line) {
   if (obj.is_undefined())
     fail(line, "attribute", name, "'" + obj.as_string() + "' is undefined (jinja2 raises on an attribute of an undefined value)",
          "test it first: `x is defined`");
   if (obj.kind() != Value::Kind::Namespace && has_method(obj, name)) {
     const Value self = obj;
-    return Value::callable([this, self, name](const CallArgs& a) { return call_method(const_cast<Evaluator&>(*this), self, name, a); },
-                           name);
+    return Value::callable([this, self, name](const CallArgs& a) { return call_method(*this, self, name, a); }, name);
   }
   if (const Value* v = obj.find(name)) return *v;
   return Value::undefined(name);
 }
 
-Value Evaluator::get_item(const Value& obj, const Value& key, int line) const {
+Value Evaluator::get_item(const Value& obj, const Value& key, int line) {
   if (obj.is_undefined())
     fail(line, "subscript", key.repr(), "'" + obj.as_string() + "' is undefined", "test it first: `x is defined`");
   if (obj.is_mapping() && key.is_string()) {
@@ -323,6 +329,7 @@ void Evaluator::assign(const Expr& target, const Value& v, const ScopePtr& scope
 
 void Evaluator::exec_macro_def(const Stmt& s, const ScopePtr& scope) {
   scope->vars[s.text] = make_macro(s, scope, s.body);
+  macro_scopes_.push_back(scope);
 }
 
 // A macro (or a call block's `caller`): binds positional, keyword and default arguments in a new

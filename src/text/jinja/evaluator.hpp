@@ -25,6 +25,10 @@ class Evaluator {
  public:
   /// `variables` are the render's globals (messages, add_generation_prompt, bos_token, ...).
   Evaluator(const Template& tmpl, const ValueDict& variables);
+  /// Breaks the reference cycles a render can create (a macro holds the scope it is defined in).
+  ~Evaluator();
+  Evaluator(const Evaluator&) = delete;
+  Evaluator& operator=(const Evaluator&) = delete;
 
   std::string render();
   /// [begin, end) byte offsets of the output of each top-level `{% generation %}` block.
@@ -37,9 +41,9 @@ class Evaluator {
   /// Python's iteration: list/tuple items, dict keys, string characters; Undefined is empty.
   std::vector<Value> iterate(const Value& v, int line) const;
   /// jinja2's getattr (`a.b`): a method of a str/dict/list, else the item; Undefined if neither.
-  Value get_attr(const Value& obj, const std::string& name, int line) const;
+  Value get_attr(const Value& obj, const std::string& name, int line);
   /// jinja2's getitem (`a[b]`): the item, else the method named b; Undefined if neither.
-  Value get_item(const Value& obj, const Value& key, int line) const;
+  Value get_item(const Value& obj, const Value& key, int line);
 
  private:
   enum class Flow { Normal, Break, Continue };
@@ -60,7 +64,9 @@ class Evaluator {
   const Template& tmpl_;
   ScopePtr globals_;
   std::string* root_out_ = nullptr;
-  int call_depth_ = 0;  // nested calls (recursive macros), bounded so that C++'s stack is safe
+  int call_depth_ = 0;
+  std::vector<ScopePtr> macro_scopes_;  // scopes holding a macro, which holds them back
+  std::vector<Value> namespaces_;       // namespace() objects, which may hold themselves  // nested calls (recursive macros), bounded so that C++'s stack is safe
   std::vector<std::pair<std::size_t, std::size_t>> spans_;
 };
 
