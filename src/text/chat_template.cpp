@@ -3,12 +3,10 @@
 
 #include "peft/text/chat_template.hpp"
 
-#include <fstream>
-#include <sstream>
-
 #include "jinja/ast.hpp"
 #include "jinja/evaluator.hpp"
 #include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
 
 namespace peft::text {
 
@@ -75,24 +73,12 @@ std::string ChatTemplate::apply_chat_template(const std::vector<ChatMessage>& me
   return render(vars);
 }
 
-namespace {
-
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw SerializationError(p.string() + ": cannot open the file for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
-
 std::optional<ChatTemplate> load_chat_template(const std::filesystem::path& dir, const std::string& name) {
   const auto config_path = dir / "tokenizer_config.json";
   JsonValue config = JsonValue::object();
   if (std::filesystem::exists(config_path)) {
     try {
-      config = JsonValue::parse(read_text(config_path));
+      config = JsonValue::parse(read_text_file(config_path));
     } catch (const SerializationError& e) {
       throw SerializationError(config_path.string() + ": " + e.what());
     }
@@ -118,7 +104,7 @@ std::optional<ChatTemplate> load_chat_template(const std::filesystem::path& dir,
   } else if (field && !field->is_null()) {
     throw SerializationError(config_path.string() + ": chat_template must be a string or a list of {name, template}");
   } else if (std::filesystem::exists(dir / "chat_template.jinja")) {
-    tmpl.emplace(read_text(dir / "chat_template.jinja"), "chat_template.jinja");
+    tmpl.emplace(read_text_file(dir / "chat_template.jinja"), "chat_template.jinja");
   }
   if (!tmpl) return std::nullopt;
   // The special-token strings transformers passes to the template (bos_token, eos_token, ...).

@@ -12,22 +12,14 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
 #include "peft/format/json_value.hpp"
 #include "peft/text/chat_template.hpp"
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw peft::SerializationError(path + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 peft::JsonValue render_case(const peft::JsonValue& c) {
   peft::JsonValue result = peft::JsonValue::object();
@@ -59,7 +51,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const peft::JsonValue cases = peft::JsonValue::parse(read_file(argv[1]));
+    const peft::JsonValue cases = peft::JsonValue::parse(peft::read_text_file(argv[1]));
     if (!cases.is_array()) throw peft::SerializationError(std::string(argv[1]) + ": expected a JSON list of cases");
     peft::JsonValue out = peft::JsonValue::array();
     for (const auto& c : cases.as_array()) out.as_array().push_back(render_case(c));

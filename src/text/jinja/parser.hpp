@@ -3,6 +3,7 @@
 // parser (parser.cpp) builds on them.
 
 #include <algorithm>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -118,7 +119,7 @@ class ExpressionParser : public TokenStream {
  private:
   bool at_tuple_end() const;
   ExprPtr parse_condexpr();
-  ExprPtr binary(const std::string& op, ExprPtr l, ExprPtr r, int line);
+  ExprPtr binary_level(std::initializer_list<const char*> ops, ExprPtr (ExpressionParser::*operand)());
   ExprPtr parse_or();
   ExprPtr parse_and();
   ExprPtr parse_not();
@@ -128,6 +129,7 @@ class ExpressionParser : public TokenStream {
   ExprPtr parse_math2();
   ExprPtr parse_pow();
   ExprPtr parse_unary(bool with_filter);
+  ExprPtr parse_filtered_unary();
   ExprPtr literal(Value v, int line);
   ExprPtr parse_primary();
   ExprPtr parse_postfix(ExprPtr e);

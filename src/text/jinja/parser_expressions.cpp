@@ -85,31 +85,31 @@ ExprPtr ExpressionParser::parse_condexpr() {
   return e;
 }
 
-ExprPtr ExpressionParser::binary(const std::string& op, ExprPtr l, ExprPtr r, int line) {
-  auto b = make(Kind::Binary, line);
-  b->name = op;
-  b->args = {std::move(l), std::move(r)};
-  return b;
+// One left-associative level of binary operators, `operand (op operand)*`; an op is a keyword
+// ("or", "and") or an operator token.
+ExprPtr ExpressionParser::binary_level(std::initializer_list<const char*> ops, ExprPtr (ExpressionParser::*operand)()) {
+  ExprPtr e = (this->*operand)();
+  while (true) {
+    const char* op = nullptr;
+    for (const char* o : ops)
+      if (is_op(o) || is_name(o)) op = o;
+    if (!op) return e;
+    auto b = make(Kind::Binary, cur().line);
+    next();
+    b->name = op;
+    b->args = {e, (this->*operand)()};
+    e = b;
+  }
 }
 
-ExprPtr ExpressionParser::parse_or() {
-  ExprPtr e = parse_and();
-  while (is_name("or")) {
-    const int line = cur().line;
-    next();
-    e = binary("or", e, parse_and(), line);
-  }
-  return e;
-}
-ExprPtr ExpressionParser::parse_and() {
-  ExprPtr e = parse_not();
-  while (is_name("and")) {
-    const int line = cur().line;
-    next();
-    e = binary("and", e, parse_not(), line);
-  }
-  return e;
-}
+ExprPtr ExpressionParser::parse_or() { return binary_level({"or"}, &ExpressionParser::parse_and); }
+ExprPtr ExpressionParser::parse_and() { return binary_level({"and"}, &ExpressionParser::parse_not); }
+ExprPtr ExpressionParser::parse_math1() { return binary_level({"+", "-"}, &ExpressionParser::parse_concat); }
+ExprPtr ExpressionParser::parse_concat() { return binary_level({"~"}, &ExpressionParser::parse_math2); }
+ExprPtr ExpressionParser::parse_math2() { return binary_level({"*", "/", "//", "%"}, &ExpressionParser::parse_pow); }
+ExprPtr ExpressionParser::parse_pow() { return binary_level({"**"}, &ExpressionParser::parse_filtered_unary); }
+ExprPtr ExpressionParser::parse_filtered_unary() { return parse_unary(true); }
+
 ExprPtr ExpressionParser::parse_not() {
   const Nesting guard(*this);
   if (is_name("not")) {
@@ -144,44 +144,6 @@ ExprPtr ExpressionParser::parse_compare() {
     c->args.push_back(parse_math1());
   }
   return c->ops.empty() ? first : c;
-}
-ExprPtr ExpressionParser::parse_math1() {
-  ExprPtr e = parse_concat();
-  while (is_op("+") || is_op("-")) {
-    const std::string op = cur().text;
-    const int line = cur().line;
-    next();
-    e = binary(op, e, parse_concat(), line);
-  }
-  return e;
-}
-ExprPtr ExpressionParser::parse_concat() {
-  ExprPtr e = parse_math2();
-  while (is_op("~")) {
-    const int line = cur().line;
-    next();
-    e = binary("~", e, parse_math2(), line);
-  }
-  return e;
-}
-ExprPtr ExpressionParser::parse_math2() {
-  ExprPtr e = parse_pow();
-  while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
-    const std::string op = cur().text;
-    const int line = cur().line;
-    next();
-    e = binary(op, e, parse_pow(), line);
-  }
-  return e;
-}
-ExprPtr ExpressionParser::parse_pow() {
-  ExprPtr e = parse_unary(true);
-  while (is_op("**")) {
-    const int line = cur().line;
-    next();
-    e = binary("**", e, parse_unary(true), line);
-  }
-  return e;
 }
 ExprPtr ExpressionParser::parse_unary(bool with_filter) {
   const Nesting guard(*this);
