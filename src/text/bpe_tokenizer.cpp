@@ -68,6 +68,7 @@ std::unique_ptr<HfTokenizer> ByteLevelBPETokenizer::build(const std::unordered_m
   root.set("pre_tokenizer", std::move(pre));
   root.set("decoder", std::move(decoder));
   root.set("added_tokens", std::move(added));
+  root.set("peft_keep_added_token_ids", true);  // the caller's ids, not HF's renumbering
   return HfTokenizer::from_json(root, nullptr, "ByteLevelBPETokenizer");
 }
 

@@ -10,10 +10,16 @@
 #include "detail/pre_tokenizers.hpp"
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
+#include "peft/warnings.hpp"
 
 namespace peft::text {
 
 using namespace detail;
+
+namespace detail {
+/// Internal tokenizer.json member set by ByteLevelBPETokenizer: use the added-token ids as given.
+constexpr const char* kKeepAddedTokenIds = "peft_keep_added_token_ids";
+}  // namespace detail
 
 struct HfTokenizer::Impl {
   std::unique_ptr<Normalizer> normalizer;
@@ -51,6 +57,24 @@ std::optional<std::string> config_token(const JsonValue* config, const char* key
   return std::nullopt;
 }
 
+// HF ignores the ids written in added_tokens: a token already in the vocab keeps the vocab's id,
+// the others are numbered from the vocab size on, in file order (HF warns on a mismatch; so do we).
+void assign_added_token_ids(std::vector<AddedToken>& added, const BpeModel& model, const std::string& source) {
+  int64_t next_id = static_cast<int64_t>(model.vocab_entries());
+  std::unordered_map<std::string, int64_t> seen;
+  for (auto& t : added) {
+    int64_t id;
+    if (auto it = seen.find(t.content); it != seen.end()) id = it->second;
+    else if (auto vid = model.token_to_id(t.content)) id = *vid;
+    else id = next_id++;
+    seen.emplace(t.content, id);
+    if (id != t.id)
+      warn(source + ": added token '" + t.content + "' has id " + std::to_string(t.id) + " in the file but gets id " +
+           std::to_string(id) + " (as HF tokenizers numbers added tokens)");
+    t.id = id;
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<HfTokenizer> HfTokenizer::from_file(const std::filesystem::path& tokenizer_json) {
@@ -83,8 +107,9 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const JsonValue& root, const
   im.pre_tokenizer = parse_pre_tokenizer(field("pre_tokenizer"), top.child("pre_tokenizer"));
   im.post_processor = parse_post_processor(field("post_processor"), top.child("post_processor"));
   im.decoder = parse_decoder(field("decoder"), top.child("decoder"));
-  im.added = std::make_unique<AddedVocabulary>(AddedVocabulary::parse(field("added_tokens"), top.child("added_tokens")),
-                                               im.normalizer.get());
+  std::vector<AddedToken> added = AddedVocabulary::parse(field("added_tokens"), top.child("added_tokens"));
+  if (!get_bool(root, kKeepAddedTokenIds, top, false)) assign_added_token_ids(added, *im.model, source);
+  im.added = std::make_unique<AddedVocabulary>(std::move(added), im.normalizer.get());
   im.vocab_size = im.model->size();
   for (const auto& t : im.added->tokens()) im.vocab_size = std::max(im.vocab_size, t.id + 1);
 

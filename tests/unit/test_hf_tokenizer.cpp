@@ -93,21 +93,21 @@ TEST(HfTokenizerSplit, RegexPatternAndInvert) {
 // ---------------------------------------------------------------- other pre-tokenizers
 
 TEST(HfTokenizerPreTokenizers, MetaspacePrependSchemesAndSplit) {
-  // ▁ a b ▁a ▁b a▁ ; merges (a,▁) (▁,a) (▁,b); <x> is an added token (id 10).
+  // ▁ a b ▁a ▁b a▁ ; merges (a,▁) (▁,a) (▁,b); <x> is an added token (id 6).
   const std::string model = bpe_model("{\"" + kMeta + "\": 0, \"a\": 1, \"b\": 2, \"" + kMeta + "a\": 3, \"" + kMeta +
                                           "b\": 4, \"a" + kMeta + "\": 5}",
                                       "[[\"a\", \"" + kMeta + "\"], [\"" + kMeta + "\", \"a\"], [\"" + kMeta + "\", \"b\"]]");
-  const std::string added = R"("added_tokens": [{"id": 10, "content": "<x>", "special": true, "normalized": false}])";
+  const std::string added = R"("added_tokens": [{"id": 6, "content": "<x>", "special": true, "normalized": false}])";
   auto meta = [&](const std::string& scheme, bool split) {
     return hf_tokenizer(model, added + R"(, "pre_tokenizer": {"type": "Metaspace", "replacement": ")" + kMeta +
                                    R"(", "prepend_scheme": ")" + scheme + R"(", "split": )" + (split ? "true" : "false") + "}");
   };
   // always: "a b" -> ▁a▁b -> split before each ▁: ▁a | ▁b.
   EXPECT_EQ(meta("always", true)->encode("a b"), (Ids{3, 4}));
-  EXPECT_EQ(meta("always", true)->encode("<x>a b"), (Ids{10, 3, 4}));
+  EXPECT_EQ(meta("always", true)->encode("<x>a b"), (Ids{6, 3, 4}));
   // first: only the piece at offset 0 of the input gets the ▁.
   EXPECT_EQ(meta("first", true)->encode("a b"), (Ids{3, 4}));
-  EXPECT_EQ(meta("first", true)->encode("<x>a b"), (Ids{10, 1, 4}));
+  EXPECT_EQ(meta("first", true)->encode("<x>a b"), (Ids{6, 1, 4}));
   EXPECT_EQ(meta("never", true)->encode("a b"), (Ids{1, 4}));
   // split false: ▁a▁b is one word; (a,▁) has the lowest rank -> ▁ a▁ b.
   EXPECT_EQ(meta("always", false)->encode("a b"), (Ids{0, 5, 2}));
@@ -160,6 +160,8 @@ TEST(HfTokenizerBpe, ByteFallbackSpellsUnknownCharactersAsBytes) {
   EXPECT_EQ(t->decode({1, 2, 3}), "a\xC3\xA9");
   // ™ (E2 84 A2) has no byte tokens: unk.
   EXPECT_EQ(t->encode("\xE2\x84\xA2" "a"), (Ids{0, 1}));
+  // HF's order: a pending unk is not flushed before byte-fallback tokens, so it comes after them.
+  EXPECT_EQ(t->encode("\xE2\x84\xA2\xC3\xA9"), (Ids{2, 3, 0}));
   // A lone byte that is not UTF-8 decodes to U+FFFD, one per byte (HF).
   EXPECT_EQ(t->decode({1, 2}), "a\xEF\xBF\xBD");
 }

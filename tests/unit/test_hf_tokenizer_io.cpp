@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "peft/error.hpp"
+#include "peft/warnings.hpp"
 #include "peft/text/hf_tokenizer.hpp"
 #include "support/fixtures.hpp"
 #include "support/hf_tokenizer_json.hpp"
@@ -45,31 +46,40 @@ std::string refusal(const std::string& model, const std::string& extra = "") {
 // ---------------------------------------------------------------- added tokens
 
 TEST(HfTokenizerAddedTokens, SplitOutBeforeTheModelLeftmostLongest) {
-  auto t = hf_tokenizer(abx_model(), added(R"({"id": 7, "content": "<s><s>", "special": false, "normalized": false})"));
+  auto t = hf_tokenizer(abx_model(), added(R"({"id": 6, "content": "<s><s>", "special": false, "normalized": false})"));
   EXPECT_EQ(t->encode("a<s>b</s>"), (Ids{0, 4, 1, 5}));
-  EXPECT_EQ(t->encode("<s><s><s>"), (Ids{7, 4}));  // the longest match at the leftmost position
+  EXPECT_EQ(t->encode("<s><s><s>"), (Ids{6, 4}));  // the longest match at the leftmost position
   EXPECT_EQ(t->encode("<s"), (Ids{}));               // '<' and 's' are not in the vocab
-  EXPECT_EQ(t->vocab_size(), 8);
+  EXPECT_EQ(t->vocab_size(), 7);
+}
+
+TEST(HfTokenizerAddedTokens, IdsAreNumberedAsHfDoesWithAWarning) {
+  // HF ignores added_tokens' ids: vocab tokens keep theirs, new ones follow the vocab (6 entries).
+  peft::ScopedWarningCapture warnings;
+  auto t = hf_tokenizer(abx_model(), added(R"({"id": 40, "content": "<q>", "normalized": false})"));
+  EXPECT_EQ(t->encode("<q>"), (Ids{6}));
+  ASSERT_EQ(warnings.messages().size(), 1u);
+  EXPECT_NE(warnings.messages()[0].find("'<q>' has id 40"), std::string::npos) << warnings.messages()[0];
 }
 
 TEST(HfTokenizerAddedTokens, StripAndSingleWordOptions) {
-  auto t = hf_tokenizer(abx_model(), added(R"({"id": 8, "content": "<m>", "lstrip": true, "normalized": false},
-      {"id": 9, "content": "<r>", "rstrip": true, "normalized": false},
-      {"id": 10, "content": "ab", "single_word": true, "normalized": false})"));
-  EXPECT_EQ(t->encode("a  <m> b"), (Ids{0, 8, 3, 1}));  // lstrip swallows the spaces before
-  EXPECT_EQ(t->encode("a <r>  b"), (Ids{0, 3, 9, 1}));  // rstrip swallows the spaces after
-  EXPECT_EQ(t->encode("x ab x"), (Ids{2, 3, 10, 3, 2}));
+  auto t = hf_tokenizer(abx_model(), added(R"({"id": 6, "content": "<m>", "lstrip": true, "normalized": false},
+      {"id": 7, "content": "<r>", "rstrip": true, "normalized": false},
+      {"id": 8, "content": "ab", "single_word": true, "normalized": false})"));
+  EXPECT_EQ(t->encode("a  <m> b"), (Ids{0, 6, 3, 1}));  // lstrip swallows the spaces before
+  EXPECT_EQ(t->encode("a <r>  b"), (Ids{0, 3, 7, 1}));  // rstrip swallows the spaces after
+  EXPECT_EQ(t->encode("x ab x"), (Ids{2, 3, 8, 3, 2}));
   EXPECT_EQ(t->encode("xab"), (Ids{2, 0, 1}));  // inside a word: not the added token
 }
 
 TEST(HfTokenizerAddedTokens, NormalizedTokensMatchTheNormalizedText) {
   // Lowercase normalizer. <X> (normalized=false) matches the raw text only; <Y> (normalized=true)
   // is stored as "<y>" and matches after lowercasing.
-  auto t = hf_tokenizer(abx_model(), added(R"({"id": 11, "content": "<X>", "normalized": false},
-      {"id": 12, "content": "<Y>", "normalized": true})") + R"(, "normalizer": {"type": "Lowercase"})");
-  EXPECT_EQ(t->encode("A<X>"), (Ids{0, 11}));
+  auto t = hf_tokenizer(abx_model(), added(R"({"id": 6, "content": "<X>", "normalized": false},
+      {"id": 7, "content": "<Y>", "normalized": true})") + R"(, "normalizer": {"type": "Lowercase"})");
+  EXPECT_EQ(t->encode("A<X>"), (Ids{0, 6}));
   EXPECT_EQ(t->encode("A<x>"), (Ids{0, 2}));  // < and > have no token
-  EXPECT_EQ(t->encode("<Y>b<y>"), (Ids{12, 1, 12}));
+  EXPECT_EQ(t->encode("<Y>b<y>"), (Ids{7, 1, 7}));
 }
 
 // ---------------------------------------------------------------- post-processors
@@ -111,7 +121,7 @@ TEST(HfTokenizerPostProcessor, LlamaConfigAddBosEosRewritesTheTemplate) {
 // ---------------------------------------------------------------- decoders
 
 TEST(HfTokenizerDecoders, LlamaChainReplaceByteFallbackFuseStrip) {
-  auto t = hf_tokenizer(bpe_model("{\"" + kMeta + "a\": 0, \"" + kMeta + "b\": 1, \"<0x21>\": 2}", "[]"),
+  auto t = hf_tokenizer(bpe_model("{\"" + kMeta + "a\": 0, \"" + kMeta + "b\": 1, \"<0x21>\": 2, \"c\": 3, \"<s>\": 4, \"</s>\": 5}", "[]"),
                         added("") + R"(, "decoder": {"type": "Sequence", "decoders": [
       {"type": "Replace", "pattern": {"String": ")" + kMeta + R"("}, "content": " "},
       {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]})");

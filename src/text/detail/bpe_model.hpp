@@ -44,6 +44,8 @@ class BpeModel {
   /// 1 + the largest id.
   int64_t size() const { return static_cast<int64_t>(id_to_token_.size()); }
   std::size_t num_merges() const { return num_merges_; }
+  /// The number of vocab entries (HF's get_vocab_size, where added tokens get their ids from).
+  std::size_t vocab_entries() const { return vocab_.size(); }
 
   /// Reads tokenizer.json's "model" object (type BPE); refuses dropout and unknown fields' values.
   static std::unique_ptr<BpeModel> from_json(const JsonValue& model, const JsonPlace& at);
