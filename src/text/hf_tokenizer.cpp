@@ -9,7 +9,6 @@
 #include "detail/post_processor.hpp"
 #include "detail/pre_tokenizers.hpp"
 #include "peft/error.hpp"
-#include "peft/format/atomic_file.hpp"
 #include "peft/warnings.hpp"
 
 namespace peft::text {
@@ -36,15 +35,6 @@ HfTokenizer::HfTokenizer() : impl_(std::make_unique<Impl>()) {}
 HfTokenizer::~HfTokenizer() = default;
 
 namespace {
-
-JsonValue parse_json_file(const std::filesystem::path& file) {
-  const std::string text = read_text_file(file);
-  try {
-    return JsonValue::parse(text);
-  } catch (const Error& e) {
-    throw SerializationError(file.string() + ": malformed JSON: " + e.what());
-  }
-}
 
 // tokenizer_config.json's bos_token etc.: a string, an AddedToken object {"content": ...} or null.
 std::optional<std::string> config_token(const JsonValue* config, const char* key) {

@@ -15,15 +15,6 @@ namespace {
 
 constexpr std::string_view kEndOfTextText = "<|endoftext|>";
 
-JsonValue parse_json_file(const std::filesystem::path& file) {
-  const std::string text = read_text_file(file);
-  try {
-    return JsonValue::parse(text);
-  } catch (const Error& e) {
-    throw SerializationError(file.string() + ": malformed JSON: " + e.what());
-  }
-}
-
 std::unordered_map<std::string, int64_t> read_vocab(const std::filesystem::path& file, const JsonValue& v,
                                                     const std::string& field) {
   if (!v.is_object()) detail::bad_field({file.string(), field}, "an object {token: id}", &v);
@@ -82,7 +73,7 @@ std::string ByteTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
 }
 
 std::unique_ptr<ByteLevelBPETokenizer> ByteLevelBPETokenizer::from_tokenizer_json(const std::filesystem::path& file) {
-  const JsonValue root = parse_json_file(file);
+  const JsonValue root = detail::parse_json_file(file);
   if (!root.is_object()) throw SerializationError(file.string() + ": the top level must be a JSON object");
   const detail::JsonPlace top{file.string(), ""};
   // Only GPT-2's shape: the general pipeline (HfTokenizer) reads everything else.
@@ -113,7 +104,7 @@ std::unique_ptr<ByteLevelBPETokenizer> ByteLevelBPETokenizer::from_tokenizer_jso
 
 std::unique_ptr<ByteLevelBPETokenizer> ByteLevelBPETokenizer::from_vocab_merges(const std::filesystem::path& vocab_json,
                                                                                 const std::filesystem::path& merges_txt) {
-  const JsonValue v = parse_json_file(vocab_json);
+  const JsonValue v = detail::parse_json_file(vocab_json);
   auto vocab = read_vocab(vocab_json, v, "(top level)");
   const std::string text = read_text_file(merges_txt);
   std::vector<std::pair<std::string, std::string>> merges;

@@ -17,6 +17,11 @@ async function main() {
     t.addSpecialTokens(["<|endoftext|>"]);
     fs.mkdirSync(a, { recursive: true });
     t.save(a + "/tokenizer.json", true);
+    // The binding has no ByteLevel decoder constructor: add GPT-2's, so decode is byte-level (HF
+    // joins tokens with spaces when a tokenizer.json has no decoder).
+    const d = JSON.parse(fs.readFileSync(a + "/tokenizer.json", "utf8"));
+    d.decoder = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true };
+    fs.writeFileSync(a + "/tokenizer.json", JSON.stringify(d, null, 2));
   } else if (cmd === "encode") {
     const t = tk.Tokenizer.fromFile(a);
     const strings = JSON.parse(fs.readFileSync(b, "utf8"));

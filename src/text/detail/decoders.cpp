@@ -2,10 +2,9 @@
 
 #include "decoders.hpp"
 
-#include <stdexcept>
 #include <cctype>
 
-#include "pcre2_regex.hpp"
+#include "pattern.hpp"
 #include "peft/text/pretokenizer.hpp"
 #include "unicode.hpp"
 
@@ -139,33 +138,14 @@ class Strip : public Decoder {
 
 class Replace : public Decoder {
  public:
-  Replace(const PatternSpec& p, std::string content) : literal_(p.text), content_(std::move(content)) {
-    if (p.is_regex) regex_ = std::make_unique<Pcre2Regex>(p.text);
-  }
+  Replace(const PatternSpec& p, std::string content, const JsonPlace& at)
+      : pattern_(p, at.child("pattern")), content_(std::move(content)) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
-    std::vector<std::pair<std::size_t, std::size_t>> m;
-    for (auto& t : tokens) {
-      m.clear();
-      if (regex_) regex_->find_all(t, m);
-      else if (!literal_.empty())
-        for (auto p = t.find(literal_); p != std::string::npos; p = t.find(literal_, p + literal_.size()))
-          m.emplace_back(p, p + literal_.size());
-      if (m.empty()) continue;
-      std::string out;
-      std::size_t prev = 0;
-      for (const auto& [b, e] : m) {
-        out.append(t, prev, b - prev);
-        out += content_;
-        prev = e;
-      }
-      out.append(t, prev, std::string::npos);
-      t = std::move(out);
-    }
+    for (auto& t : tokens) t = pattern_.replace_all(t, content_);
   }
 
  private:
-  std::string literal_;
-  std::unique_ptr<Pcre2Regex> regex_;
+  Pattern pattern_;
   std::string content_;
 };
 
@@ -231,25 +211,10 @@ std::unique_ptr<Decoder> parse_decoder(const JsonValue& v, const JsonPlace& at) 
                                    static_cast<std::size_t>(get_int(v, "start", at, 0)),
                                    static_cast<std::size_t>(get_int(v, "stop", at, 0)));
   }
-  if (type == "Replace") {
-    const PatternSpec p = get_pattern(v, at);
-    try {
-      return std::make_unique<Replace>(p, get_string(v, "content", at, ""));
-    } catch (const std::invalid_argument& e) {
-      unsupported(at.child("pattern"), p.text, std::string("the regex does not compile: ") + e.what(),
-                  "use a PCRE2-compatible pattern");
-    }
-  }
+  if (type == "Replace") return std::make_unique<Replace>(get_pattern(v, at), get_string(v, "content", at, ""), at);
   if (type == "WordPiece")
     return std::make_unique<WordPiece>(get_string(v, "prefix", at, "##"), get_bool(v, "cleanup", at, true));
-  if (type == "Sequence") {
-    const JsonValue* list = v.find("decoders");
-    if (!list || !list->is_array()) bad_field(at.child("decoders"), "an array", list);
-    std::vector<std::unique_ptr<Decoder>> items;
-    for (std::size_t i = 0; i < list->as_array().size(); ++i)
-      if (auto d = parse_decoder(list->as_array()[i], at.child("decoders").item(i))) items.push_back(std::move(d));
-    return std::make_unique<Sequence>(std::move(items));
-  }
+  if (type == "Sequence") return std::make_unique<Sequence>(parse_list<Decoder>(v, "decoders", at, parse_decoder));
   unsupported(at.child("type"), type, "this decoder is not implemented",
               "supported: ByteLevel, Metaspace, ByteFallback, Fuse, Strip, Replace, WordPiece, Sequence");
 }

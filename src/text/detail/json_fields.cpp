@@ -2,6 +2,8 @@
 
 #include "json_fields.hpp"
 
+#include "peft/format/atomic_file.hpp"
+
 namespace peft::text::detail {
 namespace {
 
@@ -73,6 +75,15 @@ PatternSpec get_pattern(const JsonValue& obj, const JsonPlace& at) {
   if (const JsonValue* s = p->find("String"); s && s->is_string()) return {false, s->as_string()};
   if (const JsonValue* r = p->find("Regex"); r && r->is_string()) return {true, r->as_string()};
   bad_field(pat, "{\"String\": ...} or {\"Regex\": ...}", p);
+}
+
+JsonValue parse_json_file(const std::filesystem::path& file) {
+  const std::string text = read_text_file(file);
+  try {
+    return JsonValue::parse(text);
+  } catch (const Error& e) {
+    throw SerializationError(file.string() + ": malformed JSON: " + e.what());
+  }
 }
 
 }  // namespace peft::text::detail

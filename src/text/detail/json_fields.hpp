@@ -3,7 +3,10 @@
 // pre-tokenizers, model, post-processor, decoders): every error names the file and the field.
 
 #include <cstdint>
+#include <filesystem>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "peft/error.hpp"
 #include "peft/format/json_value.hpp"
@@ -41,5 +44,20 @@ struct PatternSpec {
   std::string text;
 };
 PatternSpec get_pattern(const JsonValue& obj, const JsonPlace& at);
+
+/// obj[key] as an array of components parsed by `parse` (null entries skipped): the Sequence types.
+template <class T, class Parse>
+std::vector<std::unique_ptr<T>> parse_list(const JsonValue& obj, const std::string& key, const JsonPlace& at,
+                                           Parse parse) {
+  const JsonValue* list = obj.find(key);
+  if (!list || !list->is_array()) bad_field(at.child(key), "an array", list);
+  std::vector<std::unique_ptr<T>> items;
+  for (std::size_t i = 0; i < list->as_array().size(); ++i)
+    if (auto item = parse(list->as_array()[i], at.child(key).item(i))) items.push_back(std::move(item));
+  return items;
+}
+
+/// A JSON file; SerializationError `file: malformed JSON: ...` when it does not parse.
+JsonValue parse_json_file(const std::filesystem::path& file);
 
 }  // namespace peft::text::detail

@@ -2,10 +2,9 @@
 
 #include "normalizers.hpp"
 
-#include <stdexcept>
 #include <vector>
 
-#include "pcre2_regex.hpp"
+#include "pattern.hpp"
 #include "unicode.hpp"
 
 namespace peft::text::detail {
@@ -69,41 +68,16 @@ class Prepend : public Normalizer {
 class Replace : public Normalizer {
  public:
   Replace(const PatternSpec& pattern, std::string content, const JsonPlace& at)
-      : literal_(pattern.is_regex ? std::string() : pattern.text), content_(std::move(content)) {
-    if (pattern.is_regex) {
-      try {
-        regex_ = std::make_unique<Pcre2Regex>(pattern.text);
-      } catch (const std::invalid_argument& e) {
-        unsupported(at.child("pattern"), pattern.text, std::string("the regex does not compile: ") + e.what(),
-                    "use a PCRE2-compatible pattern");
-      }
-    }
-  }
+      : pattern_(pattern, at.child("pattern")), content_(std::move(content)) {}
   void normalize(std::string& text, bool& at_start) const override {
-    std::vector<std::pair<std::size_t, std::size_t>> matches;
-    if (regex_) {
-      regex_->find_all(text, matches);
-    } else if (!literal_.empty()) {
-      for (std::size_t p = text.find(literal_); p != std::string::npos; p = text.find(literal_, p + literal_.size()))
-        matches.emplace_back(p, p + literal_.size());
-    }
-    if (matches.empty()) return;
-    if (content_.empty() && matches.front().first == 0 && matches.front().second > 0) at_start = false;
-    std::string out;
-    out.reserve(text.size());
-    std::size_t prev = 0;
-    for (const auto& [b, e] : matches) {
-      out.append(text, prev, b - prev);
-      out += content_;
-      prev = e;
-    }
-    out.append(text, prev, std::string::npos);
-    text = std::move(out);
+    std::pair<std::size_t, std::size_t> first;
+    text = pattern_.replace_all(text, content_, &first);
+    // Removing the first characters moves the start away from offset 0 of the input.
+    if (content_.empty() && first.first == 0 && first.second > 0) at_start = false;
   }
 
  private:
-  std::string literal_;
-  std::unique_ptr<Pcre2Regex> regex_;
+  Pattern pattern_;
   std::string content_;
 };
 
@@ -129,14 +103,7 @@ std::unique_ptr<Normalizer> parse_normalizer(const JsonValue& v, const JsonPlace
     return std::make_unique<Strip>(get_bool(v, "strip_left", at, true), get_bool(v, "strip_right", at, true));
   if (type == "Prepend") return std::make_unique<Prepend>(get_string(v, "prepend", at, ""));
   if (type == "Replace") return std::make_unique<Replace>(get_pattern(v, at), get_string(v, "content", at, ""), at);
-  if (type == "Sequence") {
-    const JsonValue* list = v.find("normalizers");
-    if (!list || !list->is_array()) bad_field(at.child("normalizers"), "an array", list);
-    std::vector<std::unique_ptr<Normalizer>> items;
-    for (std::size_t i = 0; i < list->as_array().size(); ++i)
-      if (auto n = parse_normalizer(list->as_array()[i], at.child("normalizers").item(i))) items.push_back(std::move(n));
-    return std::make_unique<Sequence>(std::move(items));
-  }
+  if (type == "Sequence") return std::make_unique<Sequence>(parse_list<Normalizer>(v, "normalizers", at, parse_normalizer));
   unsupported(at.child("type"), type, "this normalizer is not implemented",
               "supported: NFC, NFD, NFKC, NFKD, Lowercase, Strip, Prepend, Replace, Sequence");
 }

@@ -110,14 +110,8 @@ std::unique_ptr<PostProcessor> parse_post_processor(const JsonValue& v, const Js
   if (type == "RobertaProcessing" || type == "BertProcessing")
     return std::make_unique<Wrap>(std::vector<int64_t>{pair_id(v, "cls", at)},
                                   std::vector<int64_t>{pair_id(v, "sep", at)});
-  if (type == "Sequence") {
-    const JsonValue* list = v.find("processors");
-    if (!list || !list->is_array()) bad_field(at.child("processors"), "an array", list);
-    std::vector<std::unique_ptr<PostProcessor>> items;
-    for (std::size_t i = 0; i < list->as_array().size(); ++i)
-      if (auto p = parse_post_processor(list->as_array()[i], at.child("processors").item(i))) items.push_back(std::move(p));
-    return std::make_unique<Sequence>(std::move(items));
-  }
+  if (type == "Sequence")
+    return std::make_unique<Sequence>(parse_list<PostProcessor>(v, "processors", at, parse_post_processor));
   unsupported(at.child("type"), type, "this post-processor is not implemented",
               "supported: TemplateProcessing, RobertaProcessing, BertProcessing, ByteLevel, Sequence");
 }

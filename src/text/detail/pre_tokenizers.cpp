@@ -4,7 +4,7 @@
 
 #include <stdexcept>
 
-#include "pcre2_regex.hpp"
+#include "pattern.hpp"
 #include "peft/text/pretokenizer.hpp"
 #include "unicode.hpp"
 
@@ -35,14 +35,6 @@ SplitBehavior parse_split_behavior(const JsonValue& obj, const JsonPlace& at, Sp
 }
 
 namespace {
-
-std::unique_ptr<Pcre2Regex> compile(const std::string& pattern, const JsonPlace& at) {
-  try {
-    return std::make_unique<Pcre2Regex>(pattern);
-  } catch (const std::invalid_argument& e) {
-    unsupported(at, pattern, std::string("the regex does not compile: ") + e.what(), "use a PCRE2-compatible pattern");
-  }
-}
 
 void regex_spans(const Pcre2Regex& re, const std::string& text, std::vector<Span>& spans) {
   std::vector<std::pair<std::size_t, std::size_t>> matches;
@@ -91,28 +83,19 @@ class ByteLevel : public PreTokenizer {
 class Split : public PreTokenizer {
  public:
   Split(const PatternSpec& pattern, SplitBehavior behavior, bool invert, const JsonPlace& at)
-      : literal_(pattern.text), behavior_(behavior), invert_(invert) {
-    if (pattern.is_regex) regex_ = compile(pattern.text, at.child("pattern"));
-  }
+      : pattern_(pattern, at.child("pattern")), behavior_(behavior), invert_(invert) {}
 
  protected:
   void split(const Piece& piece, std::vector<Piece>& out) const override {
+    std::vector<std::pair<std::size_t, std::size_t>> matches;
+    pattern_.find_all(piece.text, matches);
     std::vector<Span> spans;
-    if (regex_) {
-      regex_spans(*regex_, piece.text, spans);
-    } else {
-      std::vector<std::pair<std::size_t, std::size_t>> matches;
-      if (!literal_.empty())
-        for (auto p = piece.text.find(literal_); p != std::string::npos; p = piece.text.find(literal_, p + literal_.size()))
-          matches.emplace_back(p, p + literal_.size());
-      spans_from_matches(piece.text.size(), matches, spans);
-    }
+    spans_from_matches(piece.text.size(), matches, spans);
     split_piece(piece, spans, behavior_, invert_, out);
   }
 
  private:
-  std::string literal_;
-  std::unique_ptr<Pcre2Regex> regex_;
+  Pattern pattern_;
   SplitBehavior behavior_;
   bool invert_;
 };
@@ -141,8 +124,7 @@ class Metaspace : public PreTokenizer {
     }
     // Each replacement character is a match of its own (HF splits on the char), merged with the next.
     std::vector<std::pair<std::size_t, std::size_t>> matches;
-    for (auto f = p.text.find(replacement_); f != std::string::npos; f = p.text.find(replacement_, f + replacement_.size()))
-      matches.emplace_back(f, f + replacement_.size());
+    Pattern(replacement_).find_all(p.text, matches);
     std::vector<Span> spans;
     spans_from_matches(p.text.size(), matches, spans);
     split_piece(p, spans, SplitBehavior::MergedWithNext, false, out);
@@ -250,14 +232,8 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const JsonValue& v, const Json
     if (d.empty() || len != d.size()) unsupported(at.child("delimiter"), d, "the delimiter must be one character", "fix the file");
     return char_split([cp](uint32_t c) { return c == cp; }, SplitBehavior::Removed);
   }
-  if (type == "Sequence") {
-    const JsonValue* list = v.find("pretokenizers");
-    if (!list || !list->is_array()) bad_field(at.child("pretokenizers"), "an array", list);
-    std::vector<std::unique_ptr<PreTokenizer>> items;
-    for (std::size_t i = 0; i < list->as_array().size(); ++i)
-      if (auto p = parse_pre_tokenizer(list->as_array()[i], at.child("pretokenizers").item(i))) items.push_back(std::move(p));
-    return std::make_unique<SequencePreTokenizer>(std::move(items));
-  }
+  if (type == "Sequence")
+    return std::make_unique<SequencePreTokenizer>(parse_list<PreTokenizer>(v, "pretokenizers", at, parse_pre_tokenizer));
   unsupported(at.child("type"), type, "this pre-tokenizer is not implemented",
               "supported: ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit, "
               "CharDelimiterSplit, Sequence");
