@@ -5,9 +5,17 @@
 //   peft_tokenize TOKENIZER_DIR STRINGS.jsonl     each line is a JSON string (so it may hold \n)
 //   peft_tokenize --pretokenize STRINGS.jsonl     GPT-2 pre-token pieces (JSON array of strings)
 //   peft_tokenize --bench TOKENIZER_DIR TEXT_FILE encode the whole file, print MB/s and tokens/s
+//   peft_tokenize --bench-lines TOKENIZER_DIR STRINGS.jsonl REPEATS
+//                                                 one encode call per string (REPEATS passes), MB/s
+//   peft_tokenize --full TOKENIZER_DIR STRINGS.jsonl   one JSON object per string: ids and
+//       ids_special (add_special_tokens false/true), and decode of each with skip_special_tokens
+//       false/true: dec, dec_skip, dec_special, dec_special_skip (tests/tools/compare_hf_tokenizers.sh)
 // A TOKENIZER_DIR without tokenizer files gives the byte tokenizer (load_tokenizer's fallback).
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -87,11 +95,48 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
+    if (first == "--full" && argc == 4) {
+      auto tok = peft::text::load_tokenizer(argv[2]);
+      for (const auto& s : inputs(argv[3])) {
+        peft::JsonValue row = peft::JsonValue::object();
+        for (const bool special : {false, true}) {
+          const auto ids = tok->encode(s, special);
+          peft::JsonValue arr = peft::JsonValue::array();
+          for (auto id : ids) arr.as_array().emplace_back(id);
+          const std::string suffix = special ? "_special" : "";
+          row.set("ids" + suffix, std::move(arr));
+          row.set("dec" + suffix, tok->decode(ids, false));
+          row.set("dec" + suffix + "_skip", tok->decode(ids, true));
+        }
+        std::cout << row.dump() << "\n";
+      }
+      return 0;
+    }
+    if (first == "--bench-lines" && argc == 5) {
+      auto tok = peft::text::load_tokenizer(argv[2]);
+      const auto strings = inputs(argv[3]);
+      const int repeats = std::max(1, std::atoi(argv[4]));
+      std::size_t bytes = 0, tokens = 0;
+      const std::clock_t c0 = std::clock();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int r = 0; r < repeats; ++r)
+        for (const auto& s : strings) {
+          bytes += s.size();
+          tokens += tok->encode(s).size();
+        }
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double cpu = static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
+      std::printf("peft %s: %zu strings x %d: %zu bytes -> %zu tokens: %.2f MB/s (%.2f MB per CPU-s)\n",
+                  tok->kind().c_str(), strings.size(), repeats, bytes, tokens, bytes / sec / 1e6, bytes / cpu / 1e6);
+      return 0;
+    }
     if (argc != 3) {
       std::fprintf(stderr,
                    "usage: peft_tokenize TOKENIZER_DIR TEXT_FILE|STRINGS.jsonl\n"
                    "       peft_tokenize --pretokenize STRINGS.jsonl\n"
-                   "       peft_tokenize --bench TOKENIZER_DIR TEXT_FILE\n");
+                   "       peft_tokenize --bench TOKENIZER_DIR TEXT_FILE\n"
+                   "       peft_tokenize --bench-lines TOKENIZER_DIR STRINGS.jsonl REPEATS\n"
+                   "       peft_tokenize --full TOKENIZER_DIR STRINGS.jsonl\n");
       return 2;
     }
     auto tok = peft::text::load_tokenizer(argv[1]);

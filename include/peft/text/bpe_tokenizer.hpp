@@ -1,15 +1,15 @@
 #pragma once
-/// GPT-2's byte-level BPE, as HF `tokenizers` (BPE model + ByteLevel pre-tokenizer) runs it:
+/// GPT-2's byte-level BPE, as HF `tokenizers` (BPE model + ByteLevel pre-tokenizer) runs it; a
+/// fixed configuration of HfTokenizer (peft/text/hf_tokenizer.hpp), which does the work:
 ///   1. added/special tokens (e.g. `<|endoftext|>`) are split out of the text first
 ///      (leftmost-longest match; lstrip/rstrip/single_word honoured);
 ///   2. each remaining segment is pre-tokenized with GPT-2's regex (peft/text/pretokenizer.hpp);
 ///   3. each piece's bytes start as one symbol per byte, and merges are applied by rank (lowest
 ///      first; equal ranks left to right: HF's heap order), repeating until no pair has a merge.
 /// Words are cached (bounded). decode maps ids back to bytes, so invalid UTF-8 round-trips.
-/// Not supported (refused with peft::ConfigError at load): other model types (WordPiece, Unigram,
-/// WordLevel), normalizers, pre-tokenizers other than a plain ByteLevel, BPE with
-/// byte_fallback / continuing_subword_prefix / end_of_word_suffix / dropout. Post-processors and
-/// decoders are ignored: encode never adds BOS/EOS (HF's add_special_tokens=False).
+/// from_tokenizer_json accepts only this GPT-2 shape (refusing others with peft::ConfigError);
+/// load_tokenizer reads any supported tokenizer.json with HfTokenizer instead. encode never adds
+/// BOS/EOS (GPT-2 has no post-processor that adds tokens).
 
 #include <filesystem>
 #include <memory>
@@ -21,6 +21,8 @@
 #include "peft/text/tokenizer.hpp"
 
 namespace peft::text {
+
+class HfTokenizer;
 
 class ByteLevelBPETokenizer : public Tokenizer {
  public:
@@ -78,6 +80,10 @@ class ByteLevelBPETokenizer : public Tokenizer {
   int missing_byte_tokens() const;
 
  private:
+  explicit ByteLevelBPETokenizer(std::unique_ptr<HfTokenizer> hf);
+  static std::unique_ptr<HfTokenizer> build(const std::unordered_map<std::string, int64_t>& vocab,
+                                            const std::vector<std::pair<std::string, std::string>>& merges,
+                                            const std::vector<AddedToken>& added_tokens, Options options);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,26 +1,11 @@
 #pragma once
-/// GPT-2's byte-level pre-tokenization, by hand (std::regex has no \p{..} classes):
+/// GPT-2's byte-level pre-tokenization, the regex HF's ByteLevel pre-tokenizer uses (run by PCRE2
+/// with Unicode properties, src/text/detail/pcre2_regex.hpp):
 ///   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-/// Alternatives are tried in that order at each position (leftmost-first, greedy), as PCRE /
-/// Oniguruma do; contractions are case-sensitive, the optional space is U+0020 only.
-///
-/// Character classes on decoded UTF-8 code points:
-///  - ASCII exactly (L = A-Za-z, N = 0-9, \s = \t \n \v \f \r and space).
-///  - \s beyond ASCII: Unicode White_Space (U+0085, U+00A0, U+1680, U+2000-200A, U+2028/9, U+202F,
-///    U+205F, U+3000).
-///  - \p{L} beyond ASCII (an approximation by block, not the full Unicode tables): Latin-1 letters
-///    and ª µ º, Latin Extended-A/B, IPA, Greek and Coptic, Cyrillic (+ Supplement), Armenian,
-///    Hebrew and Arabic letters, Devanagari/Thai/Georgian/Hangul Jamo letters, Latin Extended
-///    Additional, Greek Extended, Glagolitic, Hiragana, Katakana, Bopomofo, CJK Unified Ideographs
-///    (+ Ext. A-F), Yi, Hangul syllables, CJK compatibility ideographs, fullwidth Latin letters,
-///    halfwidth Katakana/Hangul. Combining marks (\p{M}) are not letters, as in Unicode; so Indic
-///    vowel signs split words exactly as in GPT-2, but letters of scripts not listed here are
-///    treated as punctuation (the only place this tokenizer may differ from HF's).
-///  - \p{N}: decimal digits of Arabic-Indic, Devanagari ... Thai, Lao, Tibetan, Myanmar, Khmer,
-///    Mongolian and fullwidth digits; superscripts/subscripts ² ³ ¹ ⁰-⁹ ₀-₉, vulgar fractions
-///    ¼ ½ ¾ ⅐-⅟, Roman numerals Ⅰ-ↈ, circled/parenthesised numbers ①-⒛ ⓪-⓿ ❶-➓, 〇 〡-〩.
-///  - Invalid UTF-8: each bad byte is one code point of the "other" class (punctuation), so it
-///    stays inside a ` ?[^\s\p{L}\p{N}]+` piece and round-trips through the byte-level mapping.
+/// Alternatives are tried in that order at each position (leftmost-first, greedy), as Oniguruma
+/// does; contractions are case-sensitive, the optional space is U+0020 only. \s is Unicode
+/// White_Space, \p{L}/\p{N} the Unicode categories. Invalid UTF-8 bytes are treated as one
+/// "other" (punctuation-class) character each, so they stay inside ` ?[^\s\p{L}\p{N}]+` pieces.
 
 #include <array>
 #include <cstdint>
@@ -32,7 +17,7 @@ namespace peft::text {
 
 enum class CharClass : uint8_t { Letter, Number, Space, Other };
 
-/// The class of one Unicode code point (see the header comment for the approximation).
+/// The class of one Unicode code point: White_Space, then L*, then N* (Unicode categories).
 CharClass classify_code_point(uint32_t cp);
 
 /// Split `text` into GPT-2 pre-tokens (views into `text`; concatenated they give `text` back).

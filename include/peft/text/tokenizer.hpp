@@ -1,7 +1,7 @@
 #pragma once
 /// Tokenizers for the trainer and examples: the abstract Tokenizer, ByteTokenizer (raw bytes) and
-/// load_tokenizer, which picks the right one for a model directory. GPT-2's byte-level BPE is in
-/// peft/text/bpe_tokenizer.hpp.
+/// load_tokenizer, which picks the right one for a model directory. HF's tokenizer.json pipeline is
+/// peft/text/hf_tokenizer.hpp, GPT-2's vocab.json + merges.txt peft/text/bpe_tokenizer.hpp.
 
 #include <cstdint>
 #include <filesystem>
@@ -57,12 +57,13 @@ class ByteTokenizer : public Tokenizer {
 };
 
 /// The tokenizer of a model directory, first match wins:
-///   1. `dir/tokenizer.json` (HF tokenizers, BPE model with the ByteLevel pre-tokenizer),
+///   1. `dir/tokenizer.json` (+ tokenizer_config.json): HfTokenizer, kind "hf" (GPT-2, Llama 2/3,
+///      Qwen, Gemma, Mistral ... BPE tokenizers; docs/tokenizers.md),
 ///   2. `dir/vocab.json` + `dir/merges.txt` (GPT-2's original files),
 ///   3. otherwise a ByteTokenizer (also for an empty path or a `builtin:` name / missing dir), so the
 ///      builtin tiny models (vocab 257) need no tokenizer files.
 /// Throws peft::SerializationError (malformed file) or peft::ConfigError (a tokenizer.json this
-/// library cannot reproduce, e.g. WordPiece or a Metaspace pre-tokenizer), naming the file.
+/// library cannot reproduce, e.g. a WordPiece/Unigram model or a BertNormalizer), naming the file.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 
 }  // namespace peft::text
