@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of peft-generate on builtin:tiny-gpt2 (seconds each):
 #   generate_cli.sh CASE PEFT_GENERATE SCRATCH_DIR [PEFT_FINETUNE]
-# CASE: smoke | sampling | adapters | bad_args
+# CASE: smoke | sampling | adapters | chat | bad_args
 set -uo pipefail
 case_name=$1
 tool=$2
@@ -93,6 +93,24 @@ YAML
   "$tool" --model builtin:tiny-gpt2 --adapter a=$ad --prompts bad.jsonl > /dev/null 2> err.txt
   [ $? -eq 2 ] || fail "unknown adapter in the prompt file: exit code"
   grep -q 'bad.jsonl:1: adapter `c` was not loaded' err.txt || { cat err.txt; fail "unknown adapter message"; }
+  ;;
+chat)
+  # --chat renders the prompt with the model directory's chat template (a copy of the llama
+  # fixture checkpoint, vocab 320, so the byte tokenizer applies): the prompt token count is the
+  # byte length of the rendered ChatML text, system message first.
+  root="$(cd "$(dirname "$0")" && pwd)"
+  cp -r "$root/fixtures/hf_models/llama/base" model || fail "no llama fixture"
+  cat > model/tokenizer_config.json <<'JSON'
+{"bos_token": "<s>", "eos_token": "</s>",
+ "chat_template": "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"}
+JSON
+  "$tool" --model model --chat --system "Be brief." --prompt "Hi" --max-new-tokens 3 > out.txt 2> err.txt \
+    || { cat err.txt; fail "exit code"; }
+  rendered=$(printf '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n' | wc -c)
+  grep -q "1 prompt(s), $rendered prompt tokens" err.txt || { cat err.txt; fail "expected $rendered prompt tokens"; }
+  rm model/tokenizer_config.json
+  "$tool" --model model --chat --prompt "Hi" > out.txt 2> err.txt && fail "--chat without a template succeeded"
+  grep -q 'has no chat template' err.txt || { cat err.txt; fail "--chat without a template: message"; }
   ;;
 bad_args)
   expect() {  # expect CODE PATTERN ARGS...: exit code CODE, first stderr line matching PATTERN

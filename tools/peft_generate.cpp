@@ -41,6 +41,7 @@
 #include "peft/io/adapters.hpp"
 #include "peft/models/causal_lm.hpp"
 #include "peft/models/generate.hpp"
+#include "peft/text/chat_template.hpp"
 #include "peft/text/tokenizer.hpp"
 #include "peft/text/utf8_stream.hpp"
 #include "peft/warnings.hpp"
@@ -61,9 +62,11 @@ const char* kUsage =
     "usage: peft-generate --model DIR|builtin:NAME [--adapter [NAME=]DIR ...] (--prompt TEXT | --prompts FILE.jsonl)\n"
     "         [--max-new-tokens N] [--do-sample] [--greedy] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
     "         [--repetition-penalty R] [--merge] [--dtype float32|bfloat16|float16] [--device cpu|cuda[:N]]\n"
-    "         [--batch-size N] [--threads N] [--bos]\n"
+    "         [--batch-size N] [--threads N] [--bos] [--chat [--system TEXT]]\n"
     "--prompt streams the completion to stdout; --prompts prints one JSON line per prompt\n"
-    "({\"prompt\": ..., \"adapter\": NAME} per input line; rows of different adapters run as a mixed batch).\n";
+    "({\"prompt\": ..., \"adapter\": NAME} per input line; rows of different adapters run as a mixed batch).\n"
+    "--chat renders each prompt as a user message (after --system's, if given) with the model's chat template\n"
+    "and add_generation_prompt, as transformers' apply_chat_template does.\n";
 
 struct AdapterArg {
   std::string name;
@@ -79,7 +82,8 @@ struct Args {
   std::optional<std::uint64_t> seed;
   std::optional<double> temperature, top_p, repetition_penalty;
   std::optional<bool> do_sample;
-  bool merge = false, bos = false;
+  bool merge = false, bos = false, chat = false;
+  std::optional<std::string> system;
   torch::Dtype dtype = torch::kFloat32;
   std::string device = "cpu";
 };
@@ -152,6 +156,10 @@ Args parse_args(int argc, char** argv) {
       a.merge = true;
     } else if (s == "--bos") {
       a.bos = true;
+    } else if (s == "--chat") {
+      a.chat = true;
+    } else if (s == "--system") {
+      a.system = value();
     } else if (s == "--dtype") {
       a.dtype = parse_dtype(value());
     } else if (s == "--device") {
@@ -233,26 +241,57 @@ models::GenerationConfig generation_config(const Args& a) {
   return c;
 }
 
-/// Decodes generated ids for printing: EOS ids are not shown, ids outside the tokenizer's
-/// vocabulary become U+FFFD (with one warning).
+/// Decodes the generated ids of each row for printing, incrementally as HF's TextStreamer does:
+/// the row's ids so far are decoded together (skip_special_tokens, so EOS and other special tokens
+/// are not shown) and the text past what was already returned is the new piece. Decoding the
+/// whole row, not token by token, keeps Metaspace spaces and byte-fallback characters right; a
+/// decode ending in U+FFFD (a character still incomplete) is held back until it completes. Ids
+/// outside the tokenizer's vocabulary are dropped with one warning.
 class TokenText {
  public:
-  TokenText(const text::Tokenizer& tok, const models::GenerationConfig& c) : tok_(tok), eos_(c.eos_token_id) {}
-  std::string bytes(std::int64_t id) {
-    for (const auto e : eos_)
-      if (id == e) return "";
+  TokenText(const text::Tokenizer& tok, std::int64_t rows) : tok_(tok), ids_(static_cast<std::size_t>(rows)),
+                                                             shown_(static_cast<std::size_t>(rows)) {}
+  std::string push(std::int64_t row, std::int64_t id) {
     if (id < 0 || id >= tok_.vocab_size()) {
       if (!warned_) warn("token id " + std::to_string(id) + " is outside the tokenizer's vocabulary of " +
-                         std::to_string(tok_.vocab_size()) + " (shown as U+FFFD)");
+                         std::to_string(tok_.vocab_size()) + " (not shown)");
       warned_ = true;
-      return "\xEF\xBF\xBD";
+      return "";
     }
-    return tok_.decode({id});
+    auto& ids = ids_[static_cast<std::size_t>(row)];
+    auto& shown = shown_[static_cast<std::size_t>(row)];
+    ids.push_back(id);
+    const std::string all = tok_.decode(ids, /*skip_special_tokens=*/true);
+    static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+    if (all.size() >= kReplacement.size() && all.compare(all.size() - kReplacement.size(), kReplacement.size(),
+                                                         kReplacement.data(), kReplacement.size()) == 0)
+      return "";
+    if (all.size() <= shown.size() || all.compare(0, shown.size(), shown) != 0) {
+      // A decoder may rewrite earlier text (rare); show nothing new until it extends again.
+      if (all.size() > shown.size()) shown = all;
+      return "";
+    }
+    std::string piece = all.substr(shown.size());
+    shown = all;
+    return piece;
+  }
+  /// What push has held back of the row (an unfinished character at the end), now shown as is.
+  std::string rest(std::int64_t row) {
+    const std::string all = text(row);
+    auto& shown = shown_[static_cast<std::size_t>(row)];
+    std::string r = all.size() > shown.size() && all.compare(0, shown.size(), shown) == 0 ? all.substr(shown.size()) : "";
+    shown = all;
+    return r;
+  }
+  /// The whole decoded row (held-back characters included).
+  std::string text(std::int64_t row) const {
+    return tok_.decode(ids_[static_cast<std::size_t>(row)], /*skip_special_tokens=*/true);
   }
 
  private:
   const text::Tokenizer& tok_;
-  std::vector<std::int64_t> eos_;
+  std::vector<std::vector<std::int64_t>> ids_;
+  std::vector<std::string> shown_;
   bool warned_ = false;
 };
 
@@ -269,8 +308,13 @@ std::vector<std::pair<std::string, std::int64_t>> run_batch(models::CausalLMImpl
   std::vector<std::vector<std::int64_t>> ids;
   std::int64_t T = 0;
   for (const auto& p : batch) {
-    auto e = tok.encode(p.text);
-    if ((a.bos || e.empty()) && c.bos_token_id) e.insert(e.begin(), *c.bos_token_id);
+    // add_special_tokens as HF's tokenizer(prompt) does (e.g. Llama's BOS); --bos adds one where
+    // the tokenizer has no post-processor that does.
+    // A rendered chat template already holds its special tokens (apply_chat_template encodes
+    // with add_special_tokens=False).
+    auto e = tok.encode(p.text, /*add_special_tokens=*/!a.chat);
+    const bool has_bos = !e.empty() && c.bos_token_id && e.front() == *c.bos_token_id;
+    if ((a.bos || e.empty()) && c.bos_token_id && !has_bos) e.insert(e.begin(), *c.bos_token_id);
     if (e.empty()) throw UsageError("an empty prompt needs a bos_token_id in the model's config (none found)");
     T = std::max<std::int64_t>(T, static_cast<std::int64_t>(e.size()));
     totals.prompt_tokens += static_cast<std::int64_t>(e.size());
@@ -297,9 +341,8 @@ std::vector<std::pair<std::string, std::int64_t>> run_batch(models::CausalLMImpl
   else if (pm && same) pm->set_adapter(names[0]);
   else if (pm) scope.emplace(pm->mixed_batch(names));
 
-  std::vector<std::string> text(static_cast<std::size_t>(B));
   std::vector<std::int64_t> count(static_cast<std::size_t>(B), 0);
-  TokenText decoder(tok, c);
+  TokenText decoder(tok, B);
   text::Utf8Stream out;
   const auto start = std::chrono::steady_clock::now();
   auto on_step = [&](const models::GenerationStep& s) {
@@ -309,18 +352,17 @@ std::vector<std::pair<std::string, std::int64_t>> run_batch(models::CausalLMImpl
       if (!s.active[b].item<bool>()) continue;
       const auto id = s.tokens[b].item<std::int64_t>();
       ++count[static_cast<std::size_t>(b)];
-      const std::string piece = decoder.bytes(id);
-      text[static_cast<std::size_t>(b)] += piece;
+      const std::string piece = decoder.push(b, id);
       if (stream && b == 0) std::cout << out.push(piece) << std::flush;
     }
   };
   models::generate(model, input, c, mask, on_step);
   totals.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (stream) std::cout << out.finish() << "\n" << std::flush;
+  if (stream) std::cout << out.push(decoder.rest(0)) << out.finish() << "\n" << std::flush;
   std::vector<std::pair<std::string, std::int64_t>> results;
   for (std::int64_t b = 0; b < B; ++b) {
     totals.new_tokens += count[static_cast<std::size_t>(b)];
-    results.emplace_back(text[static_cast<std::size_t>(b)], count[static_cast<std::size_t>(b)]);
+    results.emplace_back(decoder.text(b), count[static_cast<std::size_t>(b)]);
   }
   return results;
 }
@@ -335,7 +377,18 @@ int run(const Args& a) {
   }
   if (device.is_cuda() && !torch::cuda::is_available()) throw UsageError("--device " + a.device + ": no CUDA device available");
   const auto config = generation_config(a);
-  const auto prompts = read_prompts(a);
+  auto prompts = read_prompts(a);
+  if (a.system && !a.chat) throw UsageError("--system needs --chat");
+  if (a.chat) {
+    const auto tmpl = a.model.rfind("builtin:", 0) == 0 ? std::nullopt : text::load_chat_template(a.model);
+    if (!tmpl) throw UsageError("--chat: " + a.model + " has no chat template (tokenizer_config.json chat_template or chat_template.jinja)");
+    for (auto& p : prompts) {
+      std::vector<text::ChatMessage> messages;
+      if (a.system) messages.push_back({"system", *a.system});
+      messages.push_back({"user", p.text});
+      p.text = tmpl->apply_chat_template(messages, /*add_generation_prompt=*/true);
+    }
+  }
   const auto tokenizer = text::load_tokenizer(a.model.rfind("builtin:", 0) == 0 ? fs::path() : fs::path(a.model));
 
   auto model = models::load_causal_lm(a.model, device, a.dtype);
