@@ -94,7 +94,7 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-/// Where the embedded default's relative paths (../../data/corpus/...) resolve: the source tree
+/// Where the embedded default's relative paths (../../data/...) resolve: the source tree
 /// this binary was built from, else the installed share/peft tree next to the binary.
 fs::path default_config_dir(const char* argv0) {
   std::vector<fs::path> candidates = {fs::path(PEFT_SOURCE_DIR) / "examples" / "train"};
@@ -155,8 +155,8 @@ int fail(int code, const std::string& message) {
 }
 
 /// Where an interrupted fine-tune stopped and the command that continues it.
-std::string interrupted_message(const Args& args, const TrainingRun& run, const LoopResult& r) {
-  return "interrupted at step " + std::to_string(r.step) + "/" + std::to_string(run.config.training.steps) +
+std::string interrupted_message(const Args& args, const TokenData& data, const LoopResult& r) {
+  return "interrupted at step " + std::to_string(r.step) + "/" + std::to_string(data.steps) +
          "; checkpoint " + (r.last_checkpoint ? r.last_checkpoint->string() : std::string("(none)")) +
          "; continue with: peft-finetune" + (args.config ? " --config " + args.config->string() : "") +
          (args.output_dir ? " --output-dir " + *args.output_dir : "") + " --resume";
@@ -172,12 +172,19 @@ int run_phases(const Args& args, const char* argv0) {
   const BaseModel base = build_model(run, pre.base_source);
   const TokenData data = prepare_data(run, base);
   const double before = evaluate(run, *base.model, data);
+  const std::optional<AnswerCheck> answers_before = check_heldout_answers(run, *base.model, data);
   LoraModel adapter = attach_adapter(run, base);
   const LoopResult r = finetune(run, base, adapter, data, before);
-  if (r.interrupted) return fail(kExitInterrupted, interrupted_message(args, run, r));
+  if (r.interrupted) return fail(kExitInterrupted, interrupted_message(args, data, r));
+  const std::optional<AnswerCheck> answers_after = check_heldout_answers(run, *base.model, data);
+  if (answers_before && answers_after) {
+    print_answers(run, data, *answers_before, *answers_after);
+    write_answers(run, data, *answers_before, *answers_after);
+  }
   const fs::path adapter_dir = export_adapter(run, adapter);
-  const MergeCheck merged = verify_merge(run, base.source, adapter_dir, data, *r.final_eval_loss);
-  print_summary(run, {pre, adapter.get_nb_trainable_parameters(), before, r, adapter_dir, merged});
+  const MergeCheck merged = verify_merge(run, base.source, adapter_dir, data, *r.final_eval_loss, answers_after);
+  print_summary(run, {pre, adapter.get_nb_trainable_parameters(), before, r, adapter_dir, merged, answers_before,
+                      answers_after});
   return merged.passed() ? 0 : fail(kExitFailure, merged.failure_message());
 }
 
