@@ -12,9 +12,53 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "peft/detail/float_repr.hpp"
 #include "peft/error.hpp"
 
 namespace peft {
+
+namespace detail {
+
+// Fixed notation for 1e-4 <= |v| < 1e16, scientific otherwise with a sign and at least two
+// exponent digits; always a '.0' or exponent.
+std::string python_float_repr(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  if (v == 0.0) return std::signbit(v) ? "-0.0" : "0.0";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+  std::string sci(buf, res.ptr);
+  // sci = [-]d[.ddd]e[+-]XX
+  bool negative = sci[0] == '-';
+  if (negative) sci.erase(0, 1);
+  auto e_pos = sci.find('e');
+  std::string mant = sci.substr(0, e_pos);
+  int exp10 = std::atoi(sci.c_str() + e_pos + 1);
+  std::string digits;
+  for (char c : mant)
+    if (c != '.') digits += c;
+  std::string out;
+  if (exp10 >= -4 && exp10 < 16) {
+    if (exp10 >= 0) {
+      if (static_cast<int>(digits.size()) <= exp10 + 1) {
+        out = digits + std::string(exp10 + 1 - digits.size(), '0') + ".0";
+      } else {
+        out = digits.substr(0, exp10 + 1) + "." + digits.substr(exp10 + 1);
+      }
+    } else {
+      out = "0." + std::string(-exp10 - 1, '0') + digits;
+    }
+    return (negative ? "-" : "") + out;
+  }
+  out = digits.substr(0, 1);
+  if (digits.size() > 1) out += "." + digits.substr(1);
+  char ebuf[16];
+  std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exp10 < 0 ? '-' : '+', std::abs(exp10));
+  return (negative ? "-" : "") + out + ebuf;
+}
+
+}  // namespace detail
+
 namespace {
 
 constexpr int kMaxDepth = 512;
@@ -106,44 +150,6 @@ class Builder : public nlohmann::json_sax<nlohmann::json> {
   std::vector<Frame> stack_;
 };
 
-// Python's float repr: shortest round-trip digits; fixed notation for 1e-4 <= |v| < 1e16,
-// scientific otherwise with a sign and at least two exponent digits; always a '.0' or exponent.
-std::string python_float_repr(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
-  if (v == 0.0) return std::signbit(v) ? "-0.0" : "0.0";
-  char buf[64];
-  auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
-  std::string sci(buf, res.ptr);
-  // sci = [-]d[.ddd]e[+-]XX
-  bool negative = sci[0] == '-';
-  if (negative) sci.erase(0, 1);
-  auto e_pos = sci.find('e');
-  std::string mant = sci.substr(0, e_pos);
-  int exp10 = std::atoi(sci.c_str() + e_pos + 1);
-  std::string digits;
-  for (char c : mant)
-    if (c != '.') digits += c;
-  std::string out;
-  if (exp10 >= -4 && exp10 < 16) {
-    if (exp10 >= 0) {
-      if (static_cast<int>(digits.size()) <= exp10 + 1) {
-        out = digits + std::string(exp10 + 1 - digits.size(), '0') + ".0";
-      } else {
-        out = digits.substr(0, exp10 + 1) + "." + digits.substr(exp10 + 1);
-      }
-    } else {
-      out = "0." + std::string(-exp10 - 1, '0') + digits;
-    }
-    return (negative ? "-" : "") + out;
-  }
-  out = digits.substr(0, 1);
-  if (digits.size() > 1) out += "." + digits.substr(1);
-  char ebuf[16];
-  std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exp10 < 0 ? '-' : '+', std::abs(exp10));
-  return (negative ? "-" : "") + out + ebuf;
-}
-
 void append_escaped(std::string& out, const std::string& s) {
   out += '"';
   std::size_t i = 0;
@@ -201,7 +207,7 @@ void dump_into(const JsonValue& v, std::string& out, int indent, bool sort_keys,
     case JsonValue::Type::Null: out += "null"; return;
     case JsonValue::Type::Bool: out += v.as_bool() ? "true" : "false"; return;
     case JsonValue::Type::Int: out += std::to_string(v.as_int()); return;
-    case JsonValue::Type::Float: out += python_float_repr(v.as_double()); return;
+    case JsonValue::Type::Float: out += detail::python_float_repr(v.as_double()); return;
     case JsonValue::Type::String: append_escaped(out, v.as_string()); return;
     case JsonValue::Type::Array: {
       const auto& a = v.as_array();

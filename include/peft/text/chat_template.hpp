@@ -11,7 +11,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "peft/format/json_value.hpp"
 
 namespace peft::text {
 
@@ -40,6 +43,16 @@ class ChatTemplate {
   /// The rendered conversation. Throws peft::ConfigError with the template's message when it calls
   /// raise_exception (e.g. "Conversation roles must alternate user/assistant/..."), naming the line.
   std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt = false) const;
+
+  /// The template rendered with `variables` (a JSON object) as jinja2's render(**variables): e.g.
+  /// {"messages": [...with tool_calls...], "add_generation_prompt": true, "tools": [...],
+  /// "date_string": "26 Jul 2024"}. `tools` and `documents` default to None (as transformers passes
+  /// them) and set_variable's strings to their values; `variables` overrides both.
+  std::string render(const JsonValue& variables) const;
+
+  /// render() plus the [begin, end) byte ranges of the output of each `{% generation %}` block
+  /// (transformers' return_assistant_tokens_mask uses them to mark the assistant's tokens).
+  std::string render(const JsonValue& variables, std::vector<std::pair<std::size_t, std::size_t>>& generation_spans) const;
 
   const std::string& source() const;
 
