@@ -3,6 +3,7 @@
 // peft-finetune's output, which tests/finetune_cli.sh and README quote: keep them stable.
 
 #include <iomanip>
+#include <memory>
 #include <sstream>
 
 #include "peft/error.hpp"
@@ -33,6 +34,24 @@ std::string percent(const AnswerCheck& a) {
   return s.str();
 }
 
+// data.chat_template (with the tokenizer's special tokens as variables), else the model's own.
+text::ChatTemplate chat_template(const TrainingRun& run, const text::Tokenizer& tok) {
+  const DataConfig& d = run.config.data;
+  if (!d.chat_template.empty()) {
+    text::ChatTemplate t(read_text_file(d.chat_template, 1u << 20), d.chat_template.string());
+    const text::SpecialTokenIds ids = tok.special_token_ids();
+    if (ids.bos) t.set_variable("bos_token", tok.decode({*ids.bos}));
+    if (ids.eos) t.set_variable("eos_token", tok.decode({*ids.eos}));
+    return t;
+  }
+  const bool builtin = run.config.base_model.rfind("builtin:", 0) == 0;
+  if (!builtin)
+    if (auto t = text::load_chat_template(run.config.base_model)) return std::move(*t);
+  throw TrainConfigError(run.config_name, "data.chat_template", "",
+                         "messages records need a chat template and " + run.config.base_model + " has none",
+                         "data.chat_template: a Jinja file, e.g. data/instructions/chatml.jinja");
+}
+
 }  // namespace
 
 TokenData prepare_instruction_data(const TrainingRun& run, const BaseModel& base, const std::vector<text::Record>& records) {
@@ -44,9 +63,12 @@ TokenData prepare_instruction_data(const TrainingRun& run, const BaseModel& base
                            "at most " + std::to_string(base.model->max_positions()));
   const text::RecordFormat format = records.front().format;
   text::ChatRenderer render;
-  if (format == text::RecordFormat::Messages)
-    throw TrainConfigError(run.config_name, "data.format", "messages",
-                           "chat templates are not available in this build", "use prompt_completion records");
+  if (format == text::RecordFormat::Messages) {
+    const auto tpl = std::make_shared<const text::ChatTemplate>(chat_template(run, *base.tokenizer));
+    render = [tpl](const std::vector<text::ChatMessage>& m, bool add_generation_prompt) {
+      return tpl->apply_chat_template(m, add_generation_prompt);
+    };
+  }
   std::vector<text::Record> heldout;
   if (!cfg.data.heldout_file.empty()) heldout = text::load_records(cfg.data.heldout_file, format, cfg.data.jsonl_field);
   TokenData d;

@@ -212,3 +212,15 @@ TEST(InstructionData, PackingConcatenatesExamplesWithTheirLabelsIntoBlocks) {
   EXPECT_EQ(blocks[2].labels, (std::vector<int64_t>{5}));
   EXPECT_THROW(pack_examples(ex, 1), peft::Error);
 }
+
+TEST(InstructionData, ChatMlTemplateMarksContentAndEndOfTurnOfEachAssistantTurn) {
+  const ChatTemplate chatml(
+      "{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+      "'<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}");
+  const ChatRenderer render = [&](const std::vector<ChatMessage>& m, bool gen) { return chatml.apply_chat_template(m, gen); };
+  const std::string user1 = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+  const std::string user2 = "<|im_start|>user\nok?<|im_end|>\n<|im_start|>assistant\n";
+  const Example e = encode_messages(ByteTokenizer(), render, kTwoTurns, true);
+  EXPECT_EQ(e.ids, bytes(user1 + "yo<|im_end|>\n" + user2 + "no<|im_end|>\n"));
+  EXPECT_EQ(e.labels, cat({masked(user1.size()), bytes("yo<|im_end|>\n"), masked(user2.size()), bytes("no<|im_end|>\n")}));
+}
