@@ -52,7 +52,8 @@ const char* kUsage =
     "usage: peft-finetune [--config FILE] [--output-dir DIR] [--resume] [--steps N]\n"
     "       peft-finetune --print-default-config\n"
     "Without --config, runs the embedded default: pre-train builtin:tiny-gpt2 on corpus part A,\n"
-    "LoRA-fine-tune it on part B, then check that the merged model gives the same held-out loss.\n";
+    "LoRA-instruction-tune it on data/instructions (answers and exact match before/after), then\n"
+    "check that the merged model gives the same held-out loss and answers.\n";
 
 struct Args {
   std::optional<fs::path> config;
@@ -103,8 +104,8 @@ fs::path default_config_dir(const char* argv0) {
   if (ec) exe = fs::absolute(argv0, ec);
   candidates.push_back(exe.parent_path().parent_path() / "share" / "peft" / "examples" / "train");
   for (const auto& c : candidates)
-    if (fs::is_regular_file(c / ".." / ".." / "data" / "corpus" / "part_b.txt", ec)) return c;
-  throw Error("the shipped corpus (data/corpus/part_b.txt) was not found next to the source tree (" +
+    if (fs::is_regular_file(c / ".." / ".." / "data" / "instructions" / "train.jsonl", ec)) return c;
+  throw Error("the shipped data (data/instructions/train.jsonl) was not found next to the source tree (" +
               candidates[0].string() + ") or the installation (" + candidates[1].string() +
               ") (hint: pass --config with your own data.file)");
 }
