@@ -53,6 +53,6 @@ if(PEFT_BUILD_TOOLS)
   install(TARGETS peft-inspect peft-merge peft-finetune peft-generate RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
   install(FILES ${PROJECT_SOURCE_DIR}/examples/train/default.yaml
           DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/examples/train)
-  install(DIRECTORY ${PROJECT_SOURCE_DIR}/data/corpus DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/data
-          OPTIONAL)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/data/corpus ${PROJECT_SOURCE_DIR}/data/instructions
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/peft/data OPTIONAL)
 endif()

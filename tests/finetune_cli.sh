@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end tests of peft-finetune on tiny settings (seconds each):
 #   finetune_cli.sh CASE PEFT_FINETUNE SCRATCH_DIR [PEFT_INSPECT]
-# CASE: smoke | resume_after_kill | sigint | bad_yaml
+# CASE: smoke | resume_after_kill | sigint | bad_yaml | instructions | default_run
 set -uo pipefail
 case_name=$1
 tool=$2
 scratch=$3/$case_name
 inspect=${4:-}
+chatml=$(cd "$(dirname "$0")/../data/instructions" && pwd)/chatml.jinja
 rm -rf "$scratch"
 mkdir -p "$scratch"
 cd "$scratch" || exit 1
@@ -118,6 +119,51 @@ sigint)
   [ -s "out/checkpoints/step-$step/trainer_state.json" ] || fail "no checkpoint for step $step"
   grep -q "\"step\": $step," "out/checkpoints/step-$step/trainer_state.json" || fail "trainer_state.json step"
   [ -e out/adapter ] && fail "an interrupted run must not write the final adapter"
+  ;;
+instructions)
+  # prompt/completion records: answers before/after, exact match, answers.jsonl, epochs -> steps.
+  for i in $(seq 1 40); do printf '{"prompt": "Q: %d?\\nA: ", "completion": "%s"}\n' "$i" "$((i % 2))"; done > pc.jsonl
+  write_config train.yaml 1 0
+  sed -i -e 's/  file: data.txt/  file: pc.jsonl/' -e 's/  steps: 1$/  num_train_epochs: 2/' train.yaml
+  "$tool" --config train.yaml > stdout.txt 2> stderr.txt || { cat stdout.txt stderr.txt; fail "exit code $?"; }
+  grep -q '^data: .*(40 prompt_completion records, .*36 train / 4 held-out records, padded per batch; loss on completions only' stdout.txt \
+    || { cat stdout.txt; fail "data line"; }
+  grep -q '2 epochs of 36 rows in batches of 2 x 2 = 18 steps' stdout.txt || { cat stdout.txt; fail "epochs line"; }
+  grep -q '^answers: greedy answers to held-out prompts, before -> after LoRA' stdout.txt || fail "no answers header"
+  grep -q '^  "Q: 37?\\nA: " (expected "1"): ".*" -> ".*"' stdout.txt || { cat stdout.txt; fail "no answer line"; }
+  grep -q '^answers: exact match on 4 held-out prompts: [0-4]/4 (.*%) -> [0-4]/4' stdout.txt || fail "no exact-match line"
+  grep -q 'held-out exact match:    before [0-4]/4 .* -> after [0-4]/4 .*, merged [0-4]/4' stdout.txt || fail "summary line"
+  [ "$(wc -l < out/answers.jsonl)" -eq 4 ] || fail "answers.jsonl should have 4 lines"
+  [ "$(tail -n 1 out/metrics.jsonl | grep -o '"step": [0-9]*')" = '"step": 18' ] || fail "last metrics step is not 18"
+  # messages records rendered with the shipped ChatML template, loss on the assistant turns.
+  for i in $(seq 1 20); do
+    printf '{"messages": [{"role": "user", "content": "%d?"}, {"role": "assistant", "content": "%s"}]}\n' "$i" "$((i % 2))"
+  done > chat.jsonl
+  write_config chat.yaml 2 0
+  sed -i -e "s|  file: data.txt|  file: chat.jsonl\n  chat_template: $chatml\n  max_length: 128|" -e 's|output_dir: out|output_dir: chat_out|' chat.yaml
+  "$tool" --config chat.yaml > chat.txt 2>&1 || { cat chat.txt; fail "messages run: exit code"; }
+  grep -q '(20 messages records, .*18 train / 2 held-out records, padded per batch; loss on assistant turns only' chat.txt \
+    || { cat chat.txt; fail "messages data line"; }
+  grep -q '^  "19?" (expected "1"): ' chat.txt || { cat chat.txt; fail "messages answer line"; }
+  # A malformed record: exit 1, one line naming file:line and the field.
+  printf '{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n' > bad.jsonl
+  sed -i 's/  file: pc.jsonl/  file: bad.jsonl/' train.yaml
+  "$tool" --config train.yaml > out.txt 2> err.txt
+  rc=$?
+  [ $rc -eq 1 ] || fail "malformed record: exit code $rc, expected 1"
+  grep -q 'bad.jsonl:2: field "completion" missing' err.txt || { cat err.txt; fail "malformed record message"; }
+  ;;
+default_run)
+  # The embedded default: an instruction fine-tune whose held-out exact match must improve.
+  "$tool" > stdout.txt 2> stderr.txt || { cat stdout.txt stderr.txt; fail "exit code $?"; }
+  grep -q '^answers: greedy answers to held-out prompts, before -> after LoRA' stdout.txt || fail "no answers"
+  [ "$(grep -c '^  "Q: .*(expected ".*"): ".*" -> ".*"' stdout.txt)" -ge 3 ] || { cat stdout.txt; fail "answer lines"; }
+  line=$(grep '^answers: exact match on' stdout.txt) || fail "no exact-match line"
+  before=$(echo "$line" | sed -n 's/.*prompts: \([0-9]*\)\/.* -> \([0-9]*\)\/.*/\1/p')
+  after=$(echo "$line" | sed -n 's/.*prompts: \([0-9]*\)\/.* -> \([0-9]*\)\/.*/\2/p')
+  [ -n "$before" ] && [ -n "$after" ] && [ "$after" -gt "$before" ] || fail "exact match did not improve: $line"
+  grep -q 'merged model: ' stdout.txt || fail "no merge check"
+  [ -s peft-finetune-out/answers.jsonl ] || fail "no answers.jsonl"
   ;;
 bad_yaml)
   printf 'training:\n  steps: 5\n  lr: fast\n' > bad.yaml

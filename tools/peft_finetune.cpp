@@ -52,7 +52,8 @@ const char* kUsage =
     "usage: peft-finetune [--config FILE] [--output-dir DIR] [--resume] [--steps N]\n"
     "       peft-finetune --print-default-config\n"
     "Without --config, runs the embedded default: pre-train builtin:tiny-gpt2 on corpus part A,\n"
-    "LoRA-fine-tune it on part B, then check that the merged model gives the same held-out loss.\n";
+    "LoRA-instruction-tune it on data/instructions (answers and exact match before/after), then\n"
+    "check that the merged model gives the same held-out loss and answers.\n";
 
 struct Args {
   std::optional<fs::path> config;
@@ -94,7 +95,7 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-/// Where the embedded default's relative paths (../../data/corpus/...) resolve: the source tree
+/// Where the embedded default's relative paths (../../data/...) resolve: the source tree
 /// this binary was built from, else the installed share/peft tree next to the binary.
 fs::path default_config_dir(const char* argv0) {
   std::vector<fs::path> candidates = {fs::path(PEFT_SOURCE_DIR) / "examples" / "train"};
@@ -103,8 +104,8 @@ fs::path default_config_dir(const char* argv0) {
   if (ec) exe = fs::absolute(argv0, ec);
   candidates.push_back(exe.parent_path().parent_path() / "share" / "peft" / "examples" / "train");
   for (const auto& c : candidates)
-    if (fs::is_regular_file(c / ".." / ".." / "data" / "corpus" / "part_b.txt", ec)) return c;
-  throw Error("the shipped corpus (data/corpus/part_b.txt) was not found next to the source tree (" +
+    if (fs::is_regular_file(c / ".." / ".." / "data" / "instructions" / "train.jsonl", ec)) return c;
+  throw Error("the shipped data (data/instructions/train.jsonl) was not found next to the source tree (" +
               candidates[0].string() + ") or the installation (" + candidates[1].string() +
               ") (hint: pass --config with your own data.file)");
 }
@@ -155,8 +156,8 @@ int fail(int code, const std::string& message) {
 }
 
 /// Where an interrupted fine-tune stopped and the command that continues it.
-std::string interrupted_message(const Args& args, const TrainingRun& run, const LoopResult& r) {
-  return "interrupted at step " + std::to_string(r.step) + "/" + std::to_string(run.config.training.steps) +
+std::string interrupted_message(const Args& args, const TokenData& data, const LoopResult& r) {
+  return "interrupted at step " + std::to_string(r.step) + "/" + std::to_string(data.steps) +
          "; checkpoint " + (r.last_checkpoint ? r.last_checkpoint->string() : std::string("(none)")) +
          "; continue with: peft-finetune" + (args.config ? " --config " + args.config->string() : "") +
          (args.output_dir ? " --output-dir " + *args.output_dir : "") + " --resume";
@@ -172,12 +173,19 @@ int run_phases(const Args& args, const char* argv0) {
   const BaseModel base = build_model(run, pre.base_source);
   const TokenData data = prepare_data(run, base);
   const double before = evaluate(run, *base.model, data);
+  const std::optional<AnswerCheck> answers_before = check_heldout_answers(run, *base.model, data);
   LoraModel adapter = attach_adapter(run, base);
   const LoopResult r = finetune(run, base, adapter, data, before);
-  if (r.interrupted) return fail(kExitInterrupted, interrupted_message(args, run, r));
+  if (r.interrupted) return fail(kExitInterrupted, interrupted_message(args, data, r));
+  const std::optional<AnswerCheck> answers_after = check_heldout_answers(run, *base.model, data);
+  if (answers_before && answers_after) {
+    print_answers(run, data, *answers_before, *answers_after);
+    write_answers(run, data, *answers_before, *answers_after);
+  }
   const fs::path adapter_dir = export_adapter(run, adapter);
-  const MergeCheck merged = verify_merge(run, base.source, adapter_dir, data, *r.final_eval_loss);
-  print_summary(run, {pre, adapter.get_nb_trainable_parameters(), before, r, adapter_dir, merged});
+  const MergeCheck merged = verify_merge(run, base.source, adapter_dir, data, *r.final_eval_loss, answers_after);
+  print_summary(run, {pre, adapter.get_nb_trainable_parameters(), before, r, adapter_dir, merged, answers_before,
+                      answers_after});
   return merged.passed() ? 0 : fail(kExitFailure, merged.failure_message());
 }
 

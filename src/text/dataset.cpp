@@ -7,6 +7,7 @@
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/format/json_value.hpp"
+#include "peft/text/detail/jsonl.hpp"
 
 namespace peft::text {
 namespace {
@@ -16,26 +17,6 @@ std::string read_all(const std::filesystem::path& file) {
   if (std::filesystem::is_directory(file, ec))
     throw SerializationError(file.string() + ": is a directory, expected a .txt or .jsonl file");
   return read_text_file(file, std::numeric_limits<std::size_t>::max());  // corpora may be large
-}
-
-bool is_blank(std::string_view line) {
-  for (char c : line)
-    if (c != ' ' && c != '\t' && c != '\r') return false;
-  return true;
-}
-
-// Lines of `text` without their '\n' and a trailing '\r'.
-template <typename F>
-void for_each_line(const std::string& text, F&& f) {
-  std::size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    std::size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    std::string_view line(text.data() + pos, nl - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    f(line, ++line_no);
-    pos = nl + 1;
-  }
 }
 
 // splitmix64: a tiny, well-mixed, platform-independent generator for the epoch permutations.
@@ -53,16 +34,7 @@ std::vector<std::string> load_documents(const std::filesystem::path& file, const
   std::vector<std::string> docs;
   const std::string ext = file.extension().string();
   if (ext == ".jsonl" || ext == ".ndjson") {
-    for_each_line(text, [&](std::string_view line, std::size_t line_no) {
-      if (is_blank(line)) return;
-      const std::string where = file.string() + ":" + std::to_string(line_no);
-      JsonValue v;
-      try {
-        v = JsonValue::parse(std::string(line));
-      } catch (const Error& e) {
-        throw SerializationError(where + ": malformed JSON: " + e.what());
-      }
-      if (!v.is_object()) throw SerializationError(where + ": expected one JSON object per line");
+    detail::for_each_jsonl_object(text, file.string(), [&](const JsonValue& v, const std::string& where) {
       const JsonValue* f = v.find(jsonl_field);
       if (!f) {
         std::string keys;
@@ -78,8 +50,8 @@ std::vector<std::string> load_documents(const std::filesystem::path& file, const
   // Plain text: blank lines separate documents; the lines of a document are joined with '\n'.
   std::string cur;
   bool have = false;
-  for_each_line(text, [&](std::string_view line, std::size_t) {
-    if (is_blank(line)) {
+  detail::for_each_line(text, [&](std::string_view line, std::size_t) {
+    if (detail::is_blank(line)) {
       if (have) docs.push_back(std::move(cur));
       cur.clear();
       have = false;
@@ -126,11 +98,13 @@ TokenBlocks make_blocks(const std::vector<int64_t>& ids, int64_t seq_len, double
 }
 
 BatchSampler::BatchSampler(torch::Tensor blocks, int64_t batch, uint64_t seed)
-    : blocks_(std::move(blocks)), batch_(batch), seed_(seed) {
-  if (!blocks_.defined() || blocks_.dim() != 2 || blocks_.size(0) < 1)
-    throw Error("BatchSampler: blocks must be a [n, L] tensor with n >= 1");
+    : BatchSampler(blocks.defined() && blocks.dim() == 2 ? blocks.size(0) : 0, batch, seed) {
+  blocks_ = std::move(blocks);
+}
+
+BatchSampler::BatchSampler(int64_t n, int64_t batch, uint64_t seed) : batch_(batch), seed_(seed), n_(n) {
+  if (n < 1) throw Error("BatchSampler: blocks must be a [n, L] tensor with n >= 1");
   if (batch < 1) throw Error("BatchSampler: batch = " + std::to_string(batch) + " must be >= 1");
-  n_ = blocks_.size(0);
 }
 
 void BatchSampler::build_permutation(uint64_t epoch) {
@@ -150,14 +124,19 @@ void BatchSampler::build_permutation(uint64_t epoch) {
   perm_epoch_ = epoch;
 }
 
-torch::Tensor BatchSampler::next() {
+std::vector<int64_t> BatchSampler::next_indices() {
   std::vector<int64_t> idx(static_cast<std::size_t>(batch_));
   for (int64_t b = 0; b < batch_; ++b, ++position_) {
     const uint64_t n = static_cast<uint64_t>(n_);
     build_permutation(position_ / n);
     idx[static_cast<std::size_t>(b)] = perm_[static_cast<std::size_t>(position_ % n)];
   }
-  return blocks_.index_select(0, torch::tensor(idx, torch::kInt64).to(blocks_.device()));
+  return idx;
+}
+
+torch::Tensor BatchSampler::next() {
+  if (!blocks_.defined()) throw Error("BatchSampler::next: built from a row count; use next_indices()");
+  return blocks_.index_select(0, torch::tensor(next_indices(), torch::kInt64).to(blocks_.device()));
 }
 
 void BatchSampler::restore(uint64_t state) { position_ = state; }

@@ -65,7 +65,10 @@ LoopOptions loop_options(const TrainingRun& run, std::string label) {
 TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOverrides& overrides,
                         std::ostream* out, std::ostream* progress, bool tty) {
   if (overrides.output_dir) config.output_dir = *overrides.output_dir;
-  if (overrides.steps) config.training.steps = *overrides.steps;
+  if (overrides.steps) {
+    config.training.steps = *overrides.steps;
+    config.training.num_train_epochs = 0;  // --steps wins over epochs
+  }
   if (overrides.resume) config.resume = true;
   TrainingRun run;
   const TrainingConfig& t = config.training;
@@ -192,13 +195,36 @@ TokenData load_token_data(const fs::path& file, const std::string& jsonl_field, 
 
 TokenData prepare_data(const TrainingRun& run, const BaseModel& base) {
   const TrainConfig& cfg = run.config;
-  const std::int64_t seq_len = cfg.training.seq_len;
-  TokenData d = load_token_data(cfg.data.file, cfg.data.jsonl_field, *base.tokenizer, seq_len,
-                                cfg.data.heldout_fraction, base.model->vocab_size());
-  if (run.out)
-    *run.out << "data: " << cfg.data.file.string() << " (" << d.documents << " documents, " << d.tokens << " tokens, "
-             << base.tokenizer->kind() << " tokenizer) -> " << d.blocks.train.size(0) << " train / "
-             << d.blocks.heldout.size(0) << " held-out blocks of " << seq_len << " tokens\n";
+  const TrainingConfig& t = cfg.training;
+  const std::int64_t seq_len = t.seq_len;
+  const std::string ext = cfg.data.file.extension().string();
+  const bool jsonl = ext == ".jsonl" || ext == ".ndjson";
+  if (!jsonl && cfg.data.format != "auto" && cfg.data.format != "text")
+    throw TrainConfigError(run.config_name, "data.format", cfg.data.format,
+                           "needs a .jsonl file of records, not " + cfg.data.file.filename().string(),
+                           "format: text (or auto) for plain text");
+  TokenData d;
+  if (jsonl && cfg.data.format != "text") {
+    auto records = text::load_records(cfg.data.file, *text::parse_record_format(cfg.data.format), cfg.data.jsonl_field);
+    if (records.front().format != text::RecordFormat::Text) d = prepare_instruction_data(run, base, records);
+  }
+  if (!d.instructions) {
+    d = load_token_data(cfg.data.file, cfg.data.jsonl_field, *base.tokenizer, seq_len, cfg.data.heldout_fraction,
+                        base.model->vocab_size());
+    if (run.out)
+      *run.out << "data: " << cfg.data.file.string() << " (" << d.documents << " documents, " << d.tokens
+               << " tokens, " << base.tokenizer->kind() << " tokenizer) -> " << d.blocks.train.size(0) << " train / "
+               << d.blocks.heldout.size(0) << " held-out blocks of " << seq_len << " tokens\n";
+  }
+  const auto rows = d.instructions ? static_cast<std::int64_t>(d.instructions->train.size()) : d.blocks.train.size(0);
+  d.steps = t.num_train_epochs > 0
+                ? std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(
+                                                t.num_train_epochs * static_cast<double>(rows) /
+                                                static_cast<double>(t.batch_size * t.grad_accum) - 1e-9)))
+                : t.steps;
+  if (t.num_train_epochs > 0 && run.out)
+    *run.out << "data: " << t.num_train_epochs << " epochs of " << rows << " rows in batches of " << t.grad_accum
+             << " x " << t.batch_size << " = " << d.steps << " steps\n";
   return d;
 }
 
@@ -222,6 +248,8 @@ double heldout_loss(models::CausalLMImpl& model, const torch::Tensor& heldout, s
 
 double evaluate(const TrainingRun& run, models::CausalLMImpl& model, const TokenData& data) {
   const TrainingConfig& t = run.config.training;
+  if (data.instructions)
+    return instruction_heldout_loss(model, *data.instructions, t.batch_size, t.eval_batches * t.batch_size, run.device);
   return heldout_loss(model, data.blocks.heldout, t.batch_size, t.eval_batches * t.batch_size, run.device);
 }
 
@@ -248,27 +276,39 @@ LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& ad
   const TrainConfig& cfg = run.config;
   const TrainingConfig& t = cfg.training;
   models::CausalLMImpl& model = *base.model;
-  text::BatchSampler sampler(data.blocks.train, t.batch_size, t.seed);
+  const InstructionSet* set = data.instructions ? &*data.instructions : nullptr;
+  text::BatchSampler sampler = set ? text::BatchSampler(static_cast<std::int64_t>(set->train.size()), t.batch_size, t.seed)
+                                   : text::BatchSampler(data.blocks.train, t.batch_size, t.seed);
   TrainHooks h;
   h.next_batch = [&] {
     if (run.before_batch) run.before_batch();
-    return sampler.next();
+    if (!set) return sampler.next();
+    // Examples of different lengths: one right-padded batch (ids, labels, mask) per draw.
+    std::vector<const text::Example*> rows;
+    for (std::int64_t i : sampler.next_indices()) rows.push_back(&set->train[static_cast<std::size_t>(i)]);
+    return text::collate(rows, set->pad_id).stacked();
   };
   h.sampler_state = [&] { return sampler.state(); };
   h.restore_sampler = [&](std::uint64_t s) { sampler.restore(s); };
-  h.loss = [&](const torch::Tensor& b) { return next_token_loss(model, b); };
+  h.loss = [&](const torch::Tensor& b) { return set ? labeled_batch_loss(model, b) : next_token_loss(model, b); };
+  if (set) h.batch_tokens = [](const torch::Tensor& b) { return b.select(1, 2).sum().item<std::int64_t>(); };
   h.eval_loss = [&] { return evaluate(run, model, data); };
   LoopOptions o = loop_options(run, "lora");
+  o.training.steps = data.steps > 0 ? data.steps : t.steps;
   o.metrics_path = run.output_dir / "metrics.jsonl";
   o.svg_path = run.output_dir / "loss.svg";
   o.svg_title = "LoRA fine-tune of " + base.source + " on " + cfg.data.file.filename().string();
   o.checkpoints_dir = run.output_dir / "checkpoints";
   o.peft_model = &adapter;
   o.resume_from = run.resume_from;
+  std::size_t longest = 0;
+  if (set)
+    for (const auto& e : set->train) longest = std::max(longest, e.ids.size());
   if (run.out) {
     if (run.resume_from) *run.out << "resume: from " << run.resume_from->string() << "\n";
-    *run.out << "lora: held-out loss before fine-tuning " << fmt(loss_before) << "; training " << t.steps
-             << " steps of " << t.grad_accum << " x " << t.batch_size << " x " << t.seq_len << " tokens\n";
+    *run.out << "lora: held-out loss before fine-tuning " << fmt(loss_before) << "; training " << o.training.steps
+             << " steps of " << t.grad_accum << " x " << t.batch_size << " x "
+             << (set ? "up to " + std::to_string(longest) : std::to_string(t.seq_len)) << " tokens\n";
   }
   LoopResult r = run_training(model, adapter.trainable_parameters(), h, o);
   if (!r.interrupted && !r.final_eval_loss) r.final_eval_loss = evaluate(run, model, data);
@@ -283,13 +323,17 @@ fs::path export_adapter(const TrainingRun& run, const LoraModel& adapter) {
 
 std::string MergeCheck::failure_message() const {
   std::ostringstream s;
-  s << "the merged model's held-out loss " << merged_loss << " differs from the LoRA model's " << lora_loss << " by "
-    << relative_difference << " (relative), more than " << tolerance;
+  if (!answers_match())
+    s << "the merged model answers " << merged_answers->correct << " held-out prompts right, the LoRA model "
+      << *lora_correct;
+  else
+    s << "the merged model's held-out loss " << merged_loss << " differs from the LoRA model's " << lora_loss
+      << " by " << relative_difference << " (relative), more than " << tolerance;
   return s.str();
 }
 
 MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source, const fs::path& adapter_dir,
-                        const TokenData& data, double lora_loss) {
+                        const TokenData& data, double lora_loss, const std::optional<AnswerCheck>& lora_answers) {
   torch::manual_seed(static_cast<std::int64_t>(run.config.training.seed));
   models::CausalLM fresh = models::load_causal_lm(base_source, run.device, run.dtype);
   LoraModel reloaded(fresh, adapter_options(*fresh));
@@ -302,6 +346,10 @@ MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source, 
   m.relative_difference = std::abs(m.merged_loss - lora_loss) / std::max(1e-12, std::abs(lora_loss));
   // bf16 base weights round the merged W + BA to 8 bits of mantissa; fp32 only reorders sums.
   m.tolerance = run.dtype == torch::kBFloat16 ? 2e-2 : 1e-4;
+  if (lora_answers) {
+    m.lora_correct = lora_answers->correct;
+    m.merged_answers = check_heldout_answers(run, *fresh, data);
+  }
   return m;
 }
 
@@ -318,19 +366,29 @@ void print_summary(const TrainingRun& run, const RunSummary& s) {
     os << "  pre-trained base:        " << s.pretrain.base_source << " (" << fmt(*s.pretrain.seconds, 1) << " s)\n";
   os << "  trainable parameters:    " << trainable << " of " << all << " ("
      << fmt(100.0 * static_cast<double>(trainable) / static_cast<double>(all), 2) << "%)\n";
-  os << "  held-out loss (" << run.config.data.file.filename().string() << "): before " << fmt(before) << " -> after "
+  const fs::path& heldout_file = run.config.data.heldout_file.empty() ? run.config.data.file : run.config.data.heldout_file;
+  os << "  held-out loss (" << heldout_file.filename().string() << "): before " << fmt(before) << " -> after "
      << fmt(after) << " (" << fmt(100.0 * (after - before) / before, 1) << "%)\n";
   const std::streamsize precision = os.precision();
   os << "  merged model:            " << fmt(s.merge.merged_loss, 6) << " vs LoRA " << fmt(after, 6)
      << " (relative difference " << std::scientific << std::setprecision(1) << s.merge.relative_difference
      << std::defaultfloat << ", limit " << s.merge.tolerance << ")\n";
   os.precision(precision);
+  if (s.answers_before && s.answers_after) {
+    auto pct = [](const AnswerCheck& a) { return fmt(100.0 * a.exact_match(), 1) + "%"; };
+    os << "  held-out exact match:    before " << s.answers_before->correct << "/" << s.answers_before->total << " ("
+       << pct(*s.answers_before) << ") -> after " << s.answers_after->correct << "/" << s.answers_after->total << " ("
+       << pct(*s.answers_after) << ")";
+    if (s.merge.merged_answers) os << ", merged " << s.merge.merged_answers->correct << "/" << s.merge.merged_answers->total;
+    os << "\n";
+  }
   os << "  steps:                   " << s.training.step << ", " << s.training.tokens_seen << " tokens, "
      << fmt(s.training.elapsed_s, 1) << " s training" << (resumed ? " (all runs)" : "") << ", " << fmt(total_s, 1)
      << " s in all" << (resumed ? " (this run)" : "") << "\n";
   os << "  adapter:                 " << s.adapter_dir.string() << "\n";
   if (fs::is_directory(out / "checkpoints")) os << "  checkpoints:             " << (out / "checkpoints").string() << "\n";
   os << "  metrics / loss curve:    " << (out / "metrics.jsonl").string() << ", " << (out / "loss.svg").string() << "\n";
+  if (s.answers_after) os << "  held-out answers:        " << (out / "answers.jsonl").string() << "\n";
 }
 
 }  // namespace peft::train

@@ -25,9 +25,11 @@ namespace {
 const std::map<std::string, std::vector<std::string>>& all_keys() {
   static const std::map<std::string, std::vector<std::string>> keys = {
       {"", {"base_model", "data", "training", "output_dir", "resume", "pretrain", "lora"}},
-      {"data", {"file", "jsonl_field", "heldout_fraction"}},
+      {"data",
+       {"file", "jsonl_field", "heldout_fraction", "format", "heldout_file", "chat_template", "completion_only_loss",
+        "assistant_only_loss", "packing", "max_length"}},
       {"training",
-       {"steps", "batch_size", "seq_len", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay",
+       {"steps", "num_train_epochs", "batch_size", "seq_len", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay",
         "grad_accum", "max_grad_norm", "seed", "device", "dtype", "threads", "eval_every", "eval_batches", "save_every",
         "keep_checkpoints", "log_every", "gradient_checkpointing"}},
       {"pretrain", {"file", "steps", "batch_size", "lr", "warmup_steps", "save_dir"}},
@@ -155,7 +157,10 @@ void read_training(const Reader& r, const YAML::Node& node, TrainingConfig& t) {
   r.each(node, "training", [&](const std::string& k, const YAML::Node& v) {
     const std::string key = "training." + k;
     if (k == "steps") t.steps = r.integer(v, key, 1, "the number of optimizer steps, e.g. 200");
-    else if (k == "batch_size") t.batch_size = r.integer(v, key, 1, "sequences per micro-batch, e.g. 8");
+    else if (k == "num_train_epochs") {
+      t.num_train_epochs = r.number(v, key);
+      if (t.num_train_epochs <= 0) r.fail(v, key, "must be > 0", "passes over the training records, e.g. 3; replaces steps");
+    } else if (k == "batch_size") t.batch_size = r.integer(v, key, 1, "sequences per micro-batch, e.g. 8");
     else if (k == "seq_len") t.seq_len = r.integer(v, key, 2, "tokens per sequence, e.g. 64 (at most the model's positions)");
     else if (k == "lr") {
       t.lr = r.number(v, key);
@@ -245,7 +250,14 @@ TrainConfig train_config_from_yaml(const std::string& text, const std::string& s
           cfg.data.heldout_fraction = r.number(dv, key);
           if (cfg.data.heldout_fraction <= 0 || cfg.data.heldout_fraction >= 1)
             r.fail(dv, key, "must be in (0, 1)", "e.g. 0.1 keeps the last 10% of the blocks for evaluation");
-        }
+        } else if (dk == "format") cfg.data.format = r.choice(dv, key, {"auto", "text", "prompt_completion", "messages"});
+        else if (dk == "heldout_file") cfg.data.heldout_file = r.existing_file(dv, key);
+        else if (dk == "chat_template") cfg.data.chat_template = r.existing_file(dv, key);
+        else if (dk == "completion_only_loss") cfg.data.completion_only_loss = r.boolean(dv, key);
+        else if (dk == "assistant_only_loss") cfg.data.assistant_only_loss = r.boolean(dv, key);
+        else if (dk == "packing") cfg.data.packing = r.boolean(dv, key);
+        else if (dk == "max_length")
+          cfg.data.max_length = r.integer(dv, key, 2, "tokens per record after truncation, e.g. 256 (omit it for training.seq_len)");
       });
     } else if (k == "training") {
       read_training(r, v, cfg.training);

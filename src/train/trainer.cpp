@@ -78,7 +78,7 @@ LoopResult run_training(torch::nn::Module& model, const std::vector<torch::Tenso
       torch::Tensor loss = hooks.loss(batch) / static_cast<double>(t.grad_accum);
       loss.backward();
       step_loss += loss.item<double>();
-      const std::int64_t tokens = batch.size(0) * (batch.size(1) - 1);
+      const std::int64_t tokens = hooks.batch_tokens ? hooks.batch_tokens(batch) : batch.size(0) * (batch.size(1) - 1);
       state.tokens_seen += tokens;
       window_tokens += tokens;
     }

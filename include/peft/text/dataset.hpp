@@ -51,8 +51,12 @@ class BatchSampler {
  public:
   /// blocks: [n, L] with n >= 1; batch >= 1. Throws peft::Error otherwise.
   BatchSampler(torch::Tensor blocks, int64_t batch, uint64_t seed);
-  /// The next [batch, L] int64 batch.
+  /// Indices only (next_indices), for rows kept elsewhere, e.g. variable-length examples: n >= 1.
+  BatchSampler(int64_t n, int64_t batch, uint64_t seed);
+  /// The next [batch, L] int64 batch (the blocks constructor only).
   torch::Tensor next();
+  /// The row indices of the next batch (`batch` of them), in the same order next() uses.
+  std::vector<int64_t> next_indices();
   uint64_t state() const { return position_; }
   void restore(uint64_t state);
   /// Epochs completed so far (fractional), for progress output.

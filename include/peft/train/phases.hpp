@@ -34,6 +34,7 @@
 #include "peft/models/causal_lm.hpp"
 #include "peft/text/dataset.hpp"
 #include "peft/text/tokenizer.hpp"
+#include "peft/train/instructions.hpp"
 #include "peft/train/train_config.hpp"
 #include "peft/train/trainer.hpp"
 #include "peft/tuner/lora_model.hpp"
@@ -98,11 +99,16 @@ struct BaseModel {
 /// TrainConfigError when training.seq_len exceeds the model's positions.
 BaseModel build_model(const TrainingRun& run, const std::string& source);
 
-/// A tokenized text file cut into blocks of seq_len + 1 tokens.
+/// A tokenized text file cut into blocks of seq_len + 1 tokens, or instruction records.
 struct TokenData {
-  text::TokenBlocks blocks;
+  text::TokenBlocks blocks;    ///< raw text (empty when `instructions` is set)
   std::int64_t tokens = 0;     ///< tokens in the file (documents joined with eos)
-  std::size_t documents = 0;
+  std::size_t documents = 0;   ///< documents, or records
+  /// prompt_completion / messages records (instructions.hpp); then evaluate(), finetune() and
+  /// verify_merge() work on padded batches of examples instead of blocks.
+  std::optional<InstructionSet> instructions;
+  /// The fine-tune's optimizer steps: training.steps, or from training.num_train_epochs.
+  std::int64_t steps = 0;
 };
 
 /// load_documents -> encode_documents -> make_blocks; peft::Error when the tokenizer has more ids
@@ -111,16 +117,39 @@ TokenData load_token_data(const std::filesystem::path& file, const std::string& 
                           const text::Tokenizer& tokenizer, std::int64_t seq_len, double heldout_fraction,
                           std::int64_t vocab);
 
-/// config.data with the base's tokenizer, blocks of training.seq_len; a "data:" line on run.out.
+/// config.data with the base's tokenizer: text -> blocks of training.seq_len, prompt_completion /
+/// messages .jsonl records -> an InstructionSet (data.max_length, default training.seq_len; messages
+/// rendered with data.chat_template, else the model directory's template); a "data:" line on
+/// run.out. Throws TrainConfigError naming data.format / data.max_length / data.chat_template
+/// when they cannot be used with this file or model.
 TokenData prepare_data(const TrainingRun& run, const BaseModel& base);
+
+/// prepare_data's path for prompt_completion / messages `records` of data.file.
+TokenData prepare_instruction_data(const TrainingRun& run, const BaseModel& base, const std::vector<text::Record>& records);
+
+/// Instruction records only: greedy answers to the held-out prompts (check_answers; nullopt for
+/// text data) in chunks of training.batch_size.
+std::optional<AnswerCheck> check_heldout_answers(const TrainingRun& run, models::CausalLMImpl& model,
+                                                 const TokenData& data);
+
+/// The first `shown` held-out prompts with the expected answer and the answers before and after,
+/// then the exact-match line, on run.out.
+void print_answers(const TrainingRun& run, const TokenData& data, const AnswerCheck& before, const AnswerCheck& after,
+                   std::size_t shown = 4);
+
+/// Every held-out prompt with the expected answer, the answers before and after and whether they
+/// are right, one JSON object per line, to output_dir/answers.jsonl; returns that path.
+std::filesystem::path write_answers(const TrainingRun& run, const TokenData& data, const AnswerCheck& before,
+                                    const AnswerCheck& after);
 
 /// Mean next-token loss over the first `max_blocks` (0 = all) rows of `heldout` [n, T+1], in
 /// chunks of `batch` rows on `device`, model in eval mode and no grad (its mode is restored).
 double heldout_loss(models::CausalLMImpl& model, const torch::Tensor& heldout, std::int64_t batch,
                     std::int64_t max_blocks, torch::Device device);
 
-/// heldout_loss over data's held-out blocks: training.eval_batches x training.batch_size rows in
-/// chunks of training.batch_size (the evaluation the loop runs every eval_every steps).
+/// heldout_loss over data's held-out blocks (instruction_heldout_loss over its held-out examples):
+/// training.eval_batches x training.batch_size rows in chunks of training.batch_size (the
+/// evaluation the loop runs every eval_every steps).
 double evaluate(const TrainingRun& run, models::CausalLMImpl& model, const TokenData& data);
 
 /// PEFT's target resolution for a reference decoder: its model_type, lm_head as the output layer.
@@ -147,15 +176,24 @@ struct MergeCheck {
   double lora_loss = 0.0;
   double relative_difference = 0.0;  ///< |merged - lora| / max(1e-12, |lora|)
   double tolerance = 0.0;            ///< 1e-4 for fp32 bases, 2e-2 for bf16 (W + BA rounded to 8 bits)
-  bool passed() const { return relative_difference <= tolerance; }  ///< false for NaN too
+  /// Instruction data: the merged model's held-out answers, which must be as many right as the
+  /// LoRA model's (`lora_correct`, set by the caller) in fp32.
+  std::optional<AnswerCheck> merged_answers;
+  std::optional<std::int64_t> lora_correct;
+  bool answers_match() const {
+    return !merged_answers || !lora_correct || merged_answers->correct == *lora_correct || tolerance > 1e-4;
+  }
+  bool passed() const { return relative_difference <= tolerance && answers_match(); }  ///< false for NaN too
   /// "the merged model's held-out loss M differs from the LoRA model's L by R (relative), more than T".
   std::string failure_message() const;
 };
 
 /// A fresh `base_source` (after torch::manual_seed(training.seed)), the adapter saved in
-/// `adapter_dir`, merge_and_unload, and evaluate() against `lora_loss`.
+/// `adapter_dir`, merge_and_unload, and evaluate() against `lora_loss` (and, for instruction
+/// data, check_heldout_answers against `lora_answers`).
 MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source,
-                        const std::filesystem::path& adapter_dir, const TokenData& data, double lora_loss);
+                        const std::filesystem::path& adapter_dir, const TokenData& data, double lora_loss,
+                        const std::optional<AnswerCheck>& lora_answers = std::nullopt);
 
 /// What print_summary reports.
 struct RunSummary {
@@ -165,6 +203,7 @@ struct RunSummary {
   LoopResult training;                               ///< steps, tokens, training time
   std::filesystem::path adapter_dir;
   MergeCheck merge;                                  ///< lora_loss = the held-out loss after
+  std::optional<AnswerCheck> answers_before, answers_after;  ///< instruction data only
 };
 
 /// The "summary" block on run.out: pre-trained base, trainable share, held-out loss before and

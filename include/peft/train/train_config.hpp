@@ -51,7 +51,16 @@ class TrainConfigError : public ConfigError {
 struct DataConfig {
   std::filesystem::path file;            ///< .txt or .jsonl; empty = the shipped corpus part B
   std::string jsonl_field = "text";      ///< field holding the text in .jsonl records
-  double heldout_fraction = 0.1;         ///< tail of the token blocks kept for evaluation, in (0, 1)
+  double heldout_fraction = 0.1;         ///< tail of the token blocks (or records) kept for evaluation, in (0, 1)
+  /// .jsonl record format (text/records.hpp): auto (from the first record) | text |
+  /// prompt_completion | messages. text is the raw-text path (documents -> fixed blocks).
+  std::string format = "auto";
+  std::filesystem::path heldout_file;    ///< records for evaluation instead of the heldout_fraction tail
+  std::filesystem::path chat_template;   ///< Jinja file for messages; empty = the model's own
+  bool completion_only_loss = true;      ///< prompt_completion: loss on the completion only (TRL's default)
+  bool assistant_only_loss = true;       ///< messages: loss on the assistant turns only (TRL: false)
+  bool packing = false;                  ///< records concatenated into blocks of max_length instead of padding
+  std::int64_t max_length = 0;           ///< records truncated to this many tokens; 0 = training.seq_len
 };
 
 /// Learning-rate schedule after the linear warm-up (lr_schedule.hpp).
@@ -59,6 +68,8 @@ enum class DecayKind { Cosine, Linear, Constant };
 
 struct TrainingConfig {
   std::int64_t steps = 200;          ///< optimizer steps
+  /// > 0: steps = ceil(epochs x train rows / (batch_size x grad_accum)) instead of `steps`.
+  double num_train_epochs = 0.0;
   std::int64_t batch_size = 8;       ///< sequences per micro-batch
   std::int64_t seq_len = 64;         ///< tokens per sequence (blocks hold seq_len + 1)
   double lr = 1e-3;                  ///< peak learning rate

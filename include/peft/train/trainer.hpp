@@ -34,6 +34,9 @@ struct TrainHooks {
   std::function<void(std::uint64_t)> restore_sampler;            ///< on resume
   std::function<torch::Tensor(const torch::Tensor&)> loss;       ///< batch -> scalar loss (grad enabled)
   std::function<double()> eval_loss;                             ///< held-out loss; optional
+  /// Tokens a batch trains on, for tokens/s and tokens_seen; unset: B x (T - 1) of a [B, T+1]
+  /// block batch (a padded batch passes its real-token count).
+  std::function<std::int64_t(const torch::Tensor&)> batch_tokens;
 };
 
 struct LoopOptions {
