@@ -251,37 +251,31 @@ class TokenText {
  public:
   TokenText(const text::Tokenizer& tok, std::int64_t rows) : tok_(tok), ids_(static_cast<std::size_t>(rows)),
                                                              shown_(static_cast<std::size_t>(rows)) {}
-  std::string push(std::int64_t row, std::int64_t id) {
+  /// Records a generated id of `row`.
+  void add(std::int64_t row, std::int64_t id) {
     if (id < 0 || id >= tok_.vocab_size()) {
       if (!warned_) warn("token id " + std::to_string(id) + " is outside the tokenizer's vocabulary of " +
                          std::to_string(tok_.vocab_size()) + " (not shown)");
       warned_ = true;
-      return "";
+      return;
     }
-    auto& ids = ids_[static_cast<std::size_t>(row)];
-    auto& shown = shown_[static_cast<std::size_t>(row)];
-    ids.push_back(id);
-    const std::string all = tok_.decode(ids, /*skip_special_tokens=*/true);
-    static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
-    if (all.size() >= kReplacement.size() && all.compare(all.size() - kReplacement.size(), kReplacement.size(),
-                                                         kReplacement.data(), kReplacement.size()) == 0)
-      return "";
-    if (all.size() <= shown.size() || all.compare(0, shown.size(), shown) != 0) {
-      // A decoder may rewrite earlier text (rare); show nothing new until it extends again.
-      if (all.size() > shown.size()) shown = all;
-      return "";
-    }
-    std::string piece = all.substr(shown.size());
-    shown = all;
-    return piece;
+    ids_[static_cast<std::size_t>(row)].push_back(id);
   }
-  /// What push has held back of the row (an unfinished character at the end), now shown as is.
-  std::string rest(std::int64_t row) {
+  /// The row's text past what was taken before; unless `final`, a trailing U+FFFD (a character
+  /// still incomplete) holds the new text back. Only the streamed row calls this, so the other
+  /// rows are decoded once, at the end.
+  std::string take(std::int64_t row, bool final) {
     const std::string all = text(row);
     auto& shown = shown_[static_cast<std::size_t>(row)];
-    std::string r = all.size() > shown.size() && all.compare(0, shown.size(), shown) == 0 ? all.substr(shown.size()) : "";
+    static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+    const bool incomplete = all.size() >= kReplacement.size() &&
+                            all.compare(all.size() - kReplacement.size(), kReplacement.size(), kReplacement.data(),
+                                        kReplacement.size()) == 0;
+    if ((incomplete && !final) || all.size() <= shown.size()) return "";
+    // A decoder may rewrite earlier text (rare): nothing is shown again, the text goes on from here.
+    std::string piece = all.compare(0, shown.size(), shown) == 0 ? all.substr(shown.size()) : "";
     shown = all;
-    return r;
+    return piece;
   }
   /// The whole decoded row (held-back characters included).
   std::string text(std::int64_t row) const {
@@ -352,13 +346,13 @@ std::vector<std::pair<std::string, std::int64_t>> run_batch(models::CausalLMImpl
       if (!s.active[b].item<bool>()) continue;
       const auto id = s.tokens[b].item<std::int64_t>();
       ++count[static_cast<std::size_t>(b)];
-      const std::string piece = decoder.push(b, id);
-      if (stream && b == 0) std::cout << out.push(piece) << std::flush;
+      decoder.add(b, id);
+      if (stream && b == 0) std::cout << out.push(decoder.take(0, /*final=*/false)) << std::flush;
     }
   };
   models::generate(model, input, c, mask, on_step);
   totals.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (stream) std::cout << out.push(decoder.rest(0)) << out.finish() << "\n" << std::flush;
+  if (stream) std::cout << out.push(decoder.take(0, /*final=*/true)) << out.finish() << "\n" << std::flush;
   std::vector<std::pair<std::string, std::int64_t>> results;
   for (std::int64_t b = 0; b < B; ++b) {
     totals.new_tokens += count[static_cast<std::size_t>(b)];
