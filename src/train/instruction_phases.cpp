@@ -98,7 +98,7 @@ TokenData prepare_instruction_data(const TrainingRun& run, const BaseModel& base
 
 std::optional<AnswerCheck> check_heldout_answers(const TrainingRun& run, models::CausalLMImpl& model,
                                                  const TokenData& data) {
-  if (!data.instructions) return std::nullopt;
+  if (!data.instructions || run.rank() != 0) return std::nullopt;  // rank 0 answers for a data-parallel run
   return check_answers(model, *data.instructions, run.config.training.batch_size);
 }
 

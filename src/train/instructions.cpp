@@ -113,24 +113,29 @@ torch::Tensor labeled_batch_loss(models::CausalLMImpl& model, const torch::Tenso
 
 double instruction_heldout_loss(models::CausalLMImpl& model, const InstructionSet& set, std::int64_t batch,
                                 std::int64_t max_examples, torch::Device device) {
+  return instruction_heldout_loss_sum(model, set, batch, max_examples, device, Shard{}).mean();
+}
+
+LossSum instruction_heldout_loss_sum(models::CausalLMImpl& model, const InstructionSet& set, std::int64_t batch,
+                                     std::int64_t max_examples, torch::Device device, const Shard& shard) {
   const bool was_training = model.is_training();
   model.eval();
   torch::NoGradGuard no_grad;
   auto n = static_cast<std::int64_t>(set.heldout.size());
   if (max_examples > 0) n = std::min(n, max_examples);
   // Chunks hold different numbers of targets: weight each chunk's mean by its target count.
-  double total = 0.0;
-  std::int64_t targets = 0;
-  for (std::int64_t i = 0; i < n; i += batch) {
+  LossSum sum;
+  for (std::int64_t i = 0, chunk = 0; i < n; i += batch, ++chunk) {
+    if (!shard.owns(chunk)) continue;
     std::vector<const text::Example*> rows;
     for (std::int64_t j = i; j < std::min(n, i + batch); ++j) rows.push_back(&set.heldout[static_cast<std::size_t>(j)]);
     const text::LabeledBatch b = text::collate(rows, set.pad_id);
     const std::int64_t count = b.labels.slice(1, 1).ne(text::kIgnoreLabel).sum().item<std::int64_t>();
-    total += labeled_batch_loss(model, b.stacked().to(device)).item<double>() * static_cast<double>(count);
-    targets += count;
+    sum.total += labeled_batch_loss(model, b.stacked().to(device)).item<double>() * static_cast<double>(count);
+    sum.weight += static_cast<double>(count);
   }
   if (was_training) model.train();
-  return total / static_cast<double>(std::max<std::int64_t>(1, targets));
+  return sum;
 }
 
 AnswerCheck check_answers(models::CausalLMImpl& model, const InstructionSet& set, std::int64_t batch,

@@ -72,18 +72,44 @@ TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOv
   if (overrides.resume) config.resume = true;
   TrainingRun run;
   const TrainingConfig& t = config.training;
+  const DistributedEnv* env =
+      overrides.distributed && overrides.distributed->world_size > 1 ? &*overrides.distributed : nullptr;
   run.device = parse_device(t.device, config_name);
+  if (env && run.device.is_cuda() && !run.device.has_index())  // torchrun's convention: one GPU per local rank
+    run.device = parse_device("cuda:" + std::to_string(env->local_rank), config_name + " (LOCAL_RANK)");
   run.dtype = t.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   run.output_dir = config.output_dir;
   fs::create_directories(run.output_dir);
-  // LibTorch's default can be 1 on machines whose cores it counts as one physical core.
+  // LibTorch's default can be 1 on machines whose cores it counts as one physical core; local
+  // ranks share the cores.
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(t.threads > 0 ? t.threads : cores));
+  const unsigned local_ranks = env ? static_cast<unsigned>(env->local_world_size) : 1u;
+  torch::set_num_threads(static_cast<int>(t.threads > 0 ? t.threads : std::max(1u, cores / local_ranks)));
+  if (env) {
+    DistributedOptions d;
+    d.backend = t.ddp_backend;
+    d.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(t.ddp_timeout * 1000.0));
+    run.process_group = ProcessGroup::create(*env, run.device, d);
+  }
   if (config.resume) {
     if (!config.resume_from.empty()) run.resume_from = config.resume_from;
     else run.resume_from = latest_checkpoint(run.output_dir / "checkpoints");
     if (!run.resume_from && out)
       *out << "resume: no checkpoint in " << (run.output_dir / "checkpoints").string() << ", starting fresh\n";
+  }
+  if (run.process_group) {
+    // Every rank must continue from the same step (an output_dir local to each machine would not).
+    const std::int64_t mine = run.resume_from ? detail::checkpoint_step(*run.resume_from) : -1;
+    const auto all = run.process_group->all_gather(torch::tensor({mine}, torch::kInt64));
+    for (std::size_t r = 0; r < all.size(); ++r)
+      if (all[r].item<std::int64_t>() != mine)
+        throw Error("rank " + std::to_string(env->rank) + " resumes from " +
+                    (mine < 0 ? std::string("nothing") : "step " + std::to_string(mine)) + " but rank " +
+                    std::to_string(r) + " from " +
+                    (all[r].item<std::int64_t>() < 0 ? std::string("nothing")
+                                                     : "step " + std::to_string(all[r].item<std::int64_t>())) +
+                    " (hint: every rank must see the same output_dir; on several machines put it on a shared "
+                    "filesystem)");
   }
   run.config = std::move(config);
   run.config_name = std::move(config_name);
@@ -98,6 +124,10 @@ std::string describe_run(const TrainingRun& run) {
   std::ostringstream s;
   s << "config " << run.config_name << ", output " << run.output_dir.string() << ", device " << t.device
     << ", dtype " << t.dtype << ", " << torch::get_num_threads() << " threads";
+  if (run.process_group)
+    s << (run.process_group->world_size() > 1 ? " per rank" : "") << ", data parallel on "
+      << run.process_group->world_size() << " ranks (" << run.process_group->backend() << ", batch " << t.batch_size
+      << " per rank)";
   return s.str();
 }
 
@@ -112,6 +142,17 @@ PretrainResult pretrain_base(const TrainingRun& run) {
   if (run.resume_from && fs::is_regular_file(base_dir / "config.json")) {
     if (run.out) *run.out << "pretrain: reusing the saved base " << base_dir.string() << "\n";
     result.base_source = base_dir.string();
+    return result;
+  }
+  if (run.process_group) {
+    // Rank 0 pre-trains and saves the base; the others wait (up to training.ddp_timeout) and load it.
+    TrainingRun solo = run;
+    solo.process_group = nullptr;
+    if (run.rank() == 0) result = pretrain_base(solo);
+    torch::Tensor interrupted = torch::tensor({result.interrupted ? 1.0 : 0.0}, torch::kFloat64);
+    run.process_group->allreduce_sum(interrupted);
+    result.interrupted = interrupted.item<double>() > 0;
+    if (!result.interrupted) result.base_source = base_dir.string();
     return result;
   }
   const auto started = Clock::now();
@@ -232,25 +273,43 @@ TokenData prepare_data(const TrainingRun& run, const BaseModel& base) {
 // token mean.
 double heldout_loss(models::CausalLMImpl& model, const torch::Tensor& heldout, std::int64_t batch,
                     std::int64_t max_blocks, torch::Device device) {
+  return heldout_loss_sum(model, heldout, batch, max_blocks, device, Shard{}).mean();
+}
+
+LossSum heldout_loss_sum(models::CausalLMImpl& model, const torch::Tensor& heldout, std::int64_t batch,
+                         std::int64_t max_blocks, torch::Device device, const Shard& shard) {
   const bool was_training = model.is_training();
   model.eval();
   torch::NoGradGuard no_grad;
   std::int64_t n = heldout.size(0);
   if (max_blocks > 0) n = std::min(n, max_blocks);
-  double total = 0.0;
-  for (std::int64_t i = 0; i < n; i += batch) {
-    const auto chunk = heldout.slice(0, i, std::min(n, i + batch)).to(device);
-    total += next_token_loss(model, chunk).item<double>() * static_cast<double>(chunk.size(0));
+  LossSum sum;
+  for (std::int64_t i = 0, chunk = 0; i < n; i += batch, ++chunk) {
+    if (!shard.owns(chunk)) continue;
+    const auto rows = heldout.slice(0, i, std::min(n, i + batch)).to(device);
+    sum.total += next_token_loss(model, rows).item<double>() * static_cast<double>(rows.size(0));
+    sum.weight += static_cast<double>(rows.size(0));
   }
   if (was_training) model.train();
-  return total / static_cast<double>(n);
+  return sum;
 }
 
-double evaluate(const TrainingRun& run, models::CausalLMImpl& model, const TokenData& data) {
+namespace {
+/// evaluate()'s sum over the chunks `shard` owns.
+LossSum evaluate_sum(const TrainingRun& run, models::CausalLMImpl& model, const TokenData& data, const Shard& shard) {
   const TrainingConfig& t = run.config.training;
+  // eval_batches counts global batches (batch_size rows on each of the ranks), so W ranks
+  // evaluate the rows one process with batch W x batch_size would.
+  const std::int64_t rows = t.eval_batches * t.batch_size * run.world_size();
   if (data.instructions)
-    return instruction_heldout_loss(model, *data.instructions, t.batch_size, t.eval_batches * t.batch_size, run.device);
-  return heldout_loss(model, data.blocks.heldout, t.batch_size, t.eval_batches * t.batch_size, run.device);
+    return instruction_heldout_loss_sum(model, *data.instructions, t.batch_size, rows, run.device, shard);
+  return heldout_loss_sum(model, data.blocks.heldout, t.batch_size, rows, run.device, shard);
+}
+}  // namespace
+
+double evaluate(const TrainingRun& run, models::CausalLMImpl& model, const TokenData& data) {
+  if (!run.process_group) return evaluate_sum(run, model, data, Shard{}).mean();
+  return allreduce(*run.process_group, evaluate_sum(run, model, data, run.shard())).mean();
 }
 
 LoraModelOptions adapter_options(const models::CausalLMImpl& model) {
@@ -277,15 +336,19 @@ LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& ad
   const TrainingConfig& t = cfg.training;
   models::CausalLMImpl& model = *base.model;
   const InstructionSet* set = data.instructions ? &*data.instructions : nullptr;
-  text::BatchSampler sampler = set ? text::BatchSampler(static_cast<std::int64_t>(set->train.size()), t.batch_size, t.seed)
-                                   : text::BatchSampler(data.blocks.train, t.batch_size, t.seed);
+  // One sampler of global batches (batch_size rows per rank) on every rank; each takes its rows,
+  // so W ranks see what one process with batch W x batch_size would, and resume alike.
+  const Shard shard = run.shard();
+  const std::int64_t rows_total = set ? static_cast<std::int64_t>(set->train.size()) : data.blocks.train.size(0);
+  text::BatchSampler sampler(rows_total, t.batch_size * shard.world, t.seed);
   TrainHooks h;
   h.next_batch = [&] {
     if (run.before_batch) run.before_batch();
-    if (!set) return sampler.next();
+    const std::vector<std::int64_t> mine = shard.rows_of(sampler.next_indices(), t.batch_size);
+    if (!set) return data.blocks.train.index_select(0, torch::tensor(mine, torch::kInt64));
     // Examples of different lengths: one right-padded batch (ids, labels, mask) per draw.
     std::vector<const text::Example*> rows;
-    for (std::int64_t i : sampler.next_indices()) rows.push_back(&set->train[static_cast<std::size_t>(i)]);
+    for (std::int64_t i : mine) rows.push_back(&set->train[static_cast<std::size_t>(i)]);
     return text::collate(rows, set->pad_id).stacked();
   };
   h.sampler_state = [&] { return sampler.state(); };
@@ -295,8 +358,11 @@ LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& ad
   h.eval_loss = [&] { return evaluate(run, model, data); };
   LoopOptions o = loop_options(run, "lora");
   o.training.steps = data.steps > 0 ? data.steps : t.steps;
-  o.metrics_path = run.output_dir / "metrics.jsonl";
-  o.svg_path = run.output_dir / "loss.svg";
+  if (run.rank() == 0) {
+    o.metrics_path = run.output_dir / "metrics.jsonl";
+    o.svg_path = run.output_dir / "loss.svg";
+  }
+  o.process_group = run.process_group;
   o.svg_title = "LoRA fine-tune of " + base.source + " on " + cfg.data.file.filename().string();
   o.checkpoints_dir = run.output_dir / "checkpoints";
   o.peft_model = &adapter;
@@ -310,6 +376,8 @@ LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& ad
              << " steps of " << t.grad_accum << " x " << t.batch_size << " x "
              << (set ? "up to " + std::to_string(longest) : std::to_string(t.seq_len)) << " tokens\n";
   }
+  // Dropout differs per rank (rank 0 keeps the stream a single process would use).
+  if (shard.rank > 0) torch::manual_seed(static_cast<std::int64_t>(t.seed + 1000003ULL * static_cast<std::uint64_t>(shard.rank)));
   LoopResult r = run_training(model, adapter.trainable_parameters(), h, o);
   if (!r.interrupted && !r.final_eval_loss) r.final_eval_loss = evaluate(run, model, data);
   return r;
@@ -317,7 +385,8 @@ LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& ad
 
 fs::path export_adapter(const TrainingRun& run, const LoraModel& adapter) {
   const fs::path dir = run.output_dir / "adapter";
-  save_pretrained(adapter, dir);
+  if (run.rank() == 0) save_pretrained(adapter, dir);
+  if (run.process_group) run.process_group->barrier();  // the adapter exists when any rank returns
   return dir;
 }
 
@@ -342,7 +411,7 @@ MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source, 
   reloaded.merge_and_unload();
   MergeCheck m;
   m.lora_loss = lora_loss;
-  m.merged_loss = evaluate(run, *fresh, data);
+  m.merged_loss = evaluate_sum(run, *fresh, data, Shard{}).mean();  // rank 0 alone in a data-parallel run
   m.relative_difference = std::abs(m.merged_loss - lora_loss) / std::max(1e-12, std::abs(lora_loss));
   // bf16 base weights round the merged W + BA to 8 bits of mantissa; fp32 only reorders sums.
   m.tolerance = run.dtype == torch::kBFloat16 ? 2e-2 : 1e-4;

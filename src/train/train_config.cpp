@@ -31,7 +31,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"training",
        {"steps", "num_train_epochs", "batch_size", "seq_len", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay",
         "grad_accum", "max_grad_norm", "seed", "device", "dtype", "threads", "eval_every", "eval_batches", "save_every",
-        "keep_checkpoints", "log_every", "gradient_checkpointing"}},
+        "keep_checkpoints", "log_every", "gradient_checkpointing", "ddp_backend", "ddp_timeout"}},
       {"pretrain", {"file", "steps", "batch_size", "lr", "warmup_steps", "save_dir"}},
   };
   return keys;
@@ -194,6 +194,12 @@ void read_training(const Reader& r, const YAML::Node& node, TrainingConfig& t) {
     else if (k == "keep_checkpoints") t.keep_checkpoints = r.integer(v, key, 1, "how many of the newest checkpoints to keep");
     else if (k == "log_every") t.log_every = r.integer(v, key, 1, "steps between metrics lines, e.g. 10");
     else if (k == "gradient_checkpointing") t.gradient_checkpointing = r.boolean(v, key);
+    else if (k == "ddp_backend") t.ddp_backend = r.choice(v, key, {"auto", "gloo", "nccl"});
+    else if (k == "ddp_timeout") {
+      t.ddp_timeout = r.number(v, key);
+      if (!(t.ddp_timeout > 0) || t.ddp_timeout > 1e7)
+        r.fail(v, key, "must be in (0, 1e7] seconds", "how long a rank waits for the others, e.g. 1800");
+    }
   });
 }
 

@@ -96,6 +96,16 @@ JsonValue TrainerState::to_json() const {
   JsonValue::Array m;
   for (const auto& r : metrics) m.push_back(r.to_json());
   o.set("metrics", JsonValue(std::move(m)));
+  if (world_size > 1) {
+    o.set("world_size", world_size);
+    auto hex_array = [](const std::vector<std::string>& states) {
+      JsonValue::Array a;
+      for (const auto& st : states) a.push_back(JsonValue(to_hex(st)));
+      return JsonValue(std::move(a));
+    };
+    o.set("rank_cpu_rng_states", hex_array(rank_cpu_rng_states));
+    if (!rank_cuda_rng_states.empty()) o.set("rank_cuda_rng_states", hex_array(rank_cuda_rng_states));
+  }
   return o;
 }
 
@@ -117,6 +127,20 @@ TrainerState TrainerState::from_json(const JsonValue& j, const std::string& wher
       s.cuda_device = need("cuda_device").as_int();
     }
     for (const auto& r : need("metrics").as_array()) s.metrics.push_back(MetricsRecord::from_json(r, where));
+    if (const JsonValue* w = j.find("world_size")) {
+      s.world_size = w->as_int();
+      if (s.world_size < 1) throw SerializationError(where + ": world_size = " + std::to_string(s.world_size) + " < 1");
+      auto states = [&](const char* key, std::vector<std::string>& out) {
+        const JsonValue* a = j.find(key);
+        if (!a) return;
+        for (const auto& h : a->as_array()) out.push_back(from_hex(h.as_string(), where));
+        if (out.size() != static_cast<std::size_t>(s.world_size))
+          throw SerializationError(where + ": `" + key + "` holds " + std::to_string(out.size()) +
+                                   " states for world_size " + std::to_string(s.world_size));
+      };
+      states("rank_cpu_rng_states", s.rank_cpu_rng_states);
+      states("rank_cuda_rng_states", s.rank_cuda_rng_states);
+    }
     return s;
   } catch (const SerializationError&) {
     throw;

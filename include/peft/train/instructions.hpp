@@ -12,6 +12,7 @@
 
 #include "peft/models/causal_lm.hpp"
 #include "peft/text/instruction_data.hpp"
+#include "peft/train/data_parallel.hpp"
 #include "peft/train/train_config.hpp"
 
 namespace peft::train {
@@ -55,6 +56,9 @@ torch::Tensor labeled_batch_loss(models::CausalLMImpl& model, const torch::Tenso
 /// `batch` on `device`; eval mode and no grad (the model's mode is restored).
 double instruction_heldout_loss(models::CausalLMImpl& model, const InstructionSet& set, std::int64_t batch,
                                 std::int64_t max_examples, torch::Device device);
+/// The same over the chunks `shard` owns, as a sum of chunk losses weighted by their targets.
+LossSum instruction_heldout_loss_sum(models::CausalLMImpl& model, const InstructionSet& set, std::int64_t batch,
+                                     std::int64_t max_examples, torch::Device device, const Shard& shard);
 
 /// Greedy answers to the held-out prompts.
 struct AnswerCheck {

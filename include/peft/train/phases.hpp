@@ -34,6 +34,8 @@
 #include "peft/models/causal_lm.hpp"
 #include "peft/text/dataset.hpp"
 #include "peft/text/tokenizer.hpp"
+#include "peft/train/data_parallel.hpp"
+#include "peft/train/distributed.hpp"
 #include "peft/train/instructions.hpp"
 #include "peft/train/train_config.hpp"
 #include "peft/train/trainer.hpp"
@@ -46,6 +48,9 @@ struct RunOverrides {
   std::optional<std::filesystem::path> output_dir;
   std::optional<std::int64_t> steps;
   bool resume = false;  ///< true = `resume: true`; false leaves the config's setting
+  /// This process is one rank of a data-parallel run (DistributedEnv::from_environment()); with
+  /// world_size > 1, prepare_run joins the process group (training.ddp_backend / ddp_timeout).
+  std::optional<DistributedEnv> distributed;
 };
 
 /// What every phase reads: the config and what prepare_run derived from it.
@@ -60,13 +65,22 @@ struct TrainingRun {
   std::ostream* progress = nullptr;                    ///< progress lines (progress.hpp); nullptr = none
   bool tty = false;                                    ///< progress redrawn in place
   std::function<void()> before_batch;                  ///< called before each fine-tuning micro-batch
+  /// Data parallel: the group of ranks (nullptr = one process). Rank 0 alone pre-trains, checks
+  /// answers, exports and verifies the merge; every rank trains its shard and evaluates its share.
+  std::shared_ptr<ProcessGroup> process_group;
+  int rank() const { return process_group ? process_group->rank() : 0; }
+  int world_size() const { return process_group ? process_group->world_size() : 1; }
+  Shard shard() const { return {rank(), world_size()}; }
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();  ///< summary's "in all"
 };
 
 /// Apply `overrides`, check training.device (CUDA present, index in range), create output_dir,
-/// set LibTorch's CPU threads (training.threads, 0 = one per core) and find the resume point:
-/// resume_from, else the newest checkpoint in output_dir/checkpoints (a line on `out` when there
-/// is none: the run starts fresh).
+/// set LibTorch's CPU threads (training.threads, 0 = one per core, shared out among the local
+/// ranks) and find the resume point: resume_from, else the newest checkpoint in
+/// output_dir/checkpoints (a line on `out` when there is none: the run starts fresh). With
+/// overrides.distributed (world size > 1): `device: cuda` becomes cuda:LOCAL_RANK, the process
+/// group is created, and every rank must see the same resume point (else peft::Error: an
+/// output_dir that is not shared between machines).
 TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOverrides& overrides = {},
                         std::ostream* out = nullptr, std::ostream* progress = nullptr, bool tty = false);
 
@@ -128,7 +142,7 @@ TokenData prepare_data(const TrainingRun& run, const BaseModel& base);
 TokenData prepare_instruction_data(const TrainingRun& run, const BaseModel& base, const std::vector<text::Record>& records);
 
 /// Instruction records only: greedy answers to the held-out prompts (check_answers; nullopt for
-/// text data) in chunks of training.batch_size.
+/// text data, and on ranks other than 0) in chunks of training.batch_size.
 std::optional<AnswerCheck> check_heldout_answers(const TrainingRun& run, models::CausalLMImpl& model,
                                                  const TokenData& data);
 
@@ -146,9 +160,12 @@ std::filesystem::path write_answers(const TrainingRun& run, const TokenData& dat
 /// chunks of `batch` rows on `device`, model in eval mode and no grad (its mode is restored).
 double heldout_loss(models::CausalLMImpl& model, const torch::Tensor& heldout, std::int64_t batch,
                     std::int64_t max_blocks, torch::Device device);
+/// The same over the chunks `shard` owns, as a sum of chunk losses weighted by their rows.
+LossSum heldout_loss_sum(models::CausalLMImpl& model, const torch::Tensor& heldout, std::int64_t batch,
+                         std::int64_t max_blocks, torch::Device device, const Shard& shard);
 
 /// heldout_loss over data's held-out blocks (instruction_heldout_loss over its held-out examples):
-/// training.eval_batches x training.batch_size rows in chunks of training.batch_size (the
+/// training.eval_batches x training.batch_size x ranks rows (each rank its share) in chunks of training.batch_size (the
 /// evaluation the loop runs every eval_every steps).
 double evaluate(const TrainingRun& run, models::CausalLMImpl& model, const TokenData& data);
 
@@ -167,7 +184,7 @@ LoraModel attach_adapter(const TrainingRun& run, const BaseModel& base);
 LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& adapter, const TokenData& data,
                     double loss_before);
 
-/// save_pretrained(adapter) into output_dir/adapter; returns that directory.
+/// save_pretrained(adapter) into output_dir/adapter (by rank 0, then a barrier); returns that directory.
 std::filesystem::path export_adapter(const TrainingRun& run, const LoraModel& adapter);
 
 /// The merged model's held-out loss against the LoRA model's.
@@ -190,7 +207,8 @@ struct MergeCheck {
 
 /// A fresh `base_source` (after torch::manual_seed(training.seed)), the adapter saved in
 /// `adapter_dir`, merge_and_unload, and evaluate() against `lora_loss` (and, for instruction
-/// data, check_heldout_answers against `lora_answers`).
+/// data, check_heldout_answers against `lora_answers`). Evaluates in this process alone: a
+/// data-parallel run calls it on rank 0 only.
 MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source,
                         const std::filesystem::path& adapter_dir, const TokenData& data, double lora_loss,
                         const std::optional<AnswerCheck>& lora_answers = std::nullopt);

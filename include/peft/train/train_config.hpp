@@ -84,13 +84,17 @@ struct TrainingConfig {
   std::string dtype = "float32";     ///< float32 | bfloat16 (base weights; adapters stay fp32)
   std::int64_t threads = 0;          ///< CPU threads for LibTorch; 0 = one per core
   std::int64_t eval_every = 50;      ///< held-out evaluation period in steps; 0 = only at the end
-  std::int64_t eval_batches = 8;     ///< held-out batches per evaluation (0 = all held-out blocks)
+  std::int64_t eval_batches = 8;     ///< held-out batches (of batch_size x ranks rows) per evaluation; 0 = all
   std::int64_t save_every = 100;     ///< checkpoint period in steps; 0 = no periodic checkpoints
   std::int64_t keep_checkpoints = 2; ///< newest checkpoints kept (>= 1)
   std::int64_t log_every = 10;       ///< metrics.jsonl / non-tty progress period in steps
   /// Recompute each decoder block's activations in backward instead of keeping them
   /// (models/checkpointing.hpp): same loss and gradients, less memory, ~1/3 more compute.
   bool gradient_checkpointing = false;
+  /// Data parallelism (several processes: torchrun or peft-finetune --nproc-per-node; see
+  /// distributed.hpp). batch_size is per rank, as HF's per_device_train_batch_size.
+  std::string ddp_backend = "auto";  ///< auto (nccl on CUDA where built, else gloo) | gloo | nccl
+  double ddp_timeout = 1800.0;       ///< seconds a rank waits for the others (HF's ddp_timeout)
 };
 
 /// `pretrain:` (the embedded default run): fully train the builtin base on `file` first, freeze

@@ -9,6 +9,13 @@
 ///   every save_every steps: a checkpoint (training_checkpoint.hpp) when a LoraModel is given
 ///   stop_requested() (signals.hpp) at a step boundary: a checkpoint, then return interrupted
 ///
+/// Data parallel (LoopOptions::process_group, data_parallel.hpp): rank 0's adapter is broadcast
+/// first; after each step's last micro-batch one bucketed allreduce averages the gradients and
+/// sums the loss, the token count and the ranks' stop requests (so every rank stops at the same
+/// step); clipping follows. Each rank feeds its own shard (next_batch) and evaluates its share
+/// (eval_loss reduces). Checkpoints hold every rank's RNG state and are written by rank 0
+/// between barriers; resuming needs the same world size.
+///
 /// Resuming from a checkpoint restores the adapter, AdamW, step, sampler, RNG and metrics so the
 /// run continues exactly as if it had not stopped (bit for bit on CPU: same ops, same order).
 /// Body: src/train/trainer.cpp.
@@ -21,6 +28,7 @@
 #include <vector>
 
 #include "peft/tuner/lora_model.hpp"
+#include "peft/train/distributed.hpp"
 #include "peft/train/metrics.hpp"
 #include "peft/train/signals.hpp"
 #include "peft/train/train_config.hpp"
@@ -52,6 +60,9 @@ struct LoopOptions {
   std::optional<std::filesystem::path> resume_from;
   std::ostream* progress = nullptr;                ///< nullptr = silent
   bool tty = false;
+  /// Data parallel over these ranks (world size > 1); nullptr = this process alone. Only rank 0
+  /// should be given metrics_path / svg_path / progress.
+  std::shared_ptr<ProcessGroup> process_group;
 };
 
 struct LoopResult {

@@ -36,6 +36,11 @@ struct TrainerState {
   std::string cuda_rng_state;        ///< same for the CUDA device used ("" when CPU only)
   std::int64_t cuda_device = -1;
   std::vector<MetricsRecord> metrics;  ///< every record written so far
+  /// Data-parallel runs: the number of ranks, and every rank's generator states by rank (the
+  /// fields above are rank 0's), so that each rank's dropout continues where it stopped.
+  std::int64_t world_size = 1;
+  std::vector<std::string> rank_cpu_rng_states;   ///< empty when world_size is 1
+  std::vector<std::string> rank_cuda_rng_states;  ///< empty when CPU only or world_size is 1
 
   JsonValue to_json() const;
   static TrainerState from_json(const JsonValue& j, const std::string& where);
