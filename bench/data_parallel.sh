@@ -4,7 +4,7 @@
 #   bench/data_parallel.sh PEFT_FINETUNE [BASE_MODEL] [STEPS] [SEQ_LEN] [GLOBAL_BATCH]
 # BASE_MODEL: builtin:tiny-llama (default) or a Hugging Face Llama directory (e.g. one written by
 # the snippet in bench/RESULTS.md). Prints one line per setting: tokens/s over the training steps
-# (the summary's tokens / training seconds) and the wall time of the whole command.
+# (the summary's tokens / the last metrics record's elapsed_s) and the wall time of the command.
 set -euo pipefail
 tool=$(realpath "$1")
 base=${2:-builtin:tiny-llama}
@@ -34,11 +34,10 @@ YAML
   t0=$(date +%s.%N)
   "$tool" --config "$name.yaml" "$@" > "$name.txt" 2>&1 || { cat "$name.txt"; exit 1; }
   t1=$(date +%s.%N)
-  # "  steps:                   30, 30720 tokens, 12.3 s training, ..."
-  local line tokens secs
-  line=$(grep '^  steps:' "$name.txt")
-  tokens=$(echo "$line" | sed -n 's/.*, \([0-9]*\) tokens, \([0-9.]*\) s training.*/\1/p')
-  secs=$(echo "$line" | sed -n 's/.*, \([0-9]*\) tokens, \([0-9.]*\) s training.*/\2/p')
+  # tokens from the summary; seconds from the last metrics.jsonl record (elapsed_s, full precision)
+  local tokens secs
+  tokens=$(sed -n 's/^  steps: *[0-9]*, \([0-9]*\) tokens,.*/\1/p' "$name.txt")
+  secs=$(tail -n 1 "$name/metrics.jsonl" | sed -n 's/.*"elapsed_s": \([0-9.e+-]*\).*/\1/p')
   awk -v n="$name" -v k="$tokens" -v s="$secs" -v a="$t0" -v b="$t1" \
     'BEGIN { printf "%-26s %8d tokens  %7.2f s training  %9.0f tokens/s  %6.1f s wall\n", n, k, s, k / s, b - a }'
 }

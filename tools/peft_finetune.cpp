@@ -17,6 +17,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -264,6 +265,11 @@ int launch(const Args& args, const char* argv0) {
   const auto [cfg, name] = load_config(args, argv0);
   LaunchOptions o = *args.launch;
   o.grace = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.training.ddp_timeout * 1000.0)) + std::chrono::seconds(30);
+  // The CPU threads each rank will use (prepare_run's rule), also for OpenMP and OpenBLAS.
+  if (cfg.training.device == "cpu") {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    o.threads_per_rank = cfg.training.threads > 0 ? static_cast<int>(cfg.training.threads) : std::max(1, cores / o.nproc_per_node);
+  }
   std::error_code ec;
   fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (ec) self = fs::absolute(argv0);

@@ -1,6 +1,9 @@
 #pragma once
 /// The trainer: YAML training config, phases, loop, checkpoints, metrics (CMake target peft::train; needs yaml-cpp).
 
+#include "peft/train/data_parallel.hpp"
+#include "peft/train/distributed.hpp"
+#include "peft/train/launcher.hpp"
 #include "peft/train/lora_yaml.hpp"
 #include "peft/train/loraplus.hpp"
 #include "peft/train/loss_svg.hpp"

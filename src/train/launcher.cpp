@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <thread>
@@ -96,14 +97,19 @@ int launch_local_ranks(const std::string& program, const std::vector<std::string
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::vector<std::vector<std::string>> envs;
-  for (int i = 0; i < o.nproc_per_node; ++i)
-    envs.push_back(rank_environment({{"RANK", std::to_string(o.node_rank * o.nproc_per_node + i)},
-                                     {"WORLD_SIZE", std::to_string(world)},
-                                     {"LOCAL_RANK", std::to_string(i)},
-                                     {"LOCAL_WORLD_SIZE", std::to_string(o.nproc_per_node)},
-                                     {"GROUP_RANK", std::to_string(o.node_rank)},
-                                     {"MASTER_ADDR", o.master_addr},
-                                     {"MASTER_PORT", std::to_string(port)}}));
+  for (int i = 0; i < o.nproc_per_node; ++i) {
+    std::vector<std::pair<std::string, std::string>> vars = {{"RANK", std::to_string(o.node_rank * o.nproc_per_node + i)},
+                                                             {"WORLD_SIZE", std::to_string(world)},
+                                                             {"LOCAL_RANK", std::to_string(i)},
+                                                             {"LOCAL_WORLD_SIZE", std::to_string(o.nproc_per_node)},
+                                                             {"GROUP_RANK", std::to_string(o.node_rank)},
+                                                             {"MASTER_ADDR", o.master_addr},
+                                                             {"MASTER_PORT", std::to_string(port)}};
+    if (o.threads_per_rank > 0)
+      for (const char* name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
+        if (!std::getenv(name)) vars.emplace_back(name, std::to_string(o.threads_per_rank));
+    envs.push_back(rank_environment(vars));
+  }
 
   struct sigaction sa {}, old_int{}, old_term{};
   sa.sa_handler = on_launcher_signal;

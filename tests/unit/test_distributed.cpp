@@ -30,7 +30,8 @@ using Vars = std::map<std::string, const char*>;
 class ScopedEnv {
  public:
   explicit ScopedEnv(const Vars& vars) {
-    for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}) {
+    for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                             "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"}) {
       const char* old = std::getenv(name);
       saved_[name] = old ? std::optional<std::string>(old) : std::nullopt;
       ::unsetenv(name);
@@ -291,11 +292,14 @@ TEST(Launcher, RefusesOptionsOutOfRange) {
 }
 
 TEST(Launcher, ReportsTheFirstFailingRanksExitCode) {
+  ScopedEnv env(Vars{{"OMP_NUM_THREADS", "5"}});  // set by the caller: kept; OPENBLAS_NUM_THREADS unset: given
   LaunchOptions o;
   o.nproc_per_node = 3;
   o.grace = 5s;
+  o.threads_per_rank = 2;
   // Rank 1 fails with 3; the others succeed. Each rank sees torchrun's variables.
   const std::string script = "[ \"$WORLD_SIZE\" = 3 ] && [ \"$LOCAL_WORLD_SIZE\" = 3 ] && [ -n \"$MASTER_PORT\" ] || exit 9; "
+                             "[ \"$OMP_NUM_THREADS\" = 5 ] && [ \"$OPENBLAS_NUM_THREADS\" = 2 ] || exit 8; "
                              "[ \"$RANK\" = 1 ] && exit 3; exit 0";
   std::ostringstream log;
   EXPECT_EQ(launch_local_ranks("/bin/sh", {"-c", script}, o, &log), 3);

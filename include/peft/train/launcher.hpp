@@ -27,6 +27,10 @@ struct LaunchOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;                 ///< 0: a free port of this machine (one machine only)
   std::chrono::milliseconds grace = std::chrono::seconds(60);  ///< after a failure, before SIGKILL
+  /// > 0: OMP_NUM_THREADS and OPENBLAS_NUM_THREADS of each rank, unless this environment sets
+  /// them (torchrun sets OMP_NUM_THREADS=1): OpenBLAS otherwise starts one thread per core in
+  /// every rank, and N ranks oversubscribe the cores.
+  int threads_per_rank = 0;
 };
 
 /// A TCP port that is free on `addr` now (bound to port 0 and released; another program could
