@@ -115,6 +115,15 @@ equivalence)
   "$tool" --config drop.yaml --nproc-per-node 2 > drop.txt 2>&1 || { cat drop.txt; fail "dropout run failed"; }
   "$tool" --config drop2.yaml --nproc-per-node 2 > drop2.txt 2>&1 || { cat drop2.txt; fail "dropout run 2 failed"; }
   cmp drop/adapter/adapter_model.safetensors drop2/adapter/adapter_model.safetensors || fail "dropout runs not reproducible"
+  # Instruction records on 2 ranks: epochs count global batches; rank 0 alone answers and merges.
+  for i in $(seq 1 40); do printf '{"prompt": "Q: %d?\\nA: ", "completion": "%s"}\n' "$i" "$((i % 2))"; done > pc.jsonl
+  write_config pc.yaml pc 2 1
+  sed -i -e 's/  file: data.txt/  file: pc.jsonl/' -e 's/  steps: 1$/  num_train_epochs: 2/' pc.yaml
+  "$tool" --config pc.yaml --nproc-per-node 2 > pc.txt 2>&1 || { cat pc.txt; fail "instruction run failed"; }
+  grep -q '2 epochs of 36 rows in batches of 2 x 2 x 2 ranks = 9 steps' pc.txt || { cat pc.txt; fail "epochs line"; }
+  [ "$(grep -c '^answers: exact match on 4 held-out prompts' pc.txt)" -eq 1 ] || { cat pc.txt; fail "answers not printed once"; }
+  grep -q 'held-out exact match:    before [0-4]/4 .* -> after [0-4]/4 .*, merged [0-4]/4' pc.txt || fail "summary line"
+  [ "$(tail -n 1 pc/metrics.jsonl | grep -o '"step": [0-9]*')" = '"step": 9' ] || fail "last metrics step is not 9"
   ;;
 kill_rank)
   # SIGKILL of rank 1 mid-run: rank 0 stops at once with a clear message and exit 1, the last

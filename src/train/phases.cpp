@@ -258,14 +258,17 @@ TokenData prepare_data(const TrainingRun& run, const BaseModel& base) {
                << d.blocks.heldout.size(0) << " held-out blocks of " << seq_len << " tokens\n";
   }
   const auto rows = d.instructions ? static_cast<std::int64_t>(d.instructions->train.size()) : d.blocks.train.size(0);
+  // A step consumes grad_accum x batch_size rows on every rank.
+  const std::int64_t per_step = t.batch_size * t.grad_accum * run.world_size();
   d.steps = t.num_train_epochs > 0
                 ? std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(
                                                 t.num_train_epochs * static_cast<double>(rows) /
-                                                static_cast<double>(t.batch_size * t.grad_accum) - 1e-9)))
+                                                static_cast<double>(per_step) - 1e-9)))
                 : t.steps;
   if (t.num_train_epochs > 0 && run.out)
     *run.out << "data: " << t.num_train_epochs << " epochs of " << rows << " rows in batches of " << t.grad_accum
-             << " x " << t.batch_size << " = " << d.steps << " steps\n";
+             << " x " << t.batch_size << (run.world_size() > 1 ? " x " + std::to_string(run.world_size()) + " ranks" : "")
+             << " = " << d.steps << " steps\n";
   return d;
 }
 

@@ -68,7 +68,7 @@ enum class DecayKind { Cosine, Linear, Constant };
 
 struct TrainingConfig {
   std::int64_t steps = 200;          ///< optimizer steps
-  /// > 0: steps = ceil(epochs x train rows / (batch_size x grad_accum)) instead of `steps`.
+  /// > 0: steps = ceil(epochs x train rows / (batch_size x grad_accum x ranks)) instead of `steps`.
   double num_train_epochs = 0.0;
   std::int64_t batch_size = 8;       ///< sequences per micro-batch
   std::int64_t seq_len = 64;         ///< tokens per sequence (blocks hold seq_len + 1)
