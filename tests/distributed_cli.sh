@@ -3,19 +3,11 @@
 #   distributed_cli.sh CASE PEFT_FINETUNE PEFT_COMPARE_SAFETENSORS SCRATCH_DIR
 # CASE: equivalence | kill_rank | hang_rank | sigint | mismatch | bad_args
 set -uo pipefail
-case_name=$1
 tool=$2
 compare=$3
-scratch=$4/$case_name
-rm -rf "$scratch"
-mkdir -p "$scratch"
-cd "$scratch" || exit 1
-
-fail() { echo "FAIL ($case_name): $*" >&2; exit 1; }
-
-for i in $(seq 1 120); do
-  printf 'Document %d: the quick brown fox jumps over the lazy dog %d times.\nIt rests after %d jumps.\n\n' "$i" "$((i % 7))" "$((i % 5))"
-done > data.txt
+source "$(dirname "$0")/cli_common.sh"
+cli_setup "$1" "$4"
+write_documents data.txt
 
 # write_config FILE OUTPUT_DIR BATCH STEPS [DDP_TIMEOUT] [DROPOUT]
 write_config() {
@@ -50,35 +42,24 @@ lora:
 YAML
 }
 
-wait_for() {  # wait_for PATH PID: until PATH exists (or the process ends / 60 s pass)
-  for _ in $(seq 1 600); do
-    [ -e "$1" ] && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-# exits_within SECONDS PID: waits for PID (a child of this shell) and sets rc to its exit code;
-# returns 1 when it is still running after SECONDS.
-exits_within() {
-  for _ in $(seq 1 $(($1 * 10))); do
-    if ! kill -0 "$2" 2>/dev/null; then
-      wait "$2"
-      rc=$?
-      return 0
-    fi
-    sleep 0.1
-  done
-  return 1
-}
-
 free_port() { echo $((20000 + (RANDOM * 7 + $$) % 30000)); }
 
 # start_rank RANK WORLD PORT CONFIG LOG [EXTRA ARGS]: one rank the way torchrun starts it.
 start_rank() {
   RANK=$1 WORLD_SIZE=$2 LOCAL_RANK=$1 LOCAL_WORLD_SIZE=$2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$3 \
     "$tool" --config "$4" "${@:6}" > "$5" 2>&1 &
+}
+
+# start_pair CONFIG FILE: ranks 0 and 1 started by hand (r0, r1; logs rank0.txt, rank1.txt), then
+# waits until FILE exists.
+start_pair() {
+  local port
+  port=$(free_port)
+  start_rank 0 2 "$port" "$1" rank0.txt
+  r0=$!
+  start_rank 1 2 "$port" "$1" rank1.txt
+  r1=$!
+  wait_for "$2" $r0 || { cat rank0.txt rank1.txt; fail "no $2"; }
 }
 
 case $case_name in
@@ -131,16 +112,9 @@ kill_rank)
   write_config ref.yaml ref 2 10
   write_config run.yaml run 2 10
   "$tool" --config ref.yaml --nproc-per-node 2 > ref.txt 2>&1 || { cat ref.txt; fail "reference run failed"; }
-  port=$(free_port)
-  export PEFT_FINETUNE_STEP_DELAY_MS=150
-  start_rank 0 2 "$port" run.yaml rank0.txt
-  r0=$!
-  start_rank 1 2 "$port" run.yaml rank1.txt
-  r1=$!
-  wait_for run/checkpoints/step-4/trainer_state.json $r0 || { cat rank0.txt rank1.txt; fail "no step-4 checkpoint"; }
+  PEFT_FINETUNE_STEP_DELAY_MS=150 start_pair run.yaml run/checkpoints/step-4/trainer_state.json
   kill -KILL $r1
   exits_within 20 $r0 || { kill -KILL $r0; fail "rank 0 still running 20 s after rank 1 died"; }
-  unset PEFT_FINETUNE_STEP_DELAY_MS
   [ "$rc" -eq 1 ] || { cat rank0.txt; fail "rank 0 exit code $rc, expected 1"; }
   grep -q 'rank 0 of 2: .* failed after .* s: .*last complete checkpoint: run/checkpoints/step-[0-9]* (continue with --resume)' rank0.txt \
     || { cat rank0.txt; fail "rank 0's message"; }
@@ -154,13 +128,7 @@ kill_rank)
 hang_rank)
   # SIGSTOP of rank 1: rank 0 gives up after ddp_timeout (6 s) with exit 1.
   write_config run.yaml run 2 200 6
-  port=$(free_port)
-  export PEFT_FINETUNE_STEP_DELAY_MS=100
-  start_rank 0 2 "$port" run.yaml rank0.txt
-  r0=$!
-  start_rank 1 2 "$port" run.yaml rank1.txt
-  r1=$!
-  wait_for run/checkpoints/step-2/trainer_state.json $r0 || { cat rank0.txt rank1.txt; fail "no step-2 checkpoint"; }
+  PEFT_FINETUNE_STEP_DELAY_MS=100 start_pair run.yaml run/checkpoints/step-2/trainer_state.json
   kill -STOP $r1
   start=$(date +%s)
   exits_within 40 $r0 || { kill -KILL $r0 $r1; fail "rank 0 still running 40 s after rank 1 hung"; }

@@ -3,21 +3,12 @@
 #   finetune_cli.sh CASE PEFT_FINETUNE SCRATCH_DIR [PEFT_INSPECT]
 # CASE: smoke | resume_after_kill | sigint | bad_yaml | instructions | default_run
 set -uo pipefail
-case_name=$1
 tool=$2
-scratch=$3/$case_name
 inspect=${4:-}
 chatml=$(cd "$(dirname "$0")/../data/instructions" && pwd)/chatml.jinja
-rm -rf "$scratch"
-mkdir -p "$scratch"
-cd "$scratch" || exit 1
-
-fail() { echo "FAIL ($case_name): $*" >&2; exit 1; }
-
-# A small training text: 120 short documents separated by blank lines.
-for i in $(seq 1 120); do
-  printf 'Document %d: the quick brown fox jumps over the lazy dog %d times.\nIt rests after %d jumps.\n\n' "$i" "$((i % 7))" "$((i % 5))"
-done > data.txt
+source "$(dirname "$0")/cli_common.sh"
+cli_setup "$1" "$3"
+write_documents data.txt  # a small training text: 120 short documents
 
 write_config() {  # write_config FILE STEPS SAVE_EVERY
   cat > "$1" <<YAML
@@ -48,15 +39,6 @@ lora:
   target_modules: [c_attn, c_fc]
   fan_in_fan_out: true
 YAML
-}
-
-wait_for() {  # wait_for PATH PID: until PATH exists (or the process ends / 60 s pass)
-  for _ in $(seq 1 600); do
-    [ -e "$1" ] && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
 }
 
 case $case_name in
