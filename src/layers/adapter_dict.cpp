@@ -25,7 +25,12 @@ void AdapterDict::insert(torch::nn::Module& owner, const std::string& name, cons
 }
 
 void AdapterDict::pop(torch::nn::Module& owner, const std::string& adapter) {
-  if (modules_) modules_->pop(adapter);
+  // ModuleDict::pop keeps the child registered (like Python's): its parameters would stay in
+  // named_parameters() and the name could not be used again.
+  if (modules_) {
+    modules_->pop(adapter);
+    modules_->unregister_module(adapter);
+  }
   if (parameters_) parameters_->pop(adapter);
   if (size() == 0) clear(owner);
 }

@@ -41,6 +41,7 @@ void ModulesToSave::set_trainable(const std::vector<std::string>& active, bool t
 void ModulesToSave::remove(torch::nn::Module& owner, const std::string& name) {
   if (!has(name)) return;
   dict_->pop(name);
+  dict_->unregister_module(name);  // pop alone keeps it registered (adapter_dict.cpp)
   copies_.erase(name);
   if (copies_.empty()) clear(owner);
 }

@@ -5,12 +5,15 @@
 #include <torch/nn/functional/loss.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cctype>
+#include <cstring>
 #include <mutex>
 #include <set>
 
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
+#include "peft/io/detail/checkpoint_files.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/layers/skip_init.hpp"
@@ -55,6 +58,55 @@ LlamaConfig tiny_llama_config() {
 }
 
 /// A model of the config's architecture, initialised from the global RNG.
+/// The sizes config.json asks for, against the tensors the checkpoint's headers describe, before
+/// anything is built: a 106-byte config.json must not make us allocate a 160k x 4096 embedding
+/// or a billion layers. Checks the layer count (layers.N. / h.N. in the tensor names) and the
+/// input embedding's [vocab, hidden]; everything else is compared shape by shape when loading.
+void check_config_fits_checkpoint(const JsonValue& config, const std::filesystem::path& dir, const std::string& source) {
+  std::int64_t layers = 0;
+  const SafetensorsEntry* embedding = nullptr;
+  std::vector<peft::detail::ShardHeader> headers;
+  HfCheckpointFiles files;
+  try {
+    files = resolve_hf_checkpoint(dir);
+  } catch (const SerializationError&) {
+    return;  // no weights: the config's own errors come first, then load_checkpoint says so
+  }
+  for (const auto& f : files.shards) headers.push_back(peft::detail::read_shard_header(f));
+  for (const auto& h : headers)
+    for (const auto& e : h.header.entries) {
+      for (const char* marker : {"layers.", "h."}) {
+        const auto at = e.name.find(std::string(".") + marker);
+        const auto start = at == std::string::npos ? (e.name.rfind(marker, 0) == 0 ? 0 : std::string::npos) : at + 1;
+        if (start == std::string::npos) continue;
+        std::size_t i = start + std::strlen(marker);
+        std::int64_t n = 0;
+        bool digits = false;
+        while (i < e.name.size() && std::isdigit(static_cast<unsigned char>(e.name[i])) && n < (1 << 24))
+          n = n * 10 + (e.name[i++] - '0'), digits = true;
+        if (digits && i < e.name.size() && e.name[i] == '.') layers = std::max(layers, n + 1);
+      }
+      if (ends_with(e.name, "embed_tokens.weight") || ends_with(e.name, "wte.weight")) embedding = &e;
+    }
+  auto number = [&](std::initializer_list<const char*> keys) -> std::pair<std::string, std::int64_t> {
+    for (const char* k : keys)
+      if (const JsonValue* v = config.find(k); v && v->is_number()) return {k, static_cast<std::int64_t>(v->as_double())};
+    return {"", -1};
+  };
+  const auto [layer_key, n_layers] = number({"num_hidden_layers", "n_layer"});
+  if (n_layers > layers)
+    throw SerializationError(source + ": " + layer_key + " = " + std::to_string(n_layers) + " but the checkpoint has tensors for " +
+                             std::to_string(layers) + " layers (hint: config.json and the weights do not belong together)");
+  if (!embedding || embedding->shape.size() != 2) return;
+  const auto [vocab_key, vocab] = number({"vocab_size"});
+  const auto [hidden_key, hidden] = number({"hidden_size", "n_embd"});
+  if ((vocab >= 0 && vocab != embedding->shape[0]) || (hidden >= 0 && hidden != embedding->shape[1]))
+    throw SerializationError(source + ": " + vocab_key + " = " + std::to_string(vocab) + ", " + hidden_key + " = " +
+                             std::to_string(hidden) + " but the checkpoint's `" + embedding->name + "` is [" +
+                             std::to_string(embedding->shape[0]) + ", " + std::to_string(embedding->shape[1]) +
+                             "] (hint: config.json and the weights do not belong together)");
+}
+
 CausalLM build(const JsonValue& config, const std::string& source) {
   const JsonValue* type = config.is_object() ? config.find("model_type") : nullptr;
   const std::string t = type && type->is_string() ? type->as_string() : "";
@@ -166,6 +218,7 @@ CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device,
   const auto config_path = dir / "config.json";
   const JsonValue config = JsonValue::parse(read_text_file(config_path));
   const torch::Dtype target = dtype ? *dtype : config_dtype(config, config_path.string());
+  check_config_fits_checkpoint(config, dir, config_path.string());
   CausalLM model;
   {
     // Weights created uninitialised in place (no RNG draw, no memory committed until loaded).

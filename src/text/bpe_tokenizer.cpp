@@ -84,6 +84,7 @@ int64_t ByteLevelBPETokenizer::vocab_size() const { return impl_->hf->vocab_size
 SpecialTokenIds ByteLevelBPETokenizer::special_token_ids() const { return impl_->hf->special_token_ids(); }
 std::size_t ByteLevelBPETokenizer::num_merges() const { return impl_->hf->num_merges(); }
 int ByteLevelBPETokenizer::missing_byte_tokens() const { return impl_->missing_bytes; }
+std::uint64_t ByteLevelBPETokenizer::dropped_characters() const { return impl_->hf->dropped_characters(); }
 std::optional<std::string> ByteLevelBPETokenizer::id_to_token(int64_t id) const { return impl_->hf->id_to_token(id); }
 std::optional<int64_t> ByteLevelBPETokenizer::token_to_id(const std::string& token) const {
   return impl_->hf->token_to_id(token);

@@ -184,6 +184,7 @@ std::string HfTokenizer::decode(const std::vector<int64_t>& ids, bool skip_speci
 }
 
 int64_t HfTokenizer::vocab_size() const { return impl_->vocab_size; }
+std::uint64_t HfTokenizer::dropped_characters() const { return impl_->model->dropped(); }
 SpecialTokenIds HfTokenizer::special_token_ids() const { return impl_->special; }
 
 std::optional<std::string> HfTokenizer::id_to_token(int64_t id) const {

@@ -72,7 +72,9 @@ TokenData prepare_instruction_data(const TrainingRun& run, const BaseModel& base
   std::vector<text::Record> heldout;
   if (!cfg.data.heldout_file.empty()) heldout = text::load_records(cfg.data.heldout_file, format, cfg.data.jsonl_field);
   TokenData d;
+  const std::uint64_t dropped_before = base.tokenizer->dropped_characters();
   d.instructions = make_instruction_set(records, heldout, cfg.data, base.tokenizer, max_length, render);
+  check_nothing_dropped(*base.tokenizer, dropped_before, cfg.data.file);
   const InstructionSet& set = *d.instructions;
   if (base.tokenizer->vocab_size() > base.model->vocab_size())
     throw Error("the tokenizer has " + std::to_string(base.tokenizer->vocab_size()) + " ids but the model only " +

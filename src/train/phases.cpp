@@ -220,12 +220,22 @@ BaseModel build_model(const TrainingRun& run, const std::string& source) {
   return base;
 }
 
+void check_nothing_dropped(const text::Tokenizer& tokenizer, std::uint64_t before, const fs::path& data) {
+  const std::uint64_t dropped = tokenizer.dropped_characters() - before;
+  if (dropped > 0)
+    throw Error(data.string() + ": the tokenizer has no token for " + std::to_string(dropped) +
+                " character(s) of the data and dropped them (no unk_token, no byte_fallback; HF drops them too) "
+                "(hint: use the model's own tokenizer, or clean the data of those characters)");
+}
+
 TokenData load_token_data(const fs::path& file, const std::string& jsonl_field, const text::Tokenizer& tokenizer,
                           std::int64_t seq_len, double heldout_fraction, std::int64_t vocab) {
   TokenData d;
   const auto docs = text::load_documents(file, jsonl_field);
   d.documents = docs.size();
+  const std::uint64_t dropped_before = tokenizer.dropped_characters();
   const auto ids = text::encode_documents(tokenizer, docs);
+  check_nothing_dropped(tokenizer, dropped_before, file);
   d.tokens = static_cast<std::int64_t>(ids.size());
   if (tokenizer.vocab_size() > vocab)
     throw Error("the tokenizer has " + std::to_string(tokenizer.vocab_size()) + " ids but the model only " +

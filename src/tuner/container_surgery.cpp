@@ -54,23 +54,27 @@ std::size_t container_references(const torch::nn::Module& parent) {
   return 1;    // the registry only
 }
 
-void replace_child_module(torch::nn::Module& parent, const std::string& name,
-                          std::shared_ptr<torch::nn::Module> replacement, torch::nn::AnyModule any) {
+ReplacedChild replace_child_module(const std::shared_ptr<torch::nn::Module>& parent_ptr, const std::string& name,
+                                   std::shared_ptr<torch::nn::Module> replacement, torch::nn::AnyModule any) {
+  torch::nn::Module& parent = *parent_ptr;
+  ReplacedChild old{parent_ptr, name, parent.named_children()[name], {}};
   if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&parent)) {
     auto& items = seq->*member_of(SequentialItems{});
     const auto i = position_of(parent, name);
     // The element list holds typed modules (their forward): the caller's typed replacement.
     if (any.is_empty() || any.ptr() != replacement)
       throw Error("replacing `" + name + "` in a Sequential needs the replacement as an AnyModule");
+    old.any = std::move(items.at(i));
     items.at(i) = std::move(any);
   } else if (auto* list = dynamic_cast<torch::nn::ModuleListImpl*>(&parent)) {
     auto& items = list->*member_of(ModuleListItems{});
     items.at(position_of(parent, name)) = replacement;
   } else if (auto* dict = dynamic_cast<torch::nn::ModuleDictImpl*>(&parent)) {
     dict->update({{name, replacement}});  // overwrites the entry and the registry
-    return;
+    return old;
   }
   parent.replace_module(name, std::move(replacement));
+  return old;
 }
 
 }  // namespace peft

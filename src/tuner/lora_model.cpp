@@ -158,6 +158,7 @@ void LoraModel::add_adapter(const std::string& name, LoraConfig config) {
       (*it)->add(name);
     }
     configs_[name] = r.plan.config;
+    replaced_[name] = std::move(r.replaced);
     order_.push_back(name);
     std::vector<std::string> keys;
     for (const auto& l : r.plan.layers) keys.push_back(l.key);
@@ -255,6 +256,7 @@ void LoraModel::delete_adapter(const std::string& name) {
   configs_.erase(name);
   targeted_.erase(name);
   saved_rank_.erase(name);
+  replaced_.erase(name);
   order_.erase(std::find(order_.begin(), order_.end(), name));
   detail::drop_active_adapter(active_, name, order_);
   // A deleted live copy hands over to the original; refresh_trainable below makes the new
@@ -269,6 +271,20 @@ void LoraModel::delete_adapter(const std::string& name) {
     }
   }
   refresh_trainable();
+}
+
+void LoraModel::undo_add_adapter(const std::string& name) {
+  auto it = replaced_.find(name);
+  std::vector<ReplacedChild> replaced = it == replaced_.end() ? std::vector<ReplacedChild>{} : it->second;
+  delete_adapter(name);
+  for (auto r = replaced.rbegin(); r != replaced.rend(); ++r) {
+    const auto now = r->parent->named_children();
+    const std::shared_ptr<torch::nn::Module>* current = now.find(r->name);
+    auto* layer = current ? dynamic_cast<LoraLayer*>(current->get()) : nullptr;
+    // Only a peft layer left empty goes back (another adapter added since may use it).
+    if (layer && layer->adapter_names().empty() && !layer->has_any_trainable_tokens())
+      replace_child_module(r->parent, r->name, r->module, r->any);
+  }
 }
 
 std::pair<std::int64_t, std::int64_t> LoraModel::get_nb_trainable_parameters() const {

@@ -195,11 +195,17 @@ TEST_P(BadAdapterDir, LoadAdapterThrowsATypedErrorNamingTheFileAndChangesNothing
 INSTANTIATE_TEST_SUITE_P(Corpus, BadAdapterDir, ::testing::ValuesIn(bad_adapters()),
                          [](const auto& param_info) { return std::string(param_info.param.dir); });
 
-SEEDED_TEST(BadInputsCorpus, NanWeightsLoadButSafeMergeRefusesNamingLayerAndAdapterAndChangesNothing) {
+SEEDED_TEST(BadInputsCorpus, NanWeightsAreRefusedOnLoadAndSafeMergeRefusesThemWhenLoadedOnRequest) {
   const fs::path dir = data_dir() / "bad" / "nan_weights";
   const auto files_before = file_bytes(dir);
   auto m = tiny_mlp();
-  auto pm = peft::from_pretrained(m.ptr(), dir);  // PEFT loads it too; merging is what breaks
+  {
+    peft::LoraModel refused(m.ptr(), peft::LoraModelOptions{});
+    EXPECT_THROW(peft::load_adapter(refused, dir, "default"), peft::SerializationError);
+  }
+  peft::LoadOptions allow;
+  allow.allow_non_finite = true;  // PEFT's behaviour: loads; merging is what breaks
+  auto pm = peft::from_pretrained(m.ptr(), dir, "default", allow);
   const auto before = snapshot(*m);
   try {
     pm.merge_adapter({}, /*safe_merge=*/true);

@@ -216,7 +216,56 @@ enum class BaseRewriteLoad {
 struct LoadOptions {
   bool is_trainable = false;  ///< loaded adapters are frozen unless true
   BaseRewriteLoad base_rewrite = BaseRewriteLoad::Refuse;
+  /// NaN or infinite values in the file are a SerializationError naming the tensor unless true
+  /// (PEFT loads them; merging them later corrupts the base silently).
+  bool allow_non_finite = false;
 };
+
+namespace detail {
+/// The rank the file's factors can hold: no lora_A has more rows than its largest dimension, so
+/// a config asking for more (r 8,000,000 in a 427-byte file) is refused before anything is
+/// allocated. ConfigError naming r or the rank_pattern entry.
+inline void check_ranks_fit_file(const LoraConfig& cfg, const SafetensorsFile& file, const std::string& where) {
+  std::int64_t largest = 0;
+  bool factors = false;
+  for (const auto& [key, t] : file.tensors)
+    if (key.find("lora_A") != std::string::npos || key.find("lora_embedding_A") != std::string::npos) {
+      factors = true;
+      for (auto d : t.sizes()) largest = std::max<std::int64_t>(largest, d);
+    }
+  if (!factors) return;
+  auto check = [&](const std::string& field, std::int64_t r) {
+    if (r > largest)
+      throw ConfigError::about(where, field, std::to_string(r),
+                               "larger than every dimension of the file's lora_A tensors (at most " +
+                                   std::to_string(largest) + ")",
+                               "the config does not belong to these weights");
+  };
+  check("r", cfg.r);
+  for (const auto& [pattern, r] : cfg.rank_pattern) check("rank_pattern." + pattern, r);
+}
+
+/// SerializationError naming the first tensor of `file` holding NaN or an infinity.
+inline void check_finite(const SafetensorsFile& file, const std::string& where) {
+  for (const auto& [key, t] : file.tensors)
+    if (torch::isFloatingType(t.scalar_type()) && t.numel() > 0 && !torch::isfinite(t).all().item<bool>())
+      throw SerializationError(where + ": tensor `" + key +
+                               "` holds NaN or infinite values (hint: a diverged run; LoadOptions::allow_non_finite "
+                               "loads it anyway)");
+}
+
+/// Every parameter's requires_grad flag, which adding (and deleting) an adapter resets, to put
+/// back after a failed load.
+struct RequiresGradSnapshot {
+  explicit RequiresGradSnapshot(torch::nn::Module& model) {
+    for (auto& p : model.parameters()) flags.emplace_back(p, p.requires_grad());
+  }
+  void restore() const {
+    for (const auto& [p, on] : flags) const_cast<torch::Tensor&>(p).set_requires_grad(on);
+  }
+  std::vector<std::pair<torch::Tensor, bool>> flags;
+};
+}  // namespace detail
 
 /// Load adapter `name` from a PEFT adapter directory into `pm` (PEFT's load_adapter). The config
 /// and every tensor are checked against the model (strict: missing and unexpected keys are
@@ -275,19 +324,24 @@ inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const 
   for (const auto& [key, t] : file.tensors)
     if (!torch::isFloatingType(t.scalar_type()))
       throw SerializationError(where + ": tensor `" + key + "` has a non-floating dtype");
+  detail::check_ranks_fit_file(cfg, file, (dir / kAdapterConfigFile).string());
+  if (!options.allow_non_finite) detail::check_finite(file, where);
 
-  // Inject, then check every key and shape against the injected layers; on any mismatch the
-  // adapter is deleted again, which restores the model's structure and tensors exactly.
-  pm.add_adapter(name, cfg);
-  auto targets = detail::adapter_key_map(pm, name, cfg);
-  // Embedding base weights saved with save_embedding_layers load into the base model (PEFT loads
-  // them as base-model keys); a plain module's are found by PEFT's usual names.
-  for (auto& [key, t] : detail::embedding_layer_tensors(pm.model(), false, /*by_name=*/true))
-    if (!targets.find(key)) {
-      targets.entries.emplace_back(key, t);
-      targets.optional.push_back(key);
-    }
+  // Inject, then check every key and shape against the injected layers; on any failure the
+  // adapter is deleted again and the module tree, requires_grad flags and base weights are put
+  // back: nothing of the failed adapter stays registered.
+  const detail::RequiresGradSnapshot flags_before(pm.model());
+  detail::AdapterKeyMap targets;
   try {
+    pm.add_adapter(name, cfg);
+    targets = detail::adapter_key_map(pm, name, cfg);
+    // Embedding base weights saved with save_embedding_layers load into the base model (PEFT
+    // loads them as base-model keys); a plain module's are found by PEFT's usual names.
+    for (auto& [key, t] : detail::embedding_layer_tensors(pm.model(), false, /*by_name=*/true))
+      if (!targets.find(key)) {
+        targets.entries.emplace_back(key, t);
+        targets.optional.push_back(key);
+      }
     std::vector<std::string> missing, unexpected;
     for (const auto& [key, t] : targets.entries)
       if (!file.find(key) &&
@@ -312,7 +366,9 @@ inline void load_adapter(LoraModel& pm, const std::filesystem::path& dir, const 
       throw SerializationError(msg);
     }
   } catch (...) {
-    pm.delete_adapter(name);
+    const auto names = pm.adapter_names();
+    if (std::find(names.begin(), names.end(), name) != names.end()) pm.undo_add_adapter(name);
+    flags_before.restore();
     torch::NoGradGuard no_grad;
     for (auto& [w, copy] : saved_weights) w.copy_(copy);
     for (auto& [layer, e] : saved_eigens) layer->set_corda_eigens(e);

@@ -70,6 +70,7 @@ class ByteLevelBPETokenizer : public Tokenizer {
   /// `<|endoftext|>`, else `</s>`, `<|end_of_text|>`, `<eos>` (added tokens first, then vocab).
   SpecialTokenIds special_token_ids() const override;
   std::string kind() const override { return "bpe"; }
+  std::uint64_t dropped_characters() const override;
 
   /// Byte-level spelling of an id ("Ġthe"), or the added token's content; nullopt if unknown.
   std::optional<std::string> id_to_token(int64_t id) const;

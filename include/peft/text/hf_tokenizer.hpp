@@ -41,6 +41,7 @@ class HfTokenizer : public Tokenizer {
   /// out) guessed from well-known names (docs/tokenizers.md), unk from model.unk_token.
   SpecialTokenIds special_token_ids() const override;
   std::string kind() const override { return "hf"; }
+  std::uint64_t dropped_characters() const override;
 
   /// The vocab spelling of an id (or an added token's content); nullopt if unknown.
   std::optional<std::string> id_to_token(int64_t id) const;

@@ -41,6 +41,9 @@ class Tokenizer {
   std::optional<int64_t> eos_id() const { return special_token_ids().eos; }
   /// "byte", "bpe" (GPT-2 style byte-level BPE) or "hf" (the general tokenizer.json pipeline).
   virtual std::string kind() const = 0;
+  /// Characters encode() has dropped so far because the vocabulary has no token for them and
+  /// no unk or byte fallback (HF drops them silently too); the trainer refuses data that lost any.
+  virtual std::uint64_t dropped_characters() const { return 0; }
 };
 
 /// One id per byte: ids 0..255 are the bytes, 256 is `<|endoftext|>` (vocab_size 257). The literal

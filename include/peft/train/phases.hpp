@@ -125,8 +125,13 @@ struct TokenData {
   std::int64_t steps = 0;
 };
 
+/// peft::Error when `tokenizer` dropped characters since its dropped_characters() was `before`
+/// (a vocabulary without tokens for some of the data's characters, no unk, no byte fallback):
+/// training would silently learn from text with pieces missing.
+void check_nothing_dropped(const text::Tokenizer& tokenizer, std::uint64_t before, const std::filesystem::path& data);
+
 /// load_documents -> encode_documents -> make_blocks; peft::Error when the tokenizer has more ids
-/// than the model has embeddings (`vocab`).
+/// than the model has embeddings (`vocab`) or dropped characters of the data.
 TokenData load_token_data(const std::filesystem::path& file, const std::string& jsonl_field,
                           const text::Tokenizer& tokenizer, std::int64_t seq_len, double heldout_fraction,
                           std::int64_t vocab);

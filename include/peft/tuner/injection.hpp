@@ -37,9 +37,16 @@ namespace peft {
 /// Replace child `name` of `parent` by `replacement` everywhere the parent keeps it: the
 /// registry, and the element list of Sequential / ModuleList / ModuleDict
 /// (src/tuner/container_surgery.cpp). A Sequential needs `any`, the replacement typed for its
-/// forward.
-void replace_child_module(torch::nn::Module& parent, const std::string& name,
-                          std::shared_ptr<torch::nn::Module> replacement, torch::nn::AnyModule any = {});
+/// forward. Returns what was there, so that replace_child_module(r.parent, r.name, r.module,
+/// r.any) puts it back (undoing a stock-layer swap).
+struct ReplacedChild {
+  std::shared_ptr<torch::nn::Module> parent;
+  std::string name;
+  std::shared_ptr<torch::nn::Module> module;
+  torch::nn::AnyModule any;  ///< a Sequential's typed element; empty for other parents
+};
+ReplacedChild replace_child_module(const std::shared_ptr<torch::nn::Module>& parent, const std::string& name,
+                                   std::shared_ptr<torch::nn::Module> replacement, torch::nn::AnyModule any = {});
 
 /// Replaces every element of `list` (registry and element list) by `items`, in place, so holders
 /// of the list see the change; ModuleList itself can only append (src/tuner/container_surgery.cpp).
@@ -174,6 +181,7 @@ struct InjectionResult {
   TargetPlan plan;
   std::vector<std::shared_ptr<LoraLayer>> layers;  ///< in plan order
   std::vector<TokenTarget> tokens;                 ///< layers that got trainable tokens
+  std::vector<ReplacedChild> replaced;             ///< stock layers swapped for peft layers, in order
 };
 
 /// Add adapter `adapter_name` of `config` (validated) to every targeted layer of `root`, and its
@@ -226,7 +234,7 @@ inline InjectionResult inject_adapter(const std::shared_ptr<torch::nn::Module>& 
       if (!slot.parent) continue;
       const auto dot = slot.key.rfind('.');
       const auto name = slot.key.substr(dot == std::string::npos ? 0 : dot + 1);
-      replace_child_module(*slot.parent, name, slot.layer, slot.any);
+      out.replaced.push_back(replace_child_module(slot.parent, name, slot.layer, slot.any));
     }
   for (std::size_t i = 0; i < slots.size(); ++i) {
     slots[i].layer->update_layer(adapter_name, adapter_settings(out.plan.layers[i], out.plan.config));

@@ -109,6 +109,9 @@ class LoraModel {
   /// module whose deleted copy was live gets the values of the new active adapter's copy, or
   /// its original values.
   void delete_adapter(const std::string& name);
+  /// delete_adapter, then the stock layers that adding `name` swapped for peft layers put back
+  /// where nothing else uses them: the module tree as before add_adapter (load_adapter's undo).
+  void undo_add_adapter(const std::string& name);
 
   // ---- enabling ----
   /// RAII guard returned by disable_adapter(): adapters are bypassed while it lives.
@@ -374,6 +377,7 @@ class LoraModel {
   std::vector<std::shared_ptr<SwappedModulesToSave>> swapped_;
   bool replicated_ = false;
   std::map<std::string, std::map<std::string, std::int64_t>> saved_rank_;
+  std::map<std::string, std::vector<ReplacedChild>> replaced_;  ///< stock layers each adapter's injection swapped
 };
 
 /// PEFT's get_peft_model: inject adapter `adapter_name` into `model` and activate it.

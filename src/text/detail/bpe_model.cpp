@@ -26,7 +26,12 @@ BpeModel::BpeModel(const std::unordered_map<std::string, int64_t>& vocab,
     : options_(std::move(options)), cache_(std::make_unique<Cache>()) {
   int64_t max_id = -1;
   for (const auto& [tok, id] : vocab) max_id = std::max(max_id, id);
-  if (max_id >= INT32_MAX) throw SerializationError(where + ": vocab id " + std::to_string(max_id) + " is too large");
+  // Ids index a dense table: a file of few entries must not ask for a huge one (one id of
+  // 80,000,000 would take gigabytes). Real vocabularies are dense; allow gaps up to 2x + 64Ki.
+  const auto entries = static_cast<int64_t>(vocab.size());
+  if (max_id >= INT32_MAX || max_id >= 2 * entries + 65536)
+    throw SerializationError(where + ": vocab id " + std::to_string(max_id) + " is far beyond its " +
+                             std::to_string(entries) + " entries (hint: ids must be (nearly) dense: 0 .. n-1)");
   id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
   has_id_.assign(id_to_token_.size(), false);
   for (const auto& [tok, id] : vocab) {
@@ -178,6 +183,8 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& ids) const {
     if (unk_id_) {
       if (pending_unk >= 0 && !options_.fuse_unk) add(pending_unk);
       pending_unk = *unk_id_;
+    } else {
+      dropped_.fetch_add(1, std::memory_order_relaxed);  // HF drops it silently; counted for callers
     }
   }
   if (pending_unk >= 0) add(pending_unk);

@@ -3,6 +3,7 @@
 // lowest rank first (ties: leftmost), with byte_fallback (<0xNN> tokens), unk_token/fuse_unk,
 // ignore_merges, continuing_subword_prefix and end_of_word_suffix. A bounded word cache.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -37,6 +38,8 @@ class BpeModel {
   /// Appends the ids of one pre-tokenized word. Characters without a token are byte-fallen-back,
   /// else unk (fused runs if fuse_unk), else dropped, exactly as HF. Thread-safe.
   void tokenize(std::string_view word, std::vector<int64_t>& out) const;
+  /// Characters tokenize() dropped so far (no token, no byte fallback, no unk).
+  std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
   std::optional<int64_t> token_to_id(std::string_view token) const;
   /// nullptr for an id the vocab does not have.
@@ -73,6 +76,7 @@ class BpeModel {
   std::size_t num_merges_ = 0;
   std::unordered_map<uint32_t, int32_t> char_ids_;  // single-character tokens by code point (speed)
   BpeOptions options_;
+  mutable std::atomic<std::uint64_t> dropped_{0};
   std::optional<int32_t> unk_id_;
   int32_t byte_ids_[256];
   struct Cache;
