@@ -227,3 +227,36 @@ TEST(TrainPhases, SummaryPrintsTheFiguresAndLeavesTheStreamAsItWas) {
   out << 0.123456789;
   EXPECT_NE(out.str().find("0.123457"), std::string::npos);  // default precision again
 }
+
+TEST(TrainPhases, PrepareRunRefusesAUsedOutputDirAndAResumeUnderAnotherConfig) {
+  const fs::path dir = peft_test::scratch_dir("phases_used_dir");
+  TrainConfig c = tiny_config(dir);
+  {
+    const TrainingRun run = prepare_run(c, "tiny.yaml");
+    const BaseModel base = build_model(run, "builtin:tiny-gpt2");
+    const TokenData data = prepare_data(run, base);
+    peft::LoraModel adapter = attach_adapter(run, base);
+    finetune(run, base, adapter, data, 0.0);  // saves step-2
+  }
+  try {
+    prepare_run(c, "tiny.yaml");
+    FAIL() << "a fresh run into a used output_dir";
+  } catch (const TrainConfigError& e) {
+    EXPECT_EQ(e.field(), "output_dir");
+    EXPECT_NE(std::string(e.what()).find("already holds checkpoints of a run (newest: step-2)"), std::string::npos)
+        << e.what();
+  }
+  c.resume = true;
+  c.training.steps = 10;  // not part of the fingerprint: a run may be extended
+  EXPECT_EQ(prepare_run(c, "tiny.yaml").resume_from, dir / "out" / "checkpoints" / "step-2");
+  c.training.seed = 6;
+  try {
+    prepare_run(c, "tiny.yaml");
+    FAIL() << "a resume under another seed";
+  } catch (const TrainConfigError& e) {
+    EXPECT_EQ(e.field(), "resume");
+    EXPECT_NE(std::string(e.what()).find("training.seed: \"5\" (checkpoint) vs \"6\" (now)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(fs::is_directory(dir / "out" / "checkpoints" / "step-2"));
+}
