@@ -47,6 +47,9 @@ if("text" IN_LIST PEFT_FIND_COMPONENTS AND NOT TARGET PkgConfig::UTF8PROC)
   pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET GLOBAL libutf8proc)
 endif()
 
+# zlib (every component): peft::format's CRC-32 (format/checksum.hpp, training checkpoints).
+peft_find_dependency(ZLIB REQUIRED)
+
 # nlohmann_json is used inside peft's sources only; an installed peft does not need it.
 if(PEFT_BUILDING OR PEFT_BUILD_TREE_PACKAGE)
   peft_find_dependency(nlohmann_json 3.2 REQUIRED)

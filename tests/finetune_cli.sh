@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of peft-finetune on tiny settings (seconds each):
 #   finetune_cli.sh CASE PEFT_FINETUNE SCRATCH_DIR [PEFT_INSPECT]
-# CASE: smoke | resume_after_kill | sigint | bad_yaml | instructions | default_run
+# CASE: smoke | resume_after_kill | sigint | bad_yaml | instructions | default_run | used_checkpoints
 set -uo pipefail
 tool=$2
 inspect=${4:-}
@@ -41,12 +41,18 @@ lora:
 YAML
 }
 
+flip_byte() {  # flip_byte FILE OFFSET: one bit of one byte changed in place
+  local b
+  b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "$(printf '\\%03o' $((b ^ 16)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
 case $case_name in
 smoke)
   write_config train.yaml 6 2
   "$tool" --config train.yaml > stdout.txt 2> stderr.txt || { cat stdout.txt stderr.txt; fail "exit code $?"; }
   for f in out/adapter/adapter_config.json out/adapter/adapter_model.safetensors out/metrics.jsonl out/loss.svg \
-           out/checkpoints/step-6/trainer_state.json out/checkpoints/step-6/optimizer.pt \
+           out/checkpoints/step-6/trainer_state.json out/checkpoints/step-6/optimizer.safetensors \
            out/checkpoints/step-6/adapter_model.safetensors out/checkpoints/step-4/adapter_config.json; do
     [ -s "$f" ] || fail "missing $f"
   done
@@ -164,6 +170,55 @@ bad_yaml)
   [ "$(wc -l < err.txt)" -eq 1 ] && grep -q 'broken.yaml:' err.txt || { cat err.txt; fail "malformed YAML message"; }
   "$tool" --bogus > out.txt 2> err.txt
   [ $? -eq 2 ] || fail "unknown option: exit code"
+  ;;
+used_checkpoints)
+  # Checkpoints are verified before a resume uses them, and a used output_dir is not reused
+  # silently (docs/checkpoints.md).
+  write_config train.yaml 4 2
+  "$tool" --config train.yaml > run1.txt 2>&1 || { cat run1.txt; fail "first run failed"; }
+  for f in optimizer.safetensors checksums.json; do [ -s "out/checkpoints/step-4/$f" ] || fail "missing $f"; done
+  [ -e out/checkpoints/step-4/optimizer.pt ] && fail "a pickled optimizer was written"
+  # A fresh run into the used output_dir: exit 2 with the way out, the checkpoints untouched.
+  "$tool" --config train.yaml > out.txt 2> err.txt
+  rc=$?
+  [ $rc -eq 2 ] || fail "fresh run into a used output_dir: exit code $rc, expected 2"
+  grep -q 'output_dir = out: already holds checkpoints of a run (newest: step-4).*(hint: pass --resume' err.txt \
+    || { cat err.txt; fail "used output_dir message"; }
+  [ -d out/checkpoints/step-2 ] && [ -d out/checkpoints/step-4 ] || fail "the refused run touched the checkpoints"
+  # A resume under another config: exit 2 naming the key that differs.
+  sed 's/  lr: 3e-3/  lr: 1e-3/' train.yaml > other.yaml
+  "$tool" --config other.yaml --resume > out.txt 2> err.txt
+  rc=$?
+  [ $rc -eq 2 ] || { cat err.txt; fail "resume under another config: exit code $rc, expected 2"; }
+  grep -q 'resume = out/checkpoints/step-4: the checkpoint belongs to a run with another config: training.lr: "0.003" (checkpoint) vs "0.001" (now)' err.txt \
+    || { cat err.txt; fail "another-config message"; }
+  # One flipped byte in a checkpoint file: exit 1 naming the file.
+  for f in optimizer.safetensors adapter_model.safetensors trainer_state.json; do
+    cp -r out/checkpoints/step-4 saved
+    flip_byte "out/checkpoints/step-4/$f" 100
+    "$tool" --config train.yaml --resume > out.txt 2> err.txt
+    rc=$?
+    [ $rc -eq 1 ] || { cat err.txt; fail "flipped byte in $f: exit code $rc, expected 1"; }
+    grep -q "out/checkpoints/step-4/$f: CRC-32 [0-9a-f]*, checksums.json recorded [0-9a-f]* (the file changed" err.txt \
+      || { cat err.txt; fail "flipped byte in $f: message"; }
+    rm -rf out/checkpoints/step-4 && mv saved out/checkpoints/step-4
+  done
+  # A truncated optimizer file, and a checkpoint of the old format (pickled optimizer.pt).
+  cp -r out/checkpoints/step-4 saved
+  truncate -s -5 out/checkpoints/step-4/optimizer.safetensors
+  "$tool" --config train.yaml --resume > out.txt 2> err.txt
+  [ $? -eq 1 ] && grep -q 'optimizer.safetensors: [0-9]* bytes, checksums.json recorded [0-9]* (truncated or replaced)' err.txt \
+    || { cat err.txt; fail "truncated optimizer file"; }
+  rm out/checkpoints/step-4/checksums.json
+  mv out/checkpoints/step-4/optimizer.safetensors out/checkpoints/step-4/optimizer.pt
+  "$tool" --config train.yaml --resume > out.txt 2> err.txt
+  [ $? -eq 1 ] && grep -q 'step-4: written by an older peft-cpp (optimizer.pt' err.txt || { cat err.txt; fail "old checkpoint"; }
+  rm -rf out/checkpoints/step-4 && mv saved out/checkpoints/step-4
+  # The intact checkpoint resumes, and the run goes on (steps may change), pruning its own.
+  "$tool" --config train.yaml --resume --steps 6 > run2.txt 2>&1 || { cat run2.txt; fail "resume failed"; }
+  grep -q 'resume: from out/checkpoints/step-4' run2.txt || fail "did not resume from step-4"
+  [ -e out/checkpoints/step-2 ] && fail "keep_checkpoints: 2 left step-2 behind"
+  [ -s out/checkpoints/step-6/checksums.json ] || fail "no step-6 checkpoint"
   ;;
 *)
   fail "unknown case"

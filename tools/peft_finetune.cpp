@@ -8,9 +8,11 @@
 // Data parallel: --nproc-per-node N starts N ranks of this command (launcher.hpp), with
 // --nnodes M --node-rank K --master-addr A --master-port P for several machines; a process
 // started by torchrun (WORLD_SIZE in the environment) is one rank. Rank 0 prints and writes.
-// Exit codes: 0 done; 1 failure while running (I/O, model, the merged-model check); 2 usage or
-// config error (one line on stderr naming file:line); 130 interrupted by Ctrl-C / SIGTERM after
-// saving a checkpoint (a second Ctrl-C exits at once without saving).
+// Exit codes: 0 done; 1 failure while running (I/O, model, the merged-model check, a damaged
+// checkpoint); 2 usage or config error (one line on stderr naming file:line; also a fresh run into
+// an output_dir that holds checkpoints, and --resume under another config: docs/checkpoints.md);
+// 130 interrupted by Ctrl-C / SIGTERM after saving a checkpoint (a second Ctrl-C exits at once
+// without saving).
 //
 // stdout: what is run and a summary; stderr: the progress line, warnings and errors.
 // The run is the phases of peft/train/phases.hpp in order (run_phases below).

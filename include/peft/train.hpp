@@ -1,6 +1,7 @@
 #pragma once
 /// The trainer: YAML training config, phases, loop, checkpoints, metrics (CMake target peft::train; needs yaml-cpp).
 
+#include "peft/train/checkpoint_manifest.hpp"
 #include "peft/train/data_parallel.hpp"
 #include "peft/train/distributed.hpp"
 #include "peft/train/launcher.hpp"
@@ -9,9 +10,12 @@
 #include "peft/train/loss_svg.hpp"
 #include "peft/train/lr_schedule.hpp"
 #include "peft/train/metrics.hpp"
+#include "peft/train/optimizer_state.hpp"
 #include "peft/train/phases.hpp"
 #include "peft/train/progress.hpp"
+#include "peft/train/run_fingerprint.hpp"
 #include "peft/train/signals.hpp"
 #include "peft/train/train_config.hpp"
 #include "peft/train/trainer.hpp"
+#include "peft/train/trainer_state.hpp"
 #include "peft/train/training_checkpoint.hpp"

@@ -85,17 +85,29 @@ TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOv
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const unsigned local_ranks = env ? static_cast<unsigned>(env->local_world_size) : 1u;
   torch::set_num_threads(static_cast<int>(t.threads > 0 ? t.threads : std::max(1u, cores / local_ranks)));
+  // Which run this is, and what output_dir already holds, before anything is written there:
+  // checkpoints of another run are never continued or pruned silently (docs/checkpoints.md).
+  run.fingerprint = run_fingerprint(config);
+  const fs::path checkpoints = run.output_dir / "checkpoints";
+  if (!config.resume) {
+    if (const auto existing = latest_checkpoint(checkpoints))
+      throw TrainConfigError(config_name, "output_dir", run.output_dir.string(),
+                             "already holds checkpoints of a run (newest: " + existing->filename().string() +
+                                 "); a new run there would mix with them",
+                             "pass --resume (resume: true) to continue that run, choose another --output-dir, or "
+                             "delete " + checkpoints.string());
+  } else {
+    if (!config.resume_from.empty()) run.resume_from = config.resume_from;
+    else run.resume_from = latest_checkpoint(checkpoints);
+    if (!run.resume_from && out) *out << "resume: no checkpoint in " << checkpoints.string() << ", starting fresh\n";
+    if (run.resume_from)
+      check_same_run(*run.resume_from, read_checkpoint_state(*run.resume_from).run, run.fingerprint, config_name);
+  }
   if (env) {
     DistributedOptions d;
     d.backend = t.ddp_backend;
     d.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(t.ddp_timeout * 1000.0));
     run.process_group = ProcessGroup::create(*env, run.device, d);
-  }
-  if (config.resume) {
-    if (!config.resume_from.empty()) run.resume_from = config.resume_from;
-    else run.resume_from = latest_checkpoint(run.output_dir / "checkpoints");
-    if (!run.resume_from && out)
-      *out << "resume: no checkpoint in " << (run.output_dir / "checkpoints").string() << ", starting fresh\n";
   }
   if (run.process_group) {
     // Every rank must continue from the same step (an output_dir local to each machine would not).
@@ -380,6 +392,7 @@ LoopResult finetune(const TrainingRun& run, const BaseModel& base, LoraModel& ad
   o.checkpoints_dir = run.output_dir / "checkpoints";
   o.peft_model = &adapter;
   o.resume_from = run.resume_from;
+  o.run = run.fingerprint;
   std::size_t longest = 0;
   if (set)
     for (const auto& e : set->train) longest = std::max(longest, e.ids.size());

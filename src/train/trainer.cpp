@@ -24,12 +24,14 @@ LoopResult run_training(torch::nn::Module& model, const std::vector<torch::Tenso
   const int world = pg ? pg->world_size() : 1;
   TrainerState state;
   state.world_size = world;
+  state.run = o.run;
   const auto cuda_device = [&] {
     return torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(o.device.has_index() ? o.device.index() : 0));
   };
   if (o.resume_from) {
     if (!o.peft_model) throw Error("resume needs the LoraModel whose adapter the checkpoint holds");
-    state = load_training_checkpoint(*o.resume_from, *o.peft_model, opt);
+    state = load_training_checkpoint(*o.resume_from, *o.peft_model, opt, o.run);
+    if (!o.run.empty()) state.run = o.run;
     if (state.world_size != world)
       throw Error(o.resume_from->string() + ": written by a run on " + std::to_string(state.world_size) +
                   " rank(s), this run has " + std::to_string(world) +

@@ -5,8 +5,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <torch/serialize.h>
-
 #include <ATen/Context.h>
 
 #include <algorithm>
@@ -17,29 +15,15 @@
 #include "peft/format/atomic_file.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/train/checkpoint_manifest.hpp"
+#include "peft/train/optimizer_state.hpp"
 
 namespace peft::train {
 
 namespace {
 
-std::string to_hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) out += digits[c >> 4], out += digits[c & 15];
-  return out;
-}
-std::string from_hex(const std::string& hex, const std::string& where) {
-  auto val = [&](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    throw SerializationError(where + ": bad hex digit in RNG state");
-  };
-  if (hex.size() % 2) throw SerializationError(where + ": odd-length RNG state");
-  std::string out(hex.size() / 2, '\0');
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>(val(hex[2 * i]) * 16 + val(hex[2 * i + 1]));
-  return out;
-}
+constexpr const char* kOptimizerStateFile = "optimizer.safetensors";
+constexpr const char* kTrainerStateFile = "trainer_state.json";
 
 /// fsync a file or directory; best effort for directories (some filesystems refuse).
 void fsync_path(const std::filesystem::path& p, bool directory) {
@@ -78,74 +62,11 @@ void set_rng_state(torch::Device device, const std::string& bytes) {
   torch::Tensor t = torch::empty({static_cast<std::int64_t>(bytes.size())}, torch::kUInt8);
   std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
   std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(t);
-}
-
-JsonValue TrainerState::to_json() const {
-  JsonValue o = JsonValue::object();
-  o.set("format", 1);
-  o.set("step", step);
-  o.set("tokens_seen", tokens_seen);
-  o.set("elapsed_s", elapsed_s);
-  o.set("sampler_state", std::to_string(sampler_state));  // a string: JSON readers lose uint64 precision
-  o.set("cpu_rng_state", to_hex(cpu_rng_state));
-  if (!cuda_rng_state.empty()) {
-    o.set("cuda_device", cuda_device);
-    o.set("cuda_rng_state", to_hex(cuda_rng_state));
-  }
-  JsonValue::Array m;
-  for (const auto& r : metrics) m.push_back(r.to_json());
-  o.set("metrics", JsonValue(std::move(m)));
-  if (world_size > 1) {
-    o.set("world_size", world_size);
-    auto hex_array = [](const std::vector<std::string>& states) {
-      JsonValue::Array a;
-      for (const auto& st : states) a.push_back(JsonValue(to_hex(st)));
-      return JsonValue(std::move(a));
-    };
-    o.set("rank_cpu_rng_states", hex_array(rank_cpu_rng_states));
-    if (!rank_cuda_rng_states.empty()) o.set("rank_cuda_rng_states", hex_array(rank_cuda_rng_states));
-  }
-  return o;
-}
-
-TrainerState TrainerState::from_json(const JsonValue& j, const std::string& where) {
-  auto need = [&](const char* key) -> const JsonValue& {
-    const JsonValue* v = j.find(key);
-    if (!v) throw SerializationError(where + ": `" + key + "` missing");
-    return *v;
-  };
   try {
-    TrainerState s;
-    s.step = need("step").as_int();
-    s.tokens_seen = need("tokens_seen").as_int();
-    s.elapsed_s = need("elapsed_s").as_double();
-    s.sampler_state = std::stoull(need("sampler_state").as_string());
-    s.cpu_rng_state = from_hex(need("cpu_rng_state").as_string(), where);
-    if (const JsonValue* c = j.find("cuda_rng_state")) {
-      s.cuda_rng_state = from_hex(c->as_string(), where);
-      s.cuda_device = need("cuda_device").as_int();
-    }
-    for (const auto& r : need("metrics").as_array()) s.metrics.push_back(MetricsRecord::from_json(r, where));
-    if (const JsonValue* w = j.find("world_size")) {
-      s.world_size = w->as_int();
-      if (s.world_size < 1) throw SerializationError(where + ": world_size = " + std::to_string(s.world_size) + " < 1");
-      auto states = [&](const char* key, std::vector<std::string>& out) {
-        const JsonValue* a = j.find(key);
-        if (!a) return;
-        for (const auto& h : a->as_array()) out.push_back(from_hex(h.as_string(), where));
-        if (out.size() != static_cast<std::size_t>(s.world_size))
-          throw SerializationError(where + ": `" + key + "` holds " + std::to_string(out.size()) +
-                                   " states for world_size " + std::to_string(s.world_size));
-      };
-      states("rank_cpu_rng_states", s.rank_cpu_rng_states);
-      states("rank_cuda_rng_states", s.rank_cuda_rng_states);
-    }
-    return s;
-  } catch (const SerializationError&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw SerializationError(where + ": malformed trainer state (" + e.what() + ")");
+    gen.set_state(t);  // checks the size (and the CPU state's own fields) before it copies
+  } catch (const c10::Error& e) {
+    const std::string m = e.what();
+    throw SerializationError("RNG state for " + device.str() + " rejected: " + m.substr(0, m.find('\n')));
   }
 }
 
@@ -170,8 +91,34 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
   return all.back();
 }
 
+namespace {
+
+const std::vector<std::string>& checkpoint_files() {
+  static const std::vector<std::string> files = {kAdapterConfigFile, kAdapterWeightsFile, kOptimizerStateFile,
+                                                 kTrainerStateFile};
+  return files;
+}
+
+/// Whether checkpoint `cp` belongs to the run with fingerprint `hash` ("" = a run without one);
+/// anything unreadable or of another format is not.
+bool same_run(const std::filesystem::path& cp, const std::string& hash) {
+  try {
+    const JsonValue j = JsonValue::parse(read_text_file(cp / kTrainerStateFile));
+    const JsonValue* format = j.find("format");
+    if (!format || !format->is_int() || format->as_int() != 2) return false;
+    const JsonValue* run = j.find("run");
+    const JsonValue* fp = run ? run->find("fingerprint") : nullptr;
+    if (!run) return hash.empty();
+    return fp && fp->is_string() && fp->as_string() == hash;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 std::filesystem::path save_training_checkpoint(const std::filesystem::path& dir, const LoraModel& pm,
-                                               torch::optim::Optimizer& optimizer, const TrainerState& state,
+                                               const torch::optim::AdamW& optimizer, const TrainerState& state,
                                                std::int64_t keep) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -180,14 +127,18 @@ std::filesystem::path save_training_checkpoint(const std::filesystem::path& dir,
   const std::string pid = std::to_string(static_cast<long>(::getpid()));
   const fs::path tmp = dir / (".tmp-" + name + "-" + pid);
   const fs::path final_dir = dir / name;
+  const std::string hash = state.run.empty() ? std::string() : state.run.hash();
+  if (fs::exists(final_dir / kTrainerStateFile, ec) && !same_run(final_dir, hash))
+    throw SerializationError(final_dir.string() + ": holds a checkpoint of another run; not overwritten (hint: "
+                                                  "give each run its own output_dir)");
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) throw SerializationError(tmp.string() + ": cannot create (" + ec.message() + ")");
   try {
     save_pretrained(pm, tmp, {"default"});
-    torch::save(optimizer, (tmp / "optimizer.pt").string());
-    fsync_path(tmp / "optimizer.pt", false);
-    write_file_atomically(tmp / "trainer_state.json", state.to_json().dump(1) + "\n");
+    save_adamw_state(tmp / kOptimizerStateFile, optimizer);
+    write_file_atomically(tmp / kTrainerStateFile, state.to_json().dump(1) + "\n");
+    write_checkpoint_manifest(tmp, checkpoint_files());  // last: it covers the files above
     fsync_path(tmp, true);
     if (fs::exists(final_dir, ec)) {
       // Same step saved again (an interrupted run stopping where a periodic save happened):
@@ -208,10 +159,13 @@ std::filesystem::path save_training_checkpoint(const std::filesystem::path& dir,
     fs::remove_all(tmp, ec);
     throw;
   }
-  // Prune: older checkpoints beyond `keep`, and leftovers of killed saves.
-  auto all = list_checkpoints(dir);
-  for (std::size_t i = 0; i + static_cast<std::size_t>(std::max<std::int64_t>(1, keep)) < all.size(); ++i)
-    fs::remove_all(all[i], ec);
+  // Prune this run's older checkpoints beyond `keep` (the new one counts). Checkpoints of other
+  // runs, and this run's newer ones (a resume from an earlier step), are left alone.
+  std::vector<fs::path> ours;
+  for (const auto& cp : list_checkpoints(dir))
+    if (detail::checkpoint_step(cp) < state.step && same_run(cp, hash)) ours.push_back(cp);
+  const auto kept_older = static_cast<std::size_t>(std::max<std::int64_t>(1, keep) - 1);
+  for (std::size_t i = 0; i + kept_older < ours.size(); ++i) fs::remove_all(ours[i], ec);
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
     if ((n.rfind(".tmp-step-", 0) == 0 || n.rfind(".old-step-", 0) == 0) && e.path() != tmp) fs::remove_all(e.path(), ec);
@@ -219,10 +173,55 @@ std::filesystem::path save_training_checkpoint(const std::filesystem::path& dir,
   return final_dir;
 }
 
+TrainerState read_checkpoint_state(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(dir / kCheckpointManifestFile, ec)) {
+    if (fs::exists(dir / "optimizer.pt", ec))
+      throw SerializationError(dir.string() + ": written by an older peft-cpp (optimizer.pt, a pickle, and no " +
+                               kCheckpointManifestFile +
+                               "): it cannot be validated, so it is not resumed (hint: start a new output_dir, or "
+                               "delete the checkpoints directory to train from scratch)");
+    throw SerializationError(dir.string() + ": no " + kCheckpointManifestFile +
+                             " (hint: not a complete peft-cpp training checkpoint)");
+  }
+  verify_checkpoint_files(dir, checkpoint_files());
+  const auto state_path = dir / kTrainerStateFile;
+  JsonValue j;
+  try {
+    j = JsonValue::parse(read_text_file(state_path));
+  } catch (const SerializationError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw SerializationError(state_path.string() + ": not valid JSON (" + e.what() + ")");
+  }
+  return TrainerState::from_json(j, state_path.string());
+}
+
+void check_same_run(const std::filesystem::path& dir, const RunFingerprint& checkpoint, const RunFingerprint& now,
+                    const std::string& where) {
+  if (checkpoint.empty() || now.empty()) return;
+  const std::string diff = checkpoint.differences(now);
+  if (diff.empty()) return;
+  throw TrainConfigError(where, "resume", dir.string(), "the checkpoint belongs to a run with another config: " + diff,
+                         "resume with the config that wrote it, or start this config in another output_dir");
+}
+
 TrainerState load_training_checkpoint(const std::filesystem::path& dir, LoraModel& pm,
-                                      torch::optim::Optimizer& optimizer) {
-  const auto state_path = dir / "trainer_state.json";
-  TrainerState state = TrainerState::from_json(JsonValue::parse(read_text_file(state_path)), state_path.string());
+                                      torch::optim::AdamW& optimizer, const RunFingerprint& run) {
+  TrainerState state = read_checkpoint_state(dir);
+  check_same_run(dir, state.run, run);
+  const std::string state_where = (dir / kTrainerStateFile).string();
+  const std::size_t cpu_state = rng_state(torch::kCPU).size();
+  auto check_rng = [&](const std::string& bytes, const std::string& field) {
+    if (bytes.size() != cpu_state)
+      throw SerializationError(state_where + ": `" + field + "` holds " + std::to_string(bytes.size()) +
+                               " bytes, a CPU generator state has " + std::to_string(cpu_state));
+  };
+  check_rng(state.cpu_rng_state, "cpu_rng_state");
+  for (std::size_t r = 0; r < state.rank_cpu_rng_states.size(); ++r)
+    check_rng(state.rank_cpu_rng_states[r], "rank_cpu_rng_states[" + std::to_string(r) + "]");
+
   const auto file = load_safetensors(dir / kAdapterWeightsFile);
   auto targets = get_peft_model_state_dict(pm, "default");
   const std::string where = (dir / kAdapterWeightsFile).string();
@@ -231,18 +230,19 @@ TrainerState load_training_checkpoint(const std::filesystem::path& dir, LoraMode
                              std::to_string(targets.size()) + " (hint: the checkpoint belongs to another config)");
   std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
   for (auto& [key, dst] : targets) {
-    const torch::Tensor* src = nullptr;
-    for (const auto& [k, t] : file.tensors)
-      if (k == key) src = &t;
+    const torch::Tensor* src = file.find(key);
     if (!src) throw SerializationError(where + ": missing tensor `" + key + "` (hint: the checkpoint belongs to another config)");
-    if (src->sizes() != dst.sizes())
-      throw SerializationError(where + ": `" + key + "` has shape " + peft::detail::shape_string(src->sizes()) +
-                               ", the model expects " + peft::detail::shape_string(dst.sizes()));
+    if (src->sizes() != dst.sizes() || src->scalar_type() != dst.scalar_type())
+      throw SerializationError(where + ": `" + key + "` is " + c10::toString(src->scalar_type()) + " " +
+                               peft::detail::shape_string(src->sizes()) + ", the model expects " +
+                               c10::toString(dst.scalar_type()) + " " + peft::detail::shape_string(dst.sizes()));
     copies.emplace_back(dst, *src);
   }
-  torch::load(optimizer, (dir / "optimizer.pt").string());
+  AdamWStateFile opt_state = read_adamw_state(dir / kOptimizerStateFile, optimizer);
+  // Everything is validated: from here on nothing throws for a bad file.
   torch::NoGradGuard no_grad;
   for (auto& [dst, src] : copies) dst.copy_(src);
+  install_adamw_state(std::move(opt_state), optimizer);
   return state;
 }
 

@@ -227,3 +227,32 @@ TEST(TrainPhases, SummaryPrintsTheFiguresAndLeavesTheStreamAsItWas) {
   out << 0.123456789;
   EXPECT_NE(out.str().find("0.123457"), std::string::npos);  // default precision again
 }
+
+TEST(TrainPhases, PrepareRunRefusesAUsedOutputDirAndAResumeUnderAnotherConfig) {
+  const fs::path dir = peft_test::scratch_dir("phases_used_dir");
+  TrainConfig c = tiny_config(dir);
+  {
+    const TrainingRun run = prepare_run(c, "tiny.yaml");
+    const BaseModel base = build_model(run, "builtin:tiny-gpt2");
+    const TokenData data = prepare_data(run, base);
+    peft::LoraModel adapter = attach_adapter(run, base);
+    finetune(run, base, adapter, data, 0.0);  // saves step-2
+  }
+  // The message of prepare_run's TrainConfigError about `field`.
+  auto refusal = [&](const std::string& field) -> std::string {
+    try {
+      prepare_run(c, "tiny.yaml");
+    } catch (const TrainConfigError& e) {
+      EXPECT_EQ(e.field(), field);
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_NE(refusal("output_dir").find("already holds checkpoints of a run (newest: step-2)"), std::string::npos);
+  c.resume = true;
+  c.training.steps = 10;  // not part of the fingerprint: a run may be extended
+  EXPECT_EQ(prepare_run(c, "tiny.yaml").resume_from, dir / "out" / "checkpoints" / "step-2");
+  c.training.seed = 6;
+  EXPECT_NE(refusal("resume").find("training.seed: \"5\" (checkpoint) vs \"6\" (now)"), std::string::npos);
+  EXPECT_TRUE(fs::is_directory(dir / "out" / "checkpoints" / "step-2"));
+}

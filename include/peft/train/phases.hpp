@@ -37,6 +37,7 @@
 #include "peft/train/data_parallel.hpp"
 #include "peft/train/distributed.hpp"
 #include "peft/train/instructions.hpp"
+#include "peft/train/run_fingerprint.hpp"
 #include "peft/train/train_config.hpp"
 #include "peft/train/trainer.hpp"
 #include "peft/tuner/lora_model.hpp"
@@ -61,6 +62,7 @@ struct TrainingRun {
   torch::Dtype dtype = torch::kFloat32;                ///< training.dtype (the base weights)
   std::filesystem::path output_dir;                    ///< = config.output_dir, created
   std::optional<std::filesystem::path> resume_from;    ///< the checkpoint to continue from
+  RunFingerprint fingerprint;                          ///< run_fingerprint(config), in every checkpoint
   std::ostream* out = nullptr;                         ///< phase lines and the summary; nullptr = none
   std::ostream* progress = nullptr;                    ///< progress lines (progress.hpp); nullptr = none
   bool tty = false;                                    ///< progress redrawn in place
@@ -77,7 +79,10 @@ struct TrainingRun {
 /// Apply `overrides`, check training.device (CUDA present, index in range), create output_dir,
 /// set LibTorch's CPU threads (training.threads, 0 = one per core, shared out among the local
 /// ranks) and find the resume point: resume_from, else the newest checkpoint in
-/// output_dir/checkpoints (a line on `out` when there is none: the run starts fresh). With
+/// output_dir/checkpoints (a line on `out` when there is none: the run starts fresh), whose
+/// checksums and run fingerprint are checked (SerializationError; TrainConfigError `resume`
+/// naming the keys that differ). A fresh run (no resume) into an output_dir whose checkpoints/
+/// holds a checkpoint is refused (TrainConfigError `output_dir`: resume, another dir, or delete). With
 /// overrides.distributed (world size > 1): `device: cuda` becomes cuda:LOCAL_RANK, the process
 /// group is created, and every rank must see the same resume point (else peft::Error: an
 /// output_dir that is not shared between machines).

@@ -15,6 +15,8 @@
 /// step); clipping follows. Each rank feeds its own shard (next_batch) and evaluates its share
 /// (eval_loss reduces). Checkpoints hold every rank's RNG state and are written by rank 0
 /// between barriers; resuming needs the same world size.
+/// Checkpoints (training_checkpoint.hpp) are verified before use: checksums, every field and
+/// tensor against the live adapter and AdamW, and the run fingerprint (LoopOptions::run).
 ///
 /// Resuming from a checkpoint restores the adapter, AdamW, step, sampler, RNG and metrics so the
 /// run continues exactly as if it had not stopped (bit for bit on CPU: same ops, same order).
@@ -58,6 +60,10 @@ struct LoopOptions {
   std::filesystem::path checkpoints_dir;           ///< "" = no checkpoints
   LoraModel* peft_model = nullptr;                 ///< whose adapter "default" checkpoints hold
   std::optional<std::filesystem::path> resume_from;
+  /// The run's fingerprint (run_fingerprint.hpp): recorded in every checkpoint; a resume from a
+  /// checkpoint of another run is refused (TrainConfigError), and pruning only removes this
+  /// run's checkpoints. Empty: not recorded, not checked.
+  RunFingerprint run;
   std::ostream* progress = nullptr;                ///< nullptr = silent
   bool tty = false;
   /// Data parallel over these ranks (world size > 1); nullptr = this process alone. Only rank 0
