@@ -238,8 +238,15 @@ TEST(SavePretrainedNames, AdapterNamesThatAreNotPlainDirectoryNamesAreRefused) {
   c.r = 2;
   auto pm = peft::get_peft_model(net, c);
   const fs::path dir = peft_test::scratch_dir("save_names") / "out";
-  const fs::path escape = dir.parent_path() / "escaped";
-  for (const std::string& name : std::vector<std::string>{"../escaped", escape.string(), "a/b", "..", "."}) {
+  // Names with a dot cannot name submodules: refused when added, as a ConfigError.
+  for (const char* name : {"../escaped", "..", ".", ""})
+    EXPECT_NE(peft_test::message_of<peft::ConfigError>([&] { pm.add_adapter(name, c); }).find("add_adapter.adapter_name"),
+              std::string::npos)
+        << name;
+  // Names that are paths: refused by save_pretrained before anything is written.
+  const fs::path escape = "/tmp/peft_cpp_escaped_adapter";
+  fs::remove_all(escape);
+  for (const std::string& name : std::vector<std::string>{escape.string(), "a/b"}) {
     pm.add_adapter(name, c);
     const std::string msg = peft_test::message_of<peft::ConfigError>([&] { peft::save_pretrained(pm, dir, {name}); });
     EXPECT_NE(msg.find("save_pretrained.adapter_name"), std::string::npos) << name << ": " << msg;
