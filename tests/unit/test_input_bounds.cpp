@@ -242,13 +242,15 @@ TEST(ListBounds, AHundredThousandTargetNamesTakeWellUnderASecond) {
   std::vector<std::string> names;
   for (int i = 0; i < 100000; ++i) names.push_back("layer_" + std::to_string(i) + ".proj");
   names.push_back("layer_7.proj");  // a duplicate: dropped, first position kept
+  // A list as big again, reversed, compares equal (lists are sets); 54 s before hashing.
+  EXPECT_LT(seconds_of([&] {
+              EXPECT_TRUE(peft::ModuleSpec(names) == peft::ModuleSpec(std::vector<std::string>(names.rbegin(), names.rend())));
+            }),
+            1.0);
   double secs = seconds_of([&] {
     peft::LoraConfig cfg;
     cfg.target_modules = peft::ModuleSpec(names);
-    cfg.exclude_modules = peft::ModuleSpec(names);
     EXPECT_EQ(cfg.target_modules.names().size(), 100000u);
-    EXPECT_TRUE(cfg.target_modules == peft::ModuleSpec(std::vector<std::string>(names.rbegin(), names.rend())));
-    cfg.exclude_modules = peft::ModuleSpec({"never"});
     const peft::TargetMatcher matcher(cfg);
     for (int i = 0; i < 1000; ++i) {
       EXPECT_EQ(matcher("model.layer_" + std::to_string(i * 97) + ".proj"), peft::MatchResult::Match);
