@@ -8,6 +8,7 @@ set -u
 inspect="$1"
 data="$2"
 fixtures="${3:-}"
+[ -n "$fixtures" ] && [ -f "$fixtures/peft/manifest.json" ] && fixtures="$fixtures/peft"
 fails=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
