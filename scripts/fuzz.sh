@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang (-fsanitize=fuzzer,address,undefined) into
 # build-fuzz/ and runs each for $FUZZ_SECONDS (default 60) seconds, seeded from tests/data and
-# the Python-written golden files (tests/fixtures) and fuzz/corpus/<target>/ (kept inputs and
-# regression cases). They need no LibTorch: they cover the safetensors header layer, the
-# adapter_config.json reader, the YAML reader and the training-checkpoint readers.
+# the Python-written golden files (tests/fixtures), fuzz/corpus/<target>/ (kept inputs and
+# regression cases) and fuzz/seeds/ (YAML alias bombs, cycles, crash regressions). They need no
+# LibTorch: they cover the safetensors header layer, the adapter_config.json reader, the YAML
+# reader and the training-checkpoint readers.
 #   scripts/fuzz.sh                      # build + 60 s per target
 #   FUZZ_SECONDS=300 scripts/fuzz.sh     # longer run
 #   FUZZ_TARGETS="fuzz_config_yaml" scripts/fuzz.sh
@@ -30,7 +31,7 @@ for t in $targets; do cp "$out/fuzz/$t" "$out/$t"; done
 fixtures="${PEFT_FIXTURES:-tests/fixtures}"
 mapfile -t st < <(find tests/data "$fixtures" -name '*.safetensors' -size -64k 2>/dev/null | head -200)
 mapfile -t js < <(find tests/data "$fixtures" -name 'adapter_config.json' 2>/dev/null | head -200)
-mapfile -t ym < <(find tests/data -name '*.yaml' 2>/dev/null)
+mapfile -t ym < <(find tests/data fuzz/seeds/config_yaml -name '*.yaml' 2>/dev/null)
 mkdir -p "$out/corpus/fuzz_safetensors_header" "$out/corpus/fuzz_config_json" "$out/corpus/fuzz_config_yaml" \
   "$out/corpus/fuzz_checkpoint_state"
 for f in "${st[@]}"; do cp "$f" "$out/corpus/fuzz_safetensors_header/seed_$(echo "$f" | md5sum | cut -c1-12)"; done

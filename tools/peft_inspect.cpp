@@ -7,9 +7,10 @@
 // rank and shapes, the parameter count and the file sizes. Checks: config valid, safetensors
 // valid, every lora_A has its lora_B (and the reverse) with matching ranks, ranks equal `r`
 // (when there is no rank_pattern), DoRA magnitudes present with the right length, floating
-// dtypes, finite values, and — when the base model is a local safetensors file (`--base`, or
-// base_model_name_or_path relative to the adapter directory or the working directory) — that
-// every module exists in the base with fitting shapes.
+// dtypes, finite values, the config checks peft-merge makes (regex fields compile, ranks agree
+// with r / rank_pattern and are positive), and — with `--base` — that every module exists in the
+// base with fitting shapes (Linear [out, in] or Conv1D [in, out]). base_model_name_or_path is
+// only reported (exists or not): a config does not choose files for peft-inspect to read.
 //
 // Exit codes: 0 fine; 1 any problem (one line on stderr); 2 usage. Built without LibTorch (only
 // the header-level safetensors reader), so it starts in milliseconds.
@@ -37,6 +38,9 @@
 #include "peft/format/safetensors_dtype.hpp"
 #include "peft/format/safetensors_header.hpp"
 #include "peft/format/adapter_keys.hpp"
+#include "peft/format/atomic_file.hpp"
+#include "peft/targeting/matching.hpp"
+#include "peft/targeting/patterns.hpp"
 #include "peft/warnings.hpp"
 
 namespace fs = std::filesystem;
@@ -47,14 +51,9 @@ namespace {
 class MappedFile {
  public:
   explicit MappedFile(const fs::path& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw peft::SerializationError(path.string() + ": cannot open (" + std::strerror(errno) + ")");
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw peft::SerializationError(path.string() + ": not a regular file");
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
+    std::uint64_t size = 0;
+    const int fd = peft::open_regular_file(path, &size);  // a FIFO is refused, not waited on
+    size_ = static_cast<std::size_t>(size);
     if (size_ > 0) {
       void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p == MAP_FAILED) {
@@ -124,21 +123,41 @@ struct Module {
   throw peft::SerializationError(file.string() + ": " + problem);
 }
 
-/// The base model file to check shapes against, if one is on this machine.
-std::optional<fs::path> find_base(const fs::path& dir, const peft::LoraConfig& cfg, const std::string& flag) {
+/// The base model file given with --base (a directory means its model.safetensors).
+std::optional<fs::path> find_base(const std::string& flag) {
   std::error_code ec;
-  if (!flag.empty()) {
-    fs::path p = flag;
-    if (fs::is_directory(p, ec)) p /= "model.safetensors";
-    if (!fs::is_regular_file(p, ec)) throw peft::SerializationError(flag + ": --base is not a safetensors file");
-    return p;
-  }
-  if (!cfg.base_model_name_or_path || cfg.base_model_name_or_path->empty()) return std::nullopt;
-  for (fs::path p : {dir / *cfg.base_model_name_or_path, fs::path(*cfg.base_model_name_or_path)}) {
-    if (fs::is_directory(p, ec)) p /= "model.safetensors";
-    if (fs::is_regular_file(p, ec)) return p;
-  }
-  return std::nullopt;
+  if (flag.empty()) return std::nullopt;
+  fs::path p = flag;
+  if (fs::is_directory(p, ec)) p /= "model.safetensors";
+  if (!fs::is_regular_file(p, ec)) throw peft::SerializationError(flag + ": --base is not a safetensors file");
+  return p;
+}
+
+/// What base_model_name_or_path names, told without reading it: the adapter's config is not
+/// trusted to choose a file for us to open (it could name /etc/shadow).
+std::string base_hint(const fs::path& dir, const peft::LoraConfig& cfg) {
+  if (!cfg.base_model_name_or_path || cfg.base_model_name_or_path->empty())
+    return "not given; shapes not checked (pass --base BASE to check them)";
+  std::error_code ec;
+  for (const fs::path& p : {dir / *cfg.base_model_name_or_path, fs::path(*cfg.base_model_name_or_path)})
+    if (fs::exists(p, ec))
+      return "base_model_name_or_path exists on this machine (" + p.string() +
+             "); shapes not checked (pass --base " + p.string() + " to check them)";
+  return "not found on this machine; shapes not checked (pass --base BASE to check them)";
+}
+
+/// The base weight of adapted module `m`: `<m>.weight` or `<m>.base_layer.weight`, also without
+/// the first component (a PEFT GPT-2 adapter names `transformer.h.0...`, the hub's gpt2
+/// checkpoint `h.0...`). nullptr when absent.
+const peft::SafetensorsEntry* base_weight(const std::map<std::string, const peft::SafetensorsEntry*>& weights,
+                                          const std::string& m) {
+  const auto dot = m.find('.');
+  for (const std::string& name : {m, dot == std::string::npos ? m : m.substr(dot + 1)})
+    for (const char* suffix : {".weight", ".base_layer.weight"}) {
+      const auto it = weights.find(name + suffix);
+      if (it != weights.end()) return it->second;
+    }
+  return nullptr;
 }
 
 int inspect(const fs::path& dir, const std::string& base_flag) {
@@ -176,6 +195,10 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
   }
   if (modules.empty()) fail(wpath, "holds no LoRA weights (no `base_model.model.*.lora_A.weight` keys)");
 
+  // The config checks peft-merge makes: every regex field compiles (target_modules,
+  // exclude_modules, modules_to_save, layers_pattern, rank/alpha_pattern), ranks positive.
+  (void)peft::TargetMatcher(cfg);
+  const peft::LayerSettingsResolver settings(cfg);
   for (const auto& [m, mod] : modules) {
     const std::string key = root + m;
     if (!mod.a) fail(wpath, "`" + key + ".lora_A.weight` is missing (the file has its lora_B)");
@@ -187,9 +210,11 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
     if (mod.b->shape[1] != r)
       fail(wpath, "`" + key + "`: lora_A " + shape_string(mod.a->shape) + " has rank " + std::to_string(r) +
                       " but lora_B " + shape_string(mod.b->shape) + " has rank " + std::to_string(mod.b->shape[1]));
-    if (cfg.rank_pattern.empty() && r != cfg.r)
-      fail(wpath, "`" + key + ".lora_A.weight` has rank " + std::to_string(r) + " but adapter_config.json says r = " +
-                      std::to_string(cfg.r));
+    const peft::LayerSettings s = settings(m);  // ConfigError for a rank <= 0, like peft-merge
+    if (r != s.r)
+      fail(wpath, "`" + key + ".lora_A.weight` has rank " + std::to_string(r) + " but adapter_config.json gives r = " +
+                      std::to_string(s.r) + " for this module" +
+                      (s.rank_pattern_key ? " (rank_pattern \"" + *s.rank_pattern_key + "\")" : ""));
     if (cfg.use_dora && !mod.magnitude)
       fail(wpath, "`" + key + ".lora_magnitude_vector` is missing (adapter_config.json says use_dora = true)");
     if (!cfg.use_dora && mod.magnitude)
@@ -199,28 +224,26 @@ int inspect(const fs::path& dir, const std::string& base_flag) {
                       ", lora_B needs [" + std::to_string(mod.b->shape[0]) + "]");
   }
 
-  // Base model shapes (Linear weight [out, in]; Conv1D with fan_in_fan_out [in, out]).
-  std::string base_line = "not found on this machine; shapes not checked against it";
-  const auto base = find_base(dir, cfg, base_flag);
+  // Base model shapes: a Linear weight is [out, in], a GPT-2 Conv1D one [in, out]; as in
+  // peft-merge, the shape decides per module (PEFT saves the fan_in_fan_out its last layer left).
+  std::string base_line = base_hint(dir, cfg);
+  const auto base = find_base(base_flag);
   if (base) {
     const MappedFile bfile(*base);
     const auto bheader = peft::parse_safetensors_header(bfile.data(), bfile.size(), base->string());
     std::map<std::string, const peft::SafetensorsEntry*> weights;
     for (const auto& e : bheader.entries) weights[e.name] = &e;
     for (const auto& [m, mod] : modules) {
-      auto it = weights.find(m + ".weight");
-      if (it == weights.end()) it = weights.find(m + ".base_layer.weight");
-      if (it == weights.end())
+      const peft::SafetensorsEntry* bw = base_weight(weights, m);
+      if (!bw)
         fail(wpath, "module `" + m + "` is not in the base model " + base->string() +
                         " (is this adapter for another base model?)");
-      const auto& w = it->second->shape;
-      if (w.size() != 2)
-        fail(wpath, "base weight `" + it->first + "` " + shape_string(w) + " is not a matrix");
-      const std::int64_t out = cfg.fan_in_fan_out ? w[1] : w[0];
-      const std::int64_t in = cfg.fan_in_fan_out ? w[0] : w[1];
-      if (mod.a->shape[1] != in || mod.b->shape[0] != out)
+      const auto& w = bw->shape;
+      if (w.size() != 2) fail(wpath, "base weight `" + bw->name + "` " + shape_string(w) + " is not a matrix");
+      const std::int64_t in = mod.a->shape[1], out = mod.b->shape[0];
+      if (!(w[0] == out && w[1] == in) && !(w[0] == in && w[1] == out))
         fail(wpath, "`" + root + m + "` lora_A " + shape_string(mod.a->shape) + " / lora_B " + shape_string(mod.b->shape) +
-                        " do not fit the base weight `" + it->first + "` " + shape_string(w) + " of " + base->string() +
+                        " do not fit the base weight `" + bw->name + "` " + shape_string(w) + " of " + base->string() +
                         " (is this adapter for another base model?)");
     }
     base_line = base->string() + " (all " + std::to_string(modules.size()) + " modules fit)";

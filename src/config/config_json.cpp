@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "peft/detail/shortened.hpp"
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/warnings.hpp"
@@ -31,8 +32,11 @@ const char* type_name(const JsonValue& v) {
   return "?";
 }
 
+/// A value as messages show it.
+std::string shown(const JsonValue& v) { return detail::shortened(v.dump()); }
+
 [[noreturn]] void wrong_type(const std::string& field, const JsonValue& v, const std::string& expected) {
-  throw ConfigError(field, v.dump(), std::string("has type ") + type_name(v) + ", expected " + expected,
+  throw ConfigError(field, shown(v), std::string("has type ") + type_name(v) + ", expected " + expected,
                     "see PEFT's LoraConfig for the field's type", Kind::WrongType);
 }
 
@@ -183,7 +187,7 @@ bool set_field(LoraConfig& c, const std::string& k, const JsonValue& v) {
   else if (k == "bias") {
     auto b = parse_bias(get_string(k, v));
     if (!b)
-      throw ConfigError(k, v.dump(), "is not implemented", "one of \"none\", \"all\", \"lora_only\"",
+      throw ConfigError(k, shown(v), "is not implemented", "one of \"none\", \"all\", \"lora_only\"",
                         Kind::NotImplemented);
     c.bias = *b;
   } else if (k == "use_rslora") c.use_rslora = get_bool(k, v);
@@ -254,7 +258,7 @@ bool set_field(LoraConfig& c, const std::string& k, const JsonValue& v) {
   else if (k == "target_parameters") {
     if (v.is_null()) c.target_parameters.reset();
     else if (v.is_array()) c.target_parameters = get_string_list(k, v);
-    else throw ConfigError(k, v.dump(), "`target_parameters` must be a list of strings or None",
+    else throw ConfigError(k, shown(v), "`target_parameters` must be a list of strings or None",
                            "e.g. [\"experts.gate_up_proj\"]", Kind::WrongType);
   } else if (k == "use_bdlora") c.use_bdlora = opt_json(v);
   else if (k == "arrow_config") c.arrow_config = opt_json(v);
@@ -266,14 +270,14 @@ bool set_field(LoraConfig& c, const std::string& k, const JsonValue& v) {
     } else {
       auto t = parse_task_type(get_string(k, v));
       if (!t)
-        throw ConfigError(k, v.dump(), "Invalid task type",
+        throw ConfigError(k, shown(v), "Invalid task type",
                           "one of SEQ_CLS, SEQ_2_SEQ_LM, CAUSAL_LM, TOKEN_CLS, QUESTION_ANS, "
                           "FEATURE_EXTRACTION, or null");
       c.task_type = *t;
     }
   } else if (k == "peft_type") {
     if (get_string(k, v) != "LORA")
-      throw ConfigError(k, v.dump(), "is not a LoRA adapter", "peft-cpp reads peft_type \"LORA\" only");
+      throw ConfigError(k, shown(v), "is not a LoRA adapter", "peft-cpp reads peft_type \"LORA\" only");
   } else if (k == "auto_mapping") {
     if (!v.is_null() && !v.is_object()) wrong_type(k, v, "null or an object");
     c.auto_mapping = opt_json(v);
@@ -338,7 +342,7 @@ LoraConfig lora_config_from_json_value(const JsonValue& object, ConfigSource sou
     if (set_field(c, k, v)) continue;
     if (source == ConfigSource::Kwargs) {
       std::string near = closest_key(k);
-      throw ConfigError(k, v.dump(), "unexpected keyword argument: LoraConfig has no such field",
+      throw ConfigError(k, shown(v), "unexpected keyword argument: LoraConfig has no such field",
                         near.empty() ? "check the spelling against PEFT's LoraConfig"
                                      : "did you mean `" + near + "`?",
                         Kind::WrongType);

@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include "peft/detail/regex.hpp"
+#include "peft/detail/shortened.hpp"
 #include "peft/error.hpp"
 
 namespace peft {
@@ -83,7 +84,7 @@ bool PythonRegex::run(std::string_view s, bool full, std::vector<std::string>* g
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT)
     throw ConfigError(field_, quoted(pattern_),
-                      "gave up on the key \"" + std::string(s) + "\" after " + std::to_string(kMatchLimit) +
+                      "gave up on the key \"" + detail::shortened(s, 120) + "\" after " + std::to_string(kMatchLimit) +
                           " backtracking steps (catastrophic backtracking)",
                       "simplify the pattern: avoid nested quantifiers such as (a+)+ or (.*)*");
   if (rc < 0) throw ConfigError(field_, quoted(pattern_), "failed to match: " + pcre2_message(rc), "simplify the pattern");

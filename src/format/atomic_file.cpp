@@ -6,33 +6,54 @@
 #include "peft/format/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "peft/error.hpp"
 
 namespace peft {
 
+int open_regular_file(const std::filesystem::path& path, std::uint64_t* size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) throw SerializationError(path.string() + ": no such file");
+    throw SerializationError(path.string() + ": cannot open (" + std::strerror(err) + ")");
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw SerializationError(path.string() + ": not a regular file (a directory, FIFO or device)");
+  }
+  if (size) *size = static_cast<std::uint64_t>(st.st_size);
+  return fd;
+}
+
 std::string read_text_file(const std::filesystem::path& path, std::size_t max_bytes) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec))
-    throw SerializationError(path.string() + ": no such file");
-  auto size = std::filesystem::file_size(path, ec);
-  if (ec) throw SerializationError(path.string() + ": cannot read (" + ec.message() + ")");
+  std::uint64_t size = 0;
+  const int fd = open_regular_file(path, &size);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   if (size > max_bytes)
     throw SerializationError(path.string() + ": file is " + std::to_string(size) +
                              " bytes, more than the limit of " + std::to_string(max_bytes));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw SerializationError(path.string() + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw SerializationError(path.string() + ": read error");
-  return ss.str();
+  std::string bytes(static_cast<std::size_t>(size), '\0');
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, &bytes[done], bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw SerializationError(path.string() + ": read error (" + std::strerror(errno) + ")");
+    if (n == 0) break;  // truncated meanwhile: return what is there
+    done += static_cast<std::size_t>(n);
+  }
+  bytes.resize(done);
+  return bytes;
 }
 
 AtomicFileWriter::AtomicFileWriter(std::filesystem::path path) : path_(std::move(path)) {

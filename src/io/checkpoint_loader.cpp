@@ -22,6 +22,7 @@
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
 #include "peft/format/safetensors_dtype.hpp"
+#include "peft/format/atomic_file.hpp"
 #include "peft/io/detail/checkpoint_files.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors_dtype.hpp"
@@ -32,19 +33,7 @@ namespace detail {
 namespace fs = std::filesystem;
 
 ReadOnlyFile::ReadOnlyFile(const fs::path& path) : name_(path.string()) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) {
-    const int err = errno;
-    if (err == ENOENT) throw SerializationError(name_ + ": no such file");
-    throw SerializationError(name_ + ": cannot open (" + std::strerror(err) + ")");
-  }
-  struct stat st {};
-  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd_);
-    fd_ = -1;
-    throw SerializationError(name_ + ": not a regular file");
-  }
-  size_ = static_cast<std::uint64_t>(st.st_size);
+  fd_ = open_regular_file(path, &size_);  // a FIFO in a shard's place must not block the load
 #ifdef POSIX_FADV_SEQUENTIAL
   ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint: larger read-ahead on a cold cache
 #endif

@@ -22,11 +22,13 @@ constexpr const char* kSingleFile = "model.safetensors";
 constexpr const char* kIndexFile = "model.safetensors.index.json";
 
 /// A shard name the index may give: a plain file name beside the index, so a checkpoint cannot
-/// make a reader open files elsewhere.
-bool plain_file_name(const std::string& name) {
-  return !name.empty() && name != "." && name.find('/') == std::string::npos &&
-         name.find('\0') == std::string::npos && name.find("..") == std::string::npos &&
-         !fs::path(name).is_absolute();
+/// make a reader open files elsewhere, ending in ".safetensors", so it cannot collide with the
+/// index or a side file (config.json, tokenizer.json...) that peft-merge writes beside the shards.
+bool shard_file_name(const std::string& name) {
+  const std::string ext = ".safetensors";
+  return name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0 &&
+         name.find('/') == std::string::npos && name.find('\0') == std::string::npos &&
+         name.find("..") == std::string::npos && !fs::path(name).is_absolute();
 }
 
 }  // namespace
@@ -57,9 +59,9 @@ HfCheckpointFiles resolve_hf_checkpoint(const fs::path& path) {
   const JsonValue* map = files.weight_map();
   if (!map || !map->is_object()) throw SerializationError(files.index_path.string() + ": no `weight_map` object");
   for (const auto& [key, shard] : map->as_object()) {
-    if (!shard.is_string() || !plain_file_name(shard.as_string()))
+    if (!shard.is_string() || !shard_file_name(shard.as_string()))
       throw SerializationError(files.index_path.string() + ": bad shard name for " + ticked(key) + " (" +
-                               shard.dump() + "; shards are plain file names beside the index)");
+                               shard.dump() + "; shards are plain *.safetensors file names beside the index)");
     const std::string& name = shard.as_string();
     if (std::find(files.shard_names.begin(), files.shard_names.end(), name) == files.shard_names.end()) {
       files.shard_names.push_back(name);

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "peft/config/config_json.hpp"
@@ -12,6 +13,7 @@
 #include "peft/error.hpp"
 #include "peft/format/adapter_keys.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/targeting/matching.hpp"
 
 namespace peft::detail {
 namespace {
@@ -34,6 +36,7 @@ MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
                              "the weight of adapter " + spec.dir.string() + " is not finite",
                              "pass a finite number, e.g. --weight 0.5");
   a.cfg = load_adapter_config(spec.dir);
+  (void)TargetMatcher(a.cfg);  // every regex field compiles (ConfigError otherwise), as PEFT needs to load it
   const std::string where = spec.dir.string() + "/adapter_config.json: ";
   switch (a.cfg.init_method()) {
     case InitMethod::Pissa:
@@ -69,6 +72,9 @@ MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
     throw SerializationError(a.file.string() + ": no such file");
   }
   const SafetensorsFile file = load_safetensors(a.file);
+  std::vector<PythonRegex> saved;  // what modules_to_save declares
+  if (a.cfg.modules_to_save)
+    for (const auto& m : *a.cfg.modules_to_save) saved.push_back(modules_to_save_regex(m));
   const std::string fname = a.file.string() + ": ";
   for (const auto& [key, t] : file.tensors) {
     if (!t.is_floating_point())
@@ -134,8 +140,19 @@ MergeAdapterData read_merge_adapter(const MergeAdapter& spec) {
     if (key.find(".lora_") != std::string::npos)
       throw UnsupportedModuleError(fname + ticked(key) + ": unknown LoRA tensor (Linear, Conv1D, Embedding and "
                                    "convolution LoRA only)");
-    // bias="all" biases (`<m>.base_layer.bias`, `<m>.bias`) and modules_to_save copies (plain keys).
-    a.replacements.emplace_back(adapter_keys::base_model_key(key), t);
+    // bias="all" biases (`<m>.base_layer.bias`, `<m>.bias`) and modules_to_save copies (plain keys):
+    // only what the config declares, or any tensor in the file would overwrite the base's.
+    const std::string base_key = adapter_keys::base_model_key(key);
+    const bool declared_bias = a.cfg.bias != Bias::none && base_key.size() > 5 &&
+                               base_key.compare(base_key.size() - 5, 5, ".bias") == 0;
+    const bool declared_saved = std::any_of(saved.begin(), saved.end(), [&](const PythonRegex& re) {
+      return re.match(base_key);
+    });
+    if (!declared_bias && !declared_saved)
+      throw SerializationError(fname + ticked(key) + " is not a LoRA tensor and adapter_config.json does not declare "
+                               "it (bias = \"" + to_string(a.cfg.bias) + "\", no modules_to_save entry covers " +
+                               ticked(base_key) + "); refusing to replace the base's tensor with it");
+    a.replacements.emplace_back(base_key, t);
   }
   if (!a.tokens.empty() && spec.weight != 1.0)
     throw ConfigError::about("peft-merge", "weight", std::to_string(spec.weight),

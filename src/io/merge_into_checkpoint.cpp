@@ -5,7 +5,6 @@
 #include "peft/io/merge_into_checkpoint.hpp"
 
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <map>
@@ -19,6 +18,7 @@
 #include "peft/format/json_value.hpp"
 #include "peft/format/adapter_keys.hpp"
 #include "peft/io/detail/merge_adapter.hpp"
+#include "peft/io/detail/merge_output.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors_writer.hpp"
 #include "peft/layers/lora_math.hpp"
@@ -332,63 +332,10 @@ std::string output_name(const HfCheckpoint& base, std::size_t shard) {
   return base.files.index ? base.files.shard_names[shard] : std::string("model.safetensors");
 }
 
-/// Files of a HF model directory that belong beside the weights.
-bool is_side_file(const std::string& name) {
-  static const std::set<std::string> names = {
-      "config.json",         "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-      "special_tokens_map.json", "vocab.json",         "merges.txt",     "tokenizer.model",
-      "added_tokens.json",   "chat_template.jinja",    "chat_template.json", "vocab.txt",
-      "spiece.model",        "preprocessor_config.json"};
-  return names.count(name) > 0;
-}
+constexpr std::size_t kMaxSideFileBytes = 1u << 30;  // tokenizer.json of large vocabularies: tens of MiB
 
 const char* hf_dtype_name(torch::ScalarType t) {
   return t == torch::kBFloat16 ? "bfloat16" : t == torch::kHalf ? "float16" : "float32";
-}
-
-bool is_inside(const fs::path& p, const fs::path& dir) {
-  std::error_code ec;
-  const auto a = fs::weakly_canonical(p, ec), d = fs::weakly_canonical(dir, ec);
-  auto ai = a.begin();
-  for (auto di = d.begin(); di != d.end(); ++di, ++ai)
-    if (ai == a.end() || *ai != *di) return false;
-  return true;
-}
-
-void check_out(const fs::path& out, const fs::path& base, const std::vector<MergeAdapter>& adapters,
-               bool overwrite) {
-  std::error_code ec;
-  if (out.empty()) throw Error("peft-merge: no output directory (hint: --out DIR)");
-  for (const auto& a : adapters)
-    if (is_inside(a.dir, out) || is_inside(out, a.dir))
-      throw Error(out.string() + ": the output directory must not contain, or be inside, the adapter " + a.dir.string());
-  if (is_inside(base, out) || (fs::is_directory(base, ec) && is_inside(out, base)))
-    throw Error(out.string() + ": the output directory must not contain, or be inside, the base " + base.string());
-  if (!fs::exists(out, ec)) return;
-  if (!fs::is_directory(out, ec)) throw Error(out.string() + ": exists and is not a directory");
-  if (!fs::is_empty(out, ec) && !overwrite)
-    throw Error(out.string() + ": exists and is not empty (hint: pass --force to replace it)");
-}
-
-/// Rename the finished temporary directory into place (replacing `out` if present).
-void commit_dir(const fs::path& tmp, const fs::path& out) {
-  std::error_code ec;
-  if (fs::exists(out, ec)) {
-    const fs::path old = out.parent_path() / ("." + out.filename().string() + ".peft-merge-old-" +
-                                              std::to_string(::getpid()));
-    fs::rename(out, old, ec);
-    if (ec) throw SerializationError(out.string() + ": cannot move the old directory aside (" + ec.message() + ")");
-    fs::rename(tmp, out, ec);
-    if (ec) {
-      std::error_code ec2;
-      fs::rename(old, out, ec2);
-      throw SerializationError(out.string() + ": cannot rename the new directory into place (" + ec.message() + ")");
-    }
-    fs::remove_all(old, ec);
-  } else {
-    fs::rename(tmp, out, ec);
-    if (ec) throw SerializationError(out.string() + ": cannot rename the new directory into place (" + ec.message() + ")");
-  }
 }
 
 }  // namespace
@@ -425,8 +372,13 @@ std::vector<std::pair<std::string, torch::Tensor>> merge_state_dict(
 MergeReport merge_checkpoint(const fs::path& base_path, const std::vector<MergeAdapter>& adapters,
                              const fs::path& out_arg, const MergeCheckpointOptions& options) {
   const fs::path out = out_arg.has_filename() ? out_arg : out_arg.parent_path();  // "dir/" -> "dir"
-  check_out(out, base_path, adapters, options.overwrite);
+  std::vector<fs::path> adapter_dirs;
+  for (const auto& a : adapters) adapter_dirs.push_back(a.dir);
+  detail::clean_merge_scratch(out);
+  detail::check_merge_out(out, base_path, adapter_dirs, options.overwrite);
   const HfCheckpoint base = open_base(base_path);
+  const auto side_files =
+      base.files.dir.empty() ? std::vector<detail::MergeSideFile>{} : detail::merge_side_files(base.files.dir);
   std::unordered_map<std::string, torch::Tensor> index;
   for (const auto& s : base.shards)
     for (const auto& [k, t] : s.tensors)
@@ -445,12 +397,7 @@ MergeReport merge_checkpoint(const fs::path& base_path, const std::vector<MergeA
   }
 
   std::error_code ec;
-  const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-  fs::create_directories(parent, ec);
-  const fs::path tmp = parent / ("." + out.filename().string() + ".peft-merge-tmp-" + std::to_string(::getpid()));
-  fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec))
-    throw SerializationError(tmp.string() + ": cannot create the temporary output directory (" + ec.message() + ")");
+  const fs::path tmp = detail::make_merge_scratch(out);
   try {
     for (std::size_t si = 0; si < base.shards.size(); ++si) {
       const SafetensorsFile& shard = base.shards[si];
@@ -484,26 +431,21 @@ MergeReport merge_checkpoint(const fs::path& base_path, const std::vector<MergeA
       write_file_atomically(tmp / "model.safetensors.index.json", index_json.dump(2) + "\n");
       report.files.push_back("model.safetensors.index.json");
     }
-    if (!base.files.dir.empty()) {
-      for (const auto& e : fs::directory_iterator(base.files.dir)) {
-        const std::string name = e.path().filename().string();
-        if (!e.is_regular_file() || !is_side_file(name)) continue;
-        if (name == "config.json" && options.dtype) {
-          JsonValue cfg = JsonValue::parse(read_text_file(e.path()));
-          if (cfg.is_object()) {
-            for (const char* field : {"torch_dtype", "dtype"})
-              if (cfg.find(field)) cfg.set(field, JsonValue(std::string(hf_dtype_name(*options.dtype))));
-            write_file_atomically(tmp / name, cfg.dump(2) + "\n");
-            report.files.push_back(name);
-            continue;
-          }
+    for (const auto& side : side_files) {
+      // Read through open_regular_file: a FIFO swapped in since the check fails instead of blocking.
+      std::string bytes = read_text_file(side.source, kMaxSideFileBytes);
+      if (side.name == "config.json" && options.dtype) {
+        JsonValue cfg = JsonValue::parse(bytes);
+        if (cfg.is_object()) {
+          for (const char* field : {"torch_dtype", "dtype"})
+            if (cfg.find(field)) cfg.set(field, JsonValue(std::string(hf_dtype_name(*options.dtype))));
+          bytes = cfg.dump(2) + "\n";
         }
-        fs::copy_file(e.path(), tmp / name, fs::copy_options::overwrite_existing, ec);
-        if (ec) throw SerializationError((tmp / name).string() + ": cannot copy " + e.path().string() + " (" + ec.message() + ")");
-        report.files.push_back(name);
       }
+      write_file_atomically(tmp / side.name, bytes);
+      report.files.push_back(side.name);
     }
-    commit_dir(tmp, out);
+    detail::commit_merge_dir(tmp, out);
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;

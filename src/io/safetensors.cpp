@@ -12,11 +12,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
+#include <limits>
 #include <memory>
 
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
 #include "peft/format/safetensors_header.hpp"
 #include "peft/io/safetensors_dtype.hpp"
 #include "peft/io/safetensors_writer.hpp"
@@ -29,19 +30,6 @@ namespace {
 }
 
 using detail::in_quotes;
-
-std::string read_binary_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) fail(path.string(), "no such file");
-  auto size = std::filesystem::file_size(path, ec);
-  if (ec) fail(path.string(), "cannot read (" + ec.message() + ")");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), "cannot open for reading");
-  std::string bytes(static_cast<std::size_t>(size), '\0');
-  if (size > 0 && !in.read(&bytes[0], static_cast<std::streamsize>(size)))
-    fail(path.string(), "read failed");
-  return bytes;
-}
 
 }  // namespace
 
@@ -118,18 +106,19 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& s
 
 SafetensorsFile load_safetensors(const std::filesystem::path& path) {
   const std::string src = path.string();
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return parse_safetensors(read_binary_file(path), src);  // reports the reason
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 8) {
+  // Small files are read (mmap needs a length); a FIFO or device is refused, not waited on.
+  constexpr std::size_t kNoLimit = std::numeric_limits<std::size_t>::max();
+  std::uint64_t size = 0;
+  const int fd = open_regular_file(path, &size);
+  if (size < 8) {
     ::close(fd);
-    return parse_safetensors(read_binary_file(path), src);
+    return parse_safetensors(read_text_file(path, kNoLimit), src);
   }
   auto mapping = std::make_shared<Mapping>();
-  mapping->size = static_cast<std::size_t>(st.st_size);
+  mapping->size = static_cast<std::size_t>(size);
   void* addr = ::mmap(nullptr, mapping->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   ::close(fd);
-  if (addr == MAP_FAILED) return parse_safetensors(read_binary_file(path), src);
+  if (addr == MAP_FAILED) return parse_safetensors(read_text_file(path, kNoLimit), src);
   mapping->addr = addr;
   return parse_bytes(static_cast<const char*>(addr), mapping->size, src, mapping);
 }

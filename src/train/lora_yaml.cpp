@@ -7,13 +7,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <map>
-#include <regex>
+#include <unordered_set>
 
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/config/config_json.hpp"
+#include "detail/bounded_yaml.hpp"
 
 namespace peft {
 namespace {
@@ -22,26 +22,21 @@ struct Located {
   std::string source;
   std::map<std::string, YAML::Mark> marks;  // dotted field path -> position of its value
 
-  std::string where(const YAML::Mark& m) const {
-    if (m.line < 0) return source;
-    return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-  }
+  std::string where(const YAML::Mark& m) const { return detail::yaml_where(source, m); }
 };
 
 JsonValue plain_scalar(const std::string& s) {
-  static const std::regex int_re(R"([-+]?[0-9]+)");
-  static const std::regex float_re(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
   if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return JsonValue();
   if (s == "true" || s == "True" || s == "TRUE") return JsonValue(true);
   if (s == "false" || s == "False" || s == "FALSE") return JsonValue(false);
-  if (std::regex_match(s, int_re)) {
+  if (detail::is_yaml_int(s)) {
     try {
       return JsonValue(static_cast<std::int64_t>(std::stoll(s)));
     } catch (const std::out_of_range&) {
       return JsonValue(s);
     }
   }
-  if (std::regex_match(s, float_re)) return JsonValue(std::stod(s));
+  if (detail::is_yaml_float(s)) return JsonValue(detail::yaml_float_value(s));
   if (s == ".inf" || s == ".Inf" || s == "+.inf") return JsonValue(HUGE_VAL);
   if (s == "-.inf" || s == "-.Inf") return JsonValue(-HUGE_VAL);
   if (s == ".nan" || s == ".NaN") return JsonValue(std::nan(""));
@@ -64,15 +59,16 @@ JsonValue convert(const YAML::Node& node, const std::string& path, Located& loc)
     }
     case YAML::NodeType::Map: {
       JsonValue o = JsonValue::object();
+      std::unordered_set<std::string> keys;  // JsonValue::find is linear: 100k keys would take minutes
       for (const auto& kv : node) {
         if (!kv.first.IsScalar())
           throw SerializationError(loc.where(kv.first.Mark()) + ": mapping keys must be plain strings");
         const std::string key = kv.first.Scalar();
         const std::string child = path.empty() ? key : path + "." + key;
-        if (o.find(key))
+        if (!keys.insert(key).second)
           throw SerializationError(loc.where(kv.first.Mark()) + ": duplicate key `" + key + "`");
         loc.marks[child + "#key"] = kv.first.Mark();
-        o.set(key, convert(kv.second, child, loc));
+        o.as_object().emplace_back(key, convert(kv.second, child, loc));
       }
       return o;
     }
@@ -80,60 +76,12 @@ JsonValue convert(const YAML::Node& node, const std::string& path, Located& loc)
   return JsonValue();
 }
 
-/// Offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlongs,
-/// surrogates or code points past U+10FFFF), or npos. yaml-cpp passes such bytes through, and
-/// they would end up in module names and adapter_config.json.
-std::size_t invalid_utf8_at(const std::string& s) {
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEC) len = 3;
-    else if (c == 0xED) len = 3, hi = 0x9F;
-    else if (c >= 0xEE && c <= 0xEF) len = 3;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
-    else return i;
-    if (i + len > n) return i;
-    for (std::size_t k = 1; k < len; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if (d < (k == 1 ? lo : 0x80) || d > (k == 1 ? hi : 0xBF)) return i;
-    }
-    i += len;
-  }
-  return std::string::npos;
-}
-
 }  // namespace
 
 LoraConfig lora_config_from_yaml(const std::string& text, const std::string& section,
                                  const std::string& source_name) {
   Located loc{source_name, {}};
-  const std::size_t bad = invalid_utf8_at(text);
-  if (bad != std::string::npos) {
-    YAML::Mark m;
-    m.line = static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
-    const auto nl = text.rfind('\n', bad == 0 ? 0 : bad - 1);
-    m.column = static_cast<int>(bad == 0 || nl == std::string::npos ? bad : bad - nl - 1);
-    char hex[8];
-    std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[bad]));
-    throw SerializationError(loc.where(m) + ": invalid UTF-8 (byte " + hex + "); YAML text must be UTF-8");
-  }
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw SerializationError(loc.where(e.mark) + ": invalid YAML: " + e.msg);
-  }
+  const YAML::Node root = detail::load_bounded_yaml(text, source_name);
   // Convert the whole document so duplicate keys are caught at every depth, in any section.
   JsonValue doc;
   try {

@@ -3,6 +3,7 @@
 // lora_config_from_yaml, which locates its own errors the same way.
 
 #include "peft/detail/edit_distance.hpp"
+#include "peft/detail/shortened.hpp"
 #include "peft/train/train_config.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -11,11 +12,12 @@
 #include <cmath>
 #include <functional>
 #include <map>
-#include <regex>
 #include <set>
+#include <thread>
 
 #include "peft/format/atomic_file.hpp"
 #include "peft/train/lora_yaml.hpp"
+#include "detail/bounded_yaml.hpp"
 
 namespace peft::train {
 namespace fs = std::filesystem;
@@ -43,12 +45,9 @@ class Reader {
  public:
   Reader(std::string source, fs::path base_dir) : source_(std::move(source)), base_dir_(std::move(base_dir)) {}
 
-  std::string where(const YAML::Mark& m) const {
-    if (m.line < 0) return source_;
-    return source_ + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-  }
+  std::string where(const YAML::Mark& m) const { return peft::detail::yaml_where(source_, m); }
   static std::string shown(const YAML::Node& n) {
-    if (n.IsScalar()) return n.Tag() == "!" ? "\"" + n.Scalar() + "\"" : n.Scalar();
+    if (n.IsScalar()) return peft::detail::shortened(n.Tag() == "!" ? "\"" + n.Scalar() + "\"" : n.Scalar());
     if (n.IsMap()) return "<mapping>";
     if (n.IsSequence()) return "<list>";
     return "null";
@@ -68,9 +67,8 @@ class Reader {
   }
   std::int64_t integer(const YAML::Node& n, const std::string& key, std::int64_t min,
                        const std::string& hint) const {
-    static const std::regex int_re(R"([-+]?[0-9]+)");
     const std::string s = plain(n, key, "an integer");
-    if (!std::regex_match(s, int_re)) fail(n, key, "expected an integer", hint, ConfigError::Kind::WrongType);
+    if (!peft::detail::is_yaml_int(s)) fail(n, key, "expected an integer", hint, ConfigError::Kind::WrongType);
     std::int64_t v = 0;
     try {
       v = std::stoll(s);
@@ -81,11 +79,10 @@ class Reader {
     return v;
   }
   double number(const YAML::Node& n, const std::string& key) const {
-    static const std::regex float_re(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
     const std::string s = plain(n, key, "a number");
-    if (!std::regex_match(s, float_re))
+    if (!peft::detail::is_yaml_float(s))
       fail(n, key, "expected a number", "e.g. 0.001 or 1e-3", ConfigError::Kind::WrongType);
-    const double v = std::stod(s);
+    const double v = peft::detail::yaml_float_value(s);
     if (!std::isfinite(v)) fail(n, key, "must be finite", "e.g. 0.001 or 1e-3");
     return v;
   }
@@ -181,13 +178,20 @@ void read_training(const Reader& r, const YAML::Node& node, TrainingConfig& t) {
       if (t.max_grad_norm < 0) r.fail(v, key, "must be >= 0", "0 disables gradient clipping");
     } else if (k == "seed") t.seed = static_cast<std::uint64_t>(r.integer(v, key, 0, "a non-negative integer"));
     else if (k == "device") {
-      static const std::regex dev_re(R"(cpu|cuda(:[0-9]+)?)");
       t.device = r.string(v, key, "cpu, cuda or cuda:N");
-      if (!std::regex_match(t.device, dev_re)) r.fail(v, key, "unknown device", "cpu, cuda or cuda:N");
+      const bool cuda_n = t.device.rfind("cuda:", 0) == 0 && t.device.size() > 5 &&
+                          std::all_of(t.device.begin() + 5, t.device.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (t.device != "cpu" && t.device != "cuda" && !cuda_n) r.fail(v, key, "unknown device", "cpu, cuda or cuda:N");
     } else if (k == "dtype") {
       const std::string s = r.choice(v, key, {"float32", "fp32", "bfloat16", "bf16"});
       t.dtype = s == "fp32" ? "float32" : s == "bf16" ? "bfloat16" : s;
-    } else if (k == "threads") t.threads = r.integer(v, key, 0, "0 = one per CPU core");
+    } else if (k == "threads") {
+      // Each thread is an OS thread of the intra-op pool: 100000 of them hang the process.
+      t.threads = r.integer(v, key, 0, "0 = one per CPU core");
+      if (t.threads > max_threads())
+        r.fail(v, key, "more than " + std::to_string(max_threads()) + " threads (4 per CPU core, at most 1024)",
+               "0 = one per CPU core");
+    }
     else if (k == "eval_every") t.eval_every = r.integer(v, key, 0, "0 = evaluate only before and after training");
     else if (k == "eval_batches") t.eval_batches = r.integer(v, key, 0, "0 = every held-out block");
     else if (k == "save_every") t.save_every = r.integer(v, key, 0, "0 = no periodic checkpoints");
@@ -204,6 +208,11 @@ void read_training(const Reader& r, const YAML::Node& node, TrainingConfig& t) {
 }
 
 }  // namespace
+
+std::int64_t max_threads() {
+  const auto cores = static_cast<std::int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::min<std::int64_t>(1024, 4 * cores);
+}
 
 std::string closest_key(const std::string& key, const std::vector<std::string>& candidates) {
   std::string best;
@@ -222,12 +231,7 @@ TrainConfig train_config_from_yaml(const std::string& text, const std::string& s
   TrainConfig cfg;
   cfg.base_dir = base_dir ? *base_dir : fs::path(source_name).parent_path();
   Reader r(source_name, cfg.base_dir);
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw SerializationError(r.where(e.mark) + ": invalid YAML: " + e.msg);
-  }
+  YAML::Node root = peft::detail::load_bounded_yaml(text, source_name);
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   bool has_lora = false;
   YAML::Node pretrain_node, base_node;

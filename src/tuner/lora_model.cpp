@@ -115,6 +115,10 @@ LoraModel::ModulesToSaveSelection LoraModel::select_modules_to_save(const LoraCo
 }
 
 void LoraModel::add_adapter(const std::string& name, LoraConfig config) {
+  // Adapter names become submodule names (LibTorch throws its own c10::Error for these).
+  if (name.empty() || name.find('.') != std::string::npos)
+    throw ConfigError::about("add_adapter", "adapter_name", "\"" + name + "\"",
+                             "must be a non-empty name without '.' (it names submodules)", "e.g. \"task_a\"");
   if (configs_.count(name))
     throw ConfigError::about("add_adapter", "adapter_name", "\"" + name + "\"", "Adapter with this name already exists",
                              "choose another name or delete_adapter first");

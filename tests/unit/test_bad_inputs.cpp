@@ -303,7 +303,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadYaml{"duplicate_key.yaml", Want::Serialization, {":4:3:", "duplicate key `r`"}},
                       BadYaml{"wrong_type.yaml", Want::Config, {":3:", "target_modules"}, "target_modules"},
                       BadYaml{"not_utf8.yaml", Want::Serialization, {":3:", "UTF-8"}},
-                      BadYaml{"deep_nesting.yaml", Want::Serialization, {"invalid YAML"}},
+                      BadYaml{"deep_nesting.yaml", Want::Config, {":2:", "YAML.nesting", "deeper than 64 levels"}, "nesting"},
                       BadYaml{"not_a_mapping.yaml", Want::Serialization, {"must be a mapping"}}),
     [](const auto& param_info) {
       std::string n = param_info.param.file;

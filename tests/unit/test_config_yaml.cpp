@@ -12,6 +12,7 @@
 #include "peft/error.hpp"
 #include "peft/train/lora_yaml.hpp"
 #include "peft/warnings.hpp"
+#include "support/message_of.hpp"
 
 namespace {
 
@@ -25,20 +26,7 @@ testing::AssertionResult Contains(const std::string& text, const std::string& pa
   return testing::AssertionFailure() << "\"" << text << "\" does not contain \"" << part << "\"";
 }
 
-// Runs `f` expecting an exception of type E and returns its message; records a failure otherwise.
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "no exception thrown";
-  return {};
-}
+using peft_test::message_of;
 
 ConfigError config_error_of(const std::string& yaml, const std::string& source = "<yaml>") {
   try {

@@ -11,6 +11,7 @@
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -74,8 +75,10 @@ class ModuleSpec {
   ModuleSpec(std::string regex) : kind_(Kind::Regex), pattern_(std::move(regex)) {}
   ModuleSpec(std::initializer_list<std::string> names) : ModuleSpec(std::vector<std::string>(names)) {}
   ModuleSpec(std::vector<std::string> names) : kind_(Kind::List) {
+    // A set, in first-seen order; hashed so that 100k names take milliseconds, not minutes.
+    std::unordered_set<std::string> seen;
     for (auto& n : names)
-      if (std::find(names_.begin(), names_.end(), n) == names_.end()) names_.push_back(std::move(n));
+      if (seen.insert(n).second) names_.push_back(std::move(n));
   }
   static ModuleSpec list(std::vector<std::string> names) { return ModuleSpec(std::move(names)); }
   static ModuleSpec regex(std::string pattern) { return ModuleSpec(std::move(pattern)); }
@@ -103,9 +106,8 @@ class ModuleSpec {
     if (a.is_regex()) return a.pattern_ == b.pattern_;
     // Lists are sets in PEFT: order is not meaningful.
     if (a.names_.size() != b.names_.size()) return false;
-    for (const auto& n : a.names_)
-      if (std::find(b.names_.begin(), b.names_.end(), n) == b.names_.end()) return false;
-    return true;
+    const std::unordered_set<std::string> theirs(b.names_.begin(), b.names_.end());
+    return std::all_of(a.names_.begin(), a.names_.end(), [&](const std::string& n) { return theirs.count(n) > 0; });
   }
   friend bool operator!=(const ModuleSpec& a, const ModuleSpec& b) { return !(a == b); }
 

@@ -2,13 +2,20 @@
 /// Small, crash-safe file helpers shared by every writer of the library.
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
 namespace peft {
 
-/// Read a whole file. Throws SerializationError naming the path when it is missing, unreadable
-/// or larger than `max_bytes`.
+/// Open `path` read-only when it is a regular file and return the descriptor (the caller closes
+/// it); `size` (if given) receives the file size. Opened O_NONBLOCK, so a FIFO or device put where
+/// a file belongs fails at once instead of blocking the reader forever. SerializationError naming
+/// the path: "no such file", "cannot open (<errno>)", "not a regular file".
+int open_regular_file(const std::filesystem::path& path, std::uint64_t* size = nullptr);
+
+/// Read a whole file. Throws SerializationError naming the path when it is missing, unreadable,
+/// not a regular file (open_regular_file) or larger than `max_bytes`.
 std::string read_text_file(const std::filesystem::path& path, std::size_t max_bytes = 64u << 20);
 
 /// Write `bytes` to `path` atomically: write `path`.tmp-<pid> in the same directory, fsync,

@@ -115,6 +115,18 @@ inline AdapterKeyMap adapter_key_map(const LoraModel& pm, const std::string& nam
   return map;
 }
 
+/// Adapters other than "default" are saved to `dir/<name>/`, so the name must be one path
+/// component: not empty, no '/', not "." or "..", no NUL (an absolute or ".." name would write
+/// outside `dir`). ConfigError otherwise.
+inline void check_adapter_dir_name(const std::string& name) {
+  if (!name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+      name.find('\0') == std::string::npos)
+    return;
+  throw ConfigError::about("save_pretrained", "adapter_name", "\"" + name + "\"",
+                           "is not a plain directory name (it is saved to <dir>/<adapter_name>/)",
+                           "use a name without '/', e.g. \"task_a\"");
+}
+
 }  // namespace detail
 
 /// PEFT's get_peft_model_state_dict: on-disk key -> tensor for adapter `name` (tensors are the
@@ -141,13 +153,17 @@ struct SaveOptions {
 
 /// Write adapters like PeftModel.save_pretrained: `selected_adapters` (default: all; unknown
 /// names are an Error before anything is written), `default` into `dir`, every other adapter X
-/// into `dir/X/`; `inference_mode` is written as true. Every file is written atomically
+/// into `dir/X/` (X must be a plain directory name: no '/', not ".." — ConfigError before anything
+/// is written); `inference_mode` is written as true. Every file is written atomically
 /// (safetensors always: PEFT's safe_serialization=True).
 inline void save_pretrained(const LoraModel& pm, const std::filesystem::path& dir,
                             std::vector<std::string> selected_adapters = {}, const SaveOptions& options = {}) {
   auto& names = selected_adapters;
   if (names.empty()) names = pm.adapter_names();
-  for (const auto& name : names) pm.peft_config(name);
+  for (const auto& name : names) {
+    pm.peft_config(name);
+    if (name != "default") detail::check_adapter_dir_name(name);
+  }
   // Everything is computed (and the conversion validated) before the first file is written.
   std::vector<std::tuple<std::filesystem::path, LoraConfig, std::vector<std::pair<std::string, torch::Tensor>>>> todo;
   const auto& initial_dir = options.path_initial_model_for_weight_conversion;

@@ -3,7 +3,8 @@
 /// `model.safetensors` or a sharded `model.safetensors.index.json`
 /// (`{"weight_map": {"<param>": "<shard file>"}}`). One resolver for every reader (load_checkpoint,
 /// peft-merge) with one path-safety policy: shard names are plain file names in the checkpoint
-/// directory (not empty, no '/', no "..", not absolute), and index and shards must agree.
+/// directory (no '/', no "..", not absolute) ending in ".safetensors" (so none can be the index
+/// or a side file such as config.json), and index and shards must agree.
 ///
 /// load_checkpoint streams a checkpoint into a module tree by parameter name: headers first, the
 /// whole plan checked, then the data tensor by tensor (no shard is mapped or held whole).

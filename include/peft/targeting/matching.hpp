@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "peft/config/lora_config.hpp"
@@ -30,6 +31,24 @@ inline bool key_matches_suffix(const std::string& key, const std::string& name) 
   return key.size() > name.size() && key.compare(key.size() - name.size(), name.size(), name) == 0 &&
          key[key.size() - name.size() - 1] == '.';
 }
+
+/// The names of a list-form target_modules / exclude_modules, hashed: a key is tested against
+/// each of its own "."-suffixes (a few) instead of against every name (100k names stay fast).
+class ModuleNameSet {
+ public:
+  explicit ModuleNameSet(const std::vector<std::string>& names) : names_(names.begin(), names.end()) {}
+  bool contains(const std::string& key) const { return names_.count(key) > 0; }
+  /// Some name equals `key` or is a "."-suffix of it (key_matches_suffix for any name).
+  bool matches_suffix_of(const std::string& key) const {
+    if (contains(key)) return true;
+    for (std::size_t dot = key.find('.'); dot != std::string::npos; dot = key.find('.', dot + 1))
+      if (names_.count(key.substr(dot + 1))) return true;
+    return false;
+  }
+
+ private:
+  std::unordered_set<std::string> names_;
+};
 
 /// The layer index a key lies in, as PEFT's layers_to_transform filter reads it: the digits of the
 /// first `.<pattern>.<digits>.` segment (any segment when `patterns` is empty; patterns tried in
@@ -65,6 +84,12 @@ class LayerIndexReader {
   std::vector<PythonRegex> regexes_;
 };
 
+/// PEFT's modules_to_save test for entry `m`: re.match("(^|.*\.)" + m + "($|\..*)", key), the
+/// entry inserted raw (not escaped), exactly like PEFT.
+inline PythonRegex modules_to_save_regex(const std::string& m) {
+  return compile_python_regex("(^|.*\\.)" + m + "($|\\..*)", "modules_to_save");
+}
+
 /// Precompiled matcher for one config.
 class TargetMatcher {
  public:
@@ -72,38 +97,28 @@ class TargetMatcher {
       : target_(config.target_modules),
         exclude_(config.exclude_modules),
         layers_to_transform_(config.layers_to_transform),
-        layer_index_(config.layers_pattern) {
+        layer_index_(config.layers_pattern),
+        target_names_(target_.names()),
+        exclude_names_(exclude_.names()) {
     if (target_.is_regex()) target_re_ = compile_python_regex(target_.pattern(), "target_modules");
     if (exclude_.is_regex() && exclude_.truthy())
       exclude_re_ = compile_python_regex(exclude_.pattern(), "exclude_modules");
     if (config.modules_to_save)
-      for (const auto& m : *config.modules_to_save)
-        // Inserted raw, not escaped, exactly like PEFT.
-        save_res_.push_back(
-            compile_python_regex("(^|.*\\.)" + m + "($|\\..*)", "modules_to_save"));
+      for (const auto& m : *config.modules_to_save) save_res_.push_back(modules_to_save_regex(m));
   }
 
   MatchResult operator()(const std::string& key) const {
     if (exclude_re_) {
       if (exclude_re_->fullmatch(key)) return MatchResult::Excluded;
-    } else if (exclude_.is_list()) {
-      for (const auto& e : exclude_.names())
-        if (key_matches_suffix(key, e)) return MatchResult::Excluded;
+    } else if (exclude_.is_list() && exclude_names_.matches_suffix_of(key)) {
+      return MatchResult::Excluded;
     }
     for (const auto& re : save_res_)
       if (re.match(key)) return MatchResult::Excluded;
     if (target_re_) return target_re_->fullmatch(key) ? MatchResult::Match : MatchResult::NoMatch;
     if (!target_.is_list()) return MatchResult::NoMatch;  // None: nothing to match against
-    const auto& names = target_.names();
-    for (const auto& t : names)
-      if (key == t) return MatchResult::Match;  // exact keys bypass the layer filter
-    bool found = false;
-    for (const auto& t : names)
-      if (key_matches_suffix(key, t)) {
-        found = true;
-        break;
-      }
-    if (!found) return MatchResult::NoMatch;
+    if (target_names_.contains(key)) return MatchResult::Match;  // exact keys bypass the layer filter
+    if (!target_names_.matches_suffix_of(key)) return MatchResult::NoMatch;
     if (layers_to_transform_ && !layers_to_transform_->values.empty()) {  // [] means no filter
       auto idx = layer_index_(key);
       if (!idx) return MatchResult::NoMatch;
@@ -118,6 +133,8 @@ class TargetMatcher {
   ModuleSpec exclude_;
   std::optional<LayerIndices> layers_to_transform_;
   LayerIndexReader layer_index_;
+  ModuleNameSet target_names_;
+  ModuleNameSet exclude_names_;
   std::optional<PythonRegex> target_re_;
   std::optional<PythonRegex> exclude_re_;
   std::vector<PythonRegex> save_res_;

@@ -82,7 +82,7 @@ struct TrainingConfig {
   std::uint64_t seed = 0;            ///< model init, LoRA init, dropout and sampling
   std::string device = "cpu";        ///< cpu | cuda | cuda:N
   std::string dtype = "float32";     ///< float32 | bfloat16 (base weights; adapters stay fp32)
-  std::int64_t threads = 0;          ///< CPU threads for LibTorch; 0 = one per core
+  std::int64_t threads = 0;          ///< CPU threads for LibTorch; 0 = one per core; at most max_threads()
   std::int64_t eval_every = 50;      ///< held-out evaluation period in steps; 0 = only at the end
   std::int64_t eval_batches = 8;     ///< held-out batches (of batch_size x ranks rows) per evaluation; 0 = all
   std::int64_t save_every = 100;     ///< checkpoint period in steps; 0 = no periodic checkpoints
@@ -130,6 +130,9 @@ TrainConfig train_config_from_yaml(const std::string& text, const std::string& s
 
 /// Read and parse a YAML file (SerializationError when it cannot be read).
 TrainConfig load_train_config(const std::filesystem::path& path);
+
+/// The largest training.threads accepted: 4 per CPU core, at most 1024 (more hang the process).
+std::int64_t max_threads();
 
 /// The keys train_config_from_yaml accepts at `section` ("" = top level), for docs and hints.
 const std::vector<std::string>& train_config_keys(const std::string& section);
