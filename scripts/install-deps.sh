@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PEFT_PACKAGES=(g++ cmake make libtorch-dev libopenblas0-pthread nlohmann-json3-dev libyaml-cpp-dev
-               libgtest-dev ccache pkg-config libpcre2-dev libutf8proc-dev libgloo-dev)
+               libgtest-dev ccache pkg-config libpcre2-dev libutf8proc-dev libgloo-dev
+               zlib1g-dev)
 missing=()
 for p in "${PEFT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
