@@ -4,6 +4,8 @@
 #   write_documents FILE            120 short documents separated by blank lines
 #   wait_for PATH PID               until PATH exists (1 if PID ends first or 60 s pass)
 #   exits_within SECONDS PID        waits for PID (a child); rc = its exit code; 1 if still running
+# PEFT_TEST_TIME_SCALE (default 1; scripts/asan.sh sets 4) stretches every wait for slow builds.
+time_scale=${PEFT_TEST_TIME_SCALE:-1}
 
 cli_setup() {
   case_name=$1
@@ -22,7 +24,7 @@ write_documents() {
 }
 
 wait_for() {
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 $((600 * time_scale))); do
     [ -e "$1" ] && return 0
     kill -0 "$2" 2>/dev/null || return 1
     sleep 0.1
@@ -31,7 +33,7 @@ wait_for() {
 }
 
 exits_within() {
-  for _ in $(seq 1 $(($1 * 10))); do
+  for _ in $(seq 1 $(($1 * 10 * time_scale))); do
     if ! kill -0 "$2" 2>/dev/null; then
       wait "$2"
       rc=$?

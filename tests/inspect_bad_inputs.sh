@@ -12,6 +12,7 @@ fixtures="${3:-}"
 fails=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+time_scale=${PEFT_TEST_TIME_SCALE:-1}  # scripts/asan.sh: instrumented builds are slower
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 for dir in "$data"/bad/*/; do
@@ -20,11 +21,11 @@ for dir in "$data"/bad/*/; do
   args=()  # the base is only read when named with --base
   [ "$name" = wrong_base_model ] && args=(--base "$data/tiny_mlp/base_model.safetensors")
   t0=$(ms)
-  timeout 5 "$inspect" "${args[@]}" "$dir" >"$tmp/out" 2>"$tmp/err"
+  timeout $((5 * time_scale)) "$inspect" "${args[@]}" "$dir" >"$tmp/out" 2>"$tmp/err"
   rc=$?
   t=$(( $(ms) - t0 ))
   lines=$(wc -l <"$tmp/err")
-  if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || [ -s "$tmp/out" ] || [ "$t" -ge 1000 ]; then
+  if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || [ -s "$tmp/out" ] || [ "$t" -ge $((1000 * time_scale)) ]; then
     echo "FAIL $name: exit $rc (want 1), $lines stderr lines (want 1), stdout $(wc -c <"$tmp/out") bytes, ${t} ms"
     head -c 600 "$tmp/err"; echo
     fails=$((fails + 1))
@@ -65,7 +66,7 @@ for edit in 's|"r": 2|"r": 0|' 's|"r": 2,|"r": 2, "rank_pattern": {"lin(": 2},|'
             's|"r": 2,|"r": 2, "exclude_modules": "lin[0-9",|'; do
   d=$(variant "$edit")
   cmp -s "$d/adapter_config.json" "$data/tiny_mlp/adapter/adapter_config.json" && { echo "FAIL edit $edit changed nothing"; fails=$((fails + 1)); }
-  timeout 5 "$inspect" "$d" >"$tmp/out" 2>"$tmp/err"; rc=$?
+  timeout $((5 * time_scale)) "$inspect" "$d" >"$tmp/out" 2>"$tmp/err"; rc=$?
   if [ "$rc" -ne 1 ] || [ "$(wc -l <"$tmp/err")" -ne 1 ] || [ -s "$tmp/out" ]; then
     echo "FAIL config edit $edit: exit $rc (want 1)"; cat "$tmp/err" "$tmp/out"; fails=$((fails + 1))
   else
@@ -74,10 +75,10 @@ for edit in 's|"r": 2|"r": 0|' 's|"r": 2,|"r": 2, "rank_pattern": {"lin(": 2},|'
 done
 # A FIFO in place of the weights or of --base: refused at once, not waited on.
 d=$(variant 's|x|x|'); rm "$d/adapter_model.safetensors"; mkfifo "$d/adapter_model.safetensors"
-timeout 5 "$inspect" "$d" >/dev/null 2>"$tmp/err"; rc=$?
+timeout $((5 * time_scale)) "$inspect" "$d" >/dev/null 2>"$tmp/err"; rc=$?
 [ "$rc" -eq 1 ] && grep -q "not a regular file" "$tmp/err" || { echo "FAIL FIFO weights: exit $rc"; cat "$tmp/err"; fails=$((fails + 1)); }
 mkfifo "$tmp/fifo.safetensors"
-timeout 5 "$inspect" --base "$tmp/fifo.safetensors" "$data/tiny_mlp/adapter" >/dev/null 2>"$tmp/err"; rc=$?
+timeout $((5 * time_scale)) "$inspect" --base "$tmp/fifo.safetensors" "$data/tiny_mlp/adapter" >/dev/null 2>"$tmp/err"; rc=$?
 [ "$rc" -eq 1 ] || { echo "FAIL FIFO --base: exit $rc"; cat "$tmp/err"; fails=$((fails + 1)); }
 
 # PEFT GPT-2 adapters (Conv1D weights [in, out], whatever fan_in_fan_out says) pass with --base.
