@@ -130,6 +130,8 @@ bad_args)
   expect 2 'several adapters need names' --model builtin:tiny-gpt2 --prompt x --adapter d1 --adapter d2
   expect 2 'GenerationConfig.temperature = 0.0' --model builtin:tiny-gpt2 --prompt x --do-sample --temperature 0
   expect 2 'GenerationConfig.top_p' --model builtin:tiny-gpt2 --prompt x --do-sample --top-p 1.5
+  expect 2 '--threads wants at most' --model builtin:tiny-gpt2 --prompt x --threads 100000
+  expect 2 '--threads wants an integer >= 1' --model builtin:tiny-gpt2 --prompt x --threads 99999999999999999999
   expect 2 '--dtype wants float32' --model builtin:tiny-gpt2 --prompt x --dtype int8
   expect 2 '--merge needs exactly one --adapter' --model builtin:tiny-gpt2 --prompt x --merge
   printf 'not json\n' > bad.jsonl

@@ -35,6 +35,7 @@
 #include <utility>
 #include <vector>
 
+#include "peft/detail/threads.hpp"
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/format/json_value.hpp"
@@ -168,6 +169,9 @@ Args parse_args(int argc, char** argv) {
       a.batch_size = parse_int(s, value(), 1);
     } else if (s == "--threads") {
       a.threads = parse_int(s, value(), 1);
+      if (*a.threads > peft::detail::max_cpu_threads())
+        throw UsageError("--threads wants at most " + std::to_string(peft::detail::max_cpu_threads()) +
+                         " (4 per CPU core, at most 1024), got " + std::to_string(*a.threads));
     } else {
       throw UsageError("unknown argument `" + s + "`");
     }

@@ -66,6 +66,35 @@ std::string parent_of(const std::string& m) {
   return p == std::string::npos ? std::string() : m.substr(0, p);
 }
 
+/// PEFT names an adapter's modules after the model class it wrapped (`transformer.h.0.attn.c_attn`
+/// for GPT2LMHeadModel), while some checkpoints (the hub's `gpt2`) store the inner model without
+/// that first component (`h.0.attn.c_attn.weight`). When none of the adapter's names is in the
+/// base but every one is once their shared first component is dropped, rename them all (and say
+/// so); anything else is left for make_plan to report. Returns the dropped component or "".
+std::string align_with_base_prefix(detail::MergeAdapterData& a,
+                                   const std::unordered_map<std::string, torch::Tensor>& base) {
+  std::vector<std::string> keys;  // base keys the adapter needs, as written in the adapter
+  for (const auto& [m, f] : a.modules) keys.push_back(m + ".weight");
+  for (const auto& [m, t] : a.tokens) keys.push_back(m + ".weight");
+  for (const auto& [k, t] : a.replacements) keys.push_back(k);
+  if (keys.empty()) return "";
+  const auto first = [](const std::string& k) { return k.substr(0, k.find('.')); };
+  const std::string prefix = first(keys.front());
+  for (const std::string& k : keys)
+    if (base.count(k) || k.find('.') == std::string::npos || first(k) != prefix ||
+        !base.count(k.substr(prefix.size() + 1)))
+      return "";
+  const auto strip = [&](const std::string& k) { return k.substr(prefix.size() + 1); };
+  std::map<std::string, detail::MergeFactors> modules;
+  for (auto& [m, f] : a.modules) modules.emplace(strip(m), std::move(f));
+  a.modules = std::move(modules);
+  std::map<std::string, std::pair<std::vector<std::int64_t>, torch::Tensor>> tokens;
+  for (auto& [m, t] : a.tokens) tokens.emplace(strip(m), std::move(t));
+  a.tokens = std::move(tokens);
+  for (auto& [k, t] : a.replacements) k = strip(k);
+  return prefix;
+}
+
 /// Validate every adapter against the base and build the per-tensor steps. `base` maps every
 /// base key to a tensor (possibly a view of a mapped file: only shapes and dtypes are read).
 Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const std::vector<MergeAdapter>& specs,
@@ -73,7 +102,13 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
   if (specs.empty()) throw Error("peft-merge: no adapter given (hint: --adapter DIR)");
   Plan plan;
   plan.adapters.reserve(specs.size());
-  for (const auto& s : specs) plan.adapters.push_back(detail::read_merge_adapter(s));
+  for (const auto& s : specs) {
+    plan.adapters.push_back(detail::read_merge_adapter(s));
+    const std::string dropped = align_with_base_prefix(plan.adapters.back(), base);
+    if (!dropped.empty())
+      plan.notes.push_back(s.dir.string() + ": the base checkpoint has no `" + dropped +
+                           ".` prefix (e.g. the hub's gpt2); matched the adapter's modules without it");
+  }
 
   struct Pending {
     std::size_t adapter;
@@ -332,7 +367,6 @@ std::string output_name(const HfCheckpoint& base, std::size_t shard) {
   return base.files.index ? base.files.shard_names[shard] : std::string("model.safetensors");
 }
 
-constexpr std::size_t kMaxSideFileBytes = 1u << 30;  // tokenizer.json of large vocabularies: tens of MiB
 
 const char* hf_dtype_name(torch::ScalarType t) {
   return t == torch::kBFloat16 ? "bfloat16" : t == torch::kHalf ? "float16" : "float32";
@@ -432,8 +466,7 @@ MergeReport merge_checkpoint(const fs::path& base_path, const std::vector<MergeA
       report.files.push_back("model.safetensors.index.json");
     }
     for (const auto& side : side_files) {
-      // Read through open_regular_file: a FIFO swapped in since the check fails instead of blocking.
-      std::string bytes = read_text_file(side.source, kMaxSideFileBytes);
+      std::string bytes = side.bytes;  // read (and its real path checked) by merge_side_files
       if (side.name == "config.json" && options.dtype) {
         JsonValue cfg = JsonValue::parse(bytes);
         if (cfg.is_object()) {

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
 
 namespace peft::detail {
 namespace {
@@ -84,7 +85,22 @@ std::vector<MergeSideFile> merge_side_files(const fs::path& base_dir) {
                                  "copy the file into the base directory)");
     }
     if (!fs::is_regular_file(e.path(), ec)) continue;  // FIFOs, devices, directories: not ours to copy
-    files.push_back({e.path(), name});
+    // The check above reads the link, the copy reads the file: the entry may change in between.
+    // Open once, check where the descriptor really leads, and read through that descriptor.
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } file{open_regular_file(e.path())};
+    const fs::path fd_link = "/proc/self/fd/" + std::to_string(file.fd);
+    const fs::path real = fs::read_symlink(fd_link, ec);
+    const bool inside = !ec && std::any_of(roots.begin(), roots.end(), [&](const fs::path& r) {
+      return is_inside(real, r);
+    });
+    if (!inside)
+      throw SerializationError(e.path().string() + ": opened as " + (ec ? std::string("an unknown file") : real.string()) +
+                               ", outside the base directory (it changed while peft-merge read it?); refusing to "
+                               "copy it into the output");
+    files.push_back({e.path(), name, read_text_file(fd_link, kMaxMergeSideFileBytes)});
   }
   return files;
 }

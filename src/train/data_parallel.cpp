@@ -56,11 +56,11 @@ GradientReducer::GradientReducer(std::shared_ptr<ProcessGroup> pg, std::vector<t
     const bool fits = !buckets_.empty() && buckets_.back().options.dtype() == opts.dtype() &&
                       buckets_.back().options.device() == opts.device() &&
                       (buckets_.back().numel * static_cast<std::int64_t>(p.element_size()) + bytes <= bucket_bytes);
-    if (!fits) buckets_.push_back({{}, 0, opts});
+    if (!fits) buckets_.push_back({{}, 0, opts, torch::Tensor()});
     buckets_.back().params.push_back(i);
     buckets_.back().numel += p.numel();
   }
-  if (buckets_.empty()) buckets_.push_back({{}, 0, torch::TensorOptions().dtype(torch::kFloat32)});
+  if (buckets_.empty()) buckets_.push_back({{}, 0, torch::TensorOptions().dtype(torch::kFloat32), torch::Tensor()});
 }
 
 std::vector<double> GradientReducer::reduce(const std::vector<double>& scalars) {
@@ -68,12 +68,15 @@ std::vector<double> GradientReducer::reduce(const std::vector<double>& scalars) 
   const double world = static_cast<double>(pg_->world_size());
   std::vector<double> summed(scalars.size());
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
-    const Bucket& bucket = buckets_[b];
+    Bucket& bucket = buckets_[b];
     const bool last = b + 1 == buckets_.size();
     const auto n_params = static_cast<std::int64_t>(bucket.params.size());
     const std::int64_t n_scalars = last ? static_cast<std::int64_t>(scalars.size()) : 0;
     // [gradients..., one "has a gradient" flag per parameter, scalars...]
-    torch::Tensor flat = torch::zeros({bucket.numel + n_params + n_scalars}, bucket.options);
+    const std::int64_t size = bucket.numel + n_params + n_scalars;
+    if (!bucket.flat.defined() || bucket.flat.numel() != size) bucket.flat = torch::empty({size}, bucket.options);
+    torch::Tensor& flat = bucket.flat;
+    flat.zero_();
     std::int64_t offset = 0;
     std::vector<float> flags(static_cast<std::size_t>(n_params), 0.0f);
     for (std::size_t k = 0; k < bucket.params.size(); ++k) {

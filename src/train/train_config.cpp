@@ -5,6 +5,7 @@
 #include "peft/detail/edit_distance.hpp"
 #include "peft/detail/shortened.hpp"
 #include "peft/train/train_config.hpp"
+#include "peft/detail/threads.hpp"
 
 #include <yaml-cpp/yaml.h>
 
@@ -209,10 +210,7 @@ void read_training(const Reader& r, const YAML::Node& node, TrainingConfig& t) {
 
 }  // namespace
 
-std::int64_t max_threads() {
-  const auto cores = static_cast<std::int64_t>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::min<std::int64_t>(1024, 4 * cores);
-}
+std::int64_t max_threads() { return detail::max_cpu_threads(); }
 
 std::string closest_key(const std::string& key, const std::vector<std::string>& candidates) {
   std::string best;

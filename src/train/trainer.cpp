@@ -30,13 +30,16 @@ LoopResult run_training(torch::nn::Module& model, const std::vector<torch::Tenso
   };
   if (o.resume_from) {
     if (!o.peft_model) throw Error("resume needs the LoraModel whose adapter the checkpoint holds");
-    state = load_training_checkpoint(*o.resume_from, *o.peft_model, opt, o.run);
-    if (!o.run.empty()) state.run = o.run;
-    if (state.world_size != world)
-      throw Error(o.resume_from->string() + ": written by a run on " + std::to_string(state.world_size) +
+    // The world size first, from the state file alone: a refused resume must leave the adapter
+    // and the optimizer as they were.
+    const int written_by = read_checkpoint_state(*o.resume_from).world_size;
+    if (written_by != world)
+      throw Error(o.resume_from->string() + ": written by a run on " + std::to_string(written_by) +
                   " rank(s), this run has " + std::to_string(world) +
                   " (hint: resume with the same number of ranks, e.g. peft-finetune --nproc-per-node " +
-                  std::to_string(state.world_size) + ", or start a new output_dir)");
+                  std::to_string(written_by) + ", or start a new output_dir)");
+    state = load_training_checkpoint(*o.resume_from, *o.peft_model, opt, o.run);
+    if (!o.run.empty()) state.run = o.run;
     if (hooks.restore_sampler) hooks.restore_sampler(state.sampler_state);
     const auto r = static_cast<std::size_t>(rank);
     set_rng_state(torch::kCPU, world > 1 ? state.rank_cpu_rng_states.at(r) : state.cpu_rng_state);

@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include "peft/error.hpp"
+#include "peft/format/atomic_file.hpp"
+#include "peft/format/json_value.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/layers/conv.hpp"
 #include "peft/layers/embedding.hpp"
@@ -211,6 +213,36 @@ SEEDED_TEST(TrainableTokens, SaveUsesPeftsKeyAndLoadRestoresTheRows) {
   }
   auto loaded = peft::from_pretrained(fresh.ptr(), dir);
   EXPECT_TRUE(peft_test::close(fresh->forward(ids), want, 0, 1e-6));
+}
+
+SEEDED_TEST(TrainableTokens, ALoadWhoseRowsOrIndicesDoNotFitIsRefusedAndChangesNothing) {
+  TokenNet net;
+  auto pm = peft::get_peft_model(net, tokens_config(R"({"emb": [5, 0]})"));
+  const auto dir = peft_test::scratch_dir("tokens_bad_load");
+  peft::save_pretrained(pm, dir);
+  const auto config_text = peft::read_text_file(dir / "adapter_config.json");
+  auto with_indices = [&](const std::string& indices) {
+    auto cfg = peft::JsonValue::parse(config_text);
+    cfg.set("trainable_token_indices", peft::JsonValue::parse(indices));
+    peft::write_file_atomically(dir / "adapter_config.json", cfg.dump(2));
+  };
+  // 3 indices for the file's 2 rows; an index past the 6-row vocabulary; a module that is absent.
+  for (const char* indices : {R"({"emb": [5, 0, 1]})", R"({"emb": [5, 6]})", R"({"nope": [1, 2]})"}) {
+    SCOPED_TRACE(indices);
+    with_indices(indices);
+    TokenNet fresh;
+    const auto names = param_names(*fresh);
+    const auto weight = fresh->emb->weight.clone();
+    try {
+      peft::from_pretrained(fresh.ptr(), dir);
+      ADD_FAILURE() << "accepted";
+    } catch (const peft::Error& e) {
+      SCOPED_TRACE(e.what());
+    }
+    EXPECT_EQ(param_names(*fresh), names);
+    EXPECT_TRUE(peft_test::equal(fresh->emb->weight, weight));
+    EXPECT_FALSE(fresh->emb->has_trainable_tokens("default"));
+  }
 }
 
 SEEDED_TEST(TrainableTokens, TwoAdaptersMayHoldTokensButOnlyOneIsActive) {

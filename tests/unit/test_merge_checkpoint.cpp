@@ -315,6 +315,37 @@ TEST(MergeStateDict, LoraBiasIsScaledAndBiasAllReplacesFirst) {
   EXPECT_FLOAT_EQ(get(merged, "head.bias").item<float>(), 7.0f);
 }
 
+TEST(MergeStateDict, BaseWithoutTheAdaptersFirstComponentIsMatchedWithoutIt) {
+  // A PEFT GPT-2 adapter names `transformer.h.0.lin`; the hub's gpt2 checkpoint stores `h.0.lin`.
+  const fs::path dir = peft_test::scratch_dir("merge_prefix");
+  write_adapter(dir / "a", R"({"peft_type": "LORA", "r": 1, "lora_alpha": 2, "lora_bias": true,
+                               "bias": "all", "target_modules": ["lin"]})",
+                {{"transformer.h.0.lin.lora_A.weight", T({1, 2}, {1, 2})},
+                 {"transformer.h.0.lin.lora_B.weight", T({1, -1}, {2, 1})},
+                 {"transformer.h.0.lin.lora_B.bias", T({1, 1}, {2})},
+                 {"transformer.h.0.ln.bias", T({4, 4}, {2})}});
+  const TensorList prefixed = {{"transformer.h.0.lin.weight", torch::zeros({2, 2})},
+                               {"transformer.h.0.lin.bias", T({0, 0}, {2})},
+                               {"transformer.h.0.ln.bias", T({0, 0}, {2})}};
+  TensorList hub;
+  for (const auto& [k, v] : prefixed) hub.emplace_back(k.substr(std::string("transformer.").size()), v);
+  const auto want = peft::merge_state_dict(prefixed, {{dir / "a", 1.0}});
+  const auto got = peft::merge_state_dict(hub, {{dir / "a", 1.0}});
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ("transformer." + got[i].first, want[i].first);
+    EXPECT_TRUE(peft_test::equal(got[i].second, want[i].second)) << got[i].first;
+  }
+  EXPECT_TRUE(peft_test::equal(get(got, "h.0.lin.weight"), T({2, 4, -2, -4}, {2, 2})));
+  // A base that has neither spelling is still refused, naming the adapter's key.
+  try {
+    peft::merge_state_dict({{"h.1.lin.weight", torch::zeros({2, 2})}}, {{dir / "a", 1.0}});
+    ADD_FAILURE() << "merged into a base without the module";
+  } catch (const peft::SerializationError& e) {
+    EXPECT_NE(std::string(e.what()).find("transformer.h.0"), std::string::npos) << e.what();
+  }
+}
+
 TEST(MergeStateDict, Conv1DLayoutComesFromTheShapeAndSquareWeightsFollowTheirName) {
   const fs::path dir = peft_test::scratch_dir("merge_conv1d");
   // The config says fan_in_fan_out = false (as PEFT saves gpt2 all-linear); h.mlp.c_proj's

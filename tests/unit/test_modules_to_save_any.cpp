@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "peft/format/atomic_file.hpp"
+#include "peft/format/json_value.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/tuner/lora_model.hpp"
 #include "peft/tuner/weighted_adapter.hpp"
@@ -324,6 +326,47 @@ SEEDED_TEST(LayerReplication, ReplicatesRangesSharingBaseWeightsWithOwnAdapters)
   EXPECT_EQ(pm.targeted_module_names().back(), "model.layers.3.proj");
   EXPECT_THROW(pm.merge_adapter(), peft::Error);  // PEFT: cannot merge replicated layers
   EXPECT_THROW(pm.add_adapter("again", c), peft::ConfigError);
+}
+
+SEEDED_TEST(LayerReplication, IsAppliedOnLoadAndABadRangeInTheFileChangesNothing) {
+  Decoder dec, fresh, other;
+  {
+    torch::NoGradGuard g;
+    for (auto* d : {&fresh, &other}) {
+      auto src = dec->named_parameters();
+      for (auto& p : (*d)->named_parameters()) p.value().copy_(src[p.key()]);
+    }
+  }
+  peft::LoraConfig c;
+  c.target_modules = peft::ModuleSpec(std::vector<std::string>{"proj"});
+  c.r = 1;
+  c.layer_replication = std::vector<std::array<std::int64_t, 2>>{{0, 2}, {1, 3}};
+  auto pm = peft::get_peft_model(dec, c);
+  {
+    torch::NoGradGuard g;
+    for (auto& p : dec->named_parameters())
+      if (p.key().find("lora_") != std::string::npos) p.value().normal_();
+  }
+  const auto x = torch::randn({5, 2});
+  const auto want = dec->forward(x);
+  const auto dir = peft_test::scratch_dir("replication_load");
+  peft::save_pretrained(pm, dir);
+  auto loaded = peft::from_pretrained(fresh.ptr(), dir);
+  ASSERT_EQ(fresh->model->layers->size(), 4u);
+  EXPECT_TRUE(peft_test::close(fresh->forward(x), want, 0, 1e-6));
+  // The same file with a range past the 3 layers: refused before the layer list grows.
+  auto cfg = peft::JsonValue::parse(peft::read_text_file(dir / "adapter_config.json"));
+  cfg.set("layer_replication", peft::JsonValue::parse("[[0, 2], [1, 9]]"));
+  peft::write_file_atomically(dir / "adapter_config.json", cfg.dump(2));
+  const auto names = peft_test::param_names(*other);
+  try {
+    peft::from_pretrained(other.ptr(), dir);
+    ADD_FAILURE() << "a replication range past the model's layers was accepted";
+  } catch (const peft::ConfigError& e) {
+    EXPECT_EQ(e.field(), "layer_replication") << e.what();
+  }
+  EXPECT_EQ(other->model->layers->size(), 3u);
+  EXPECT_EQ(peft_test::param_names(*other), names);
 }
 
 SEEDED_TEST(LayerReplication, BadRangeChangesNothing) {

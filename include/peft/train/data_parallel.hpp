@@ -64,6 +64,7 @@ class GradientReducer {
     std::vector<std::size_t> params;  ///< indices into params_
     std::int64_t numel = 0;
     torch::TensorOptions options;
+    torch::Tensor flat;  ///< kept between steps: [gradients, flags, scalars], reused when the size holds
   };
   std::shared_ptr<ProcessGroup> pg_;
   std::vector<torch::Tensor> params_;

@@ -72,7 +72,9 @@ inline ModuleInfo describe_module(const std::string& key, const torch::nn::Modul
     }
   } else if (const StockLayerType* stock = stock_layer_type(m)) {
     info.kind = stock->kind;
-    const torch::Tensor* bias = m.named_parameters(/*recurse=*/false).find("bias");
+    // Keep the dict alive: find() points into it (a temporary here was a use-after-free, ASan).
+    const auto params = m.named_parameters(/*recurse=*/false);
+    const torch::Tensor* bias = params.find("bias");
     info.has_bias = bias && bias->defined();
   } else if (dynamic_cast<const torch::nn::MultiheadAttentionImpl*>(&m)) {
     info.kind = ModuleKind::MultiheadAttention;

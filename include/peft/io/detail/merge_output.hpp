@@ -8,6 +8,7 @@
 /// `.<OUT name>.peft-merge-old-<pid>` first. Scratch directories of runs that no longer live are
 /// removed by the next run for the same OUT, and an `-old-` one is renamed back when OUT is missing.
 
+#include <cstddef>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -18,13 +19,19 @@ namespace peft::detail {
 struct MergeSideFile {
   std::filesystem::path source;
   std::string name;
+  std::string bytes;  ///< read at check time, through the descriptor whose real path was checked
 };
+
+/// Largest side file copied (tokenizer.json of large vocabularies: tens of MiB).
+constexpr std::size_t kMaxMergeSideFileBytes = std::size_t{1} << 30;
 
 /// The side files of `base_dir`, checked before anything is written: each is a regular file or
 /// a symlink resolving to one inside `base_dir` (or, for a Hugging Face cache snapshot
 /// `<repo>/snapshots/<rev>`, inside `<repo>/blobs`). SerializationError for a symlink that leads
 /// elsewhere (a model directory must not make peft-merge copy /etc/shadow into its output).
-/// Other non-regular entries (FIFOs, devices, directories) are skipped.
+/// Other non-regular entries (FIFOs, devices, directories) are skipped. Each file is read here,
+/// from the descriptor whose /proc/self/fd path was checked, so a symlink swapped in after the
+/// listing cannot redirect the copy (no check-then-read window).
 std::vector<MergeSideFile> merge_side_files(const std::filesystem::path& base_dir);
 
 /// Error unless `out` may be written: not inside (or around) the base or an adapter, and not an
