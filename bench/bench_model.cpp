@@ -203,7 +203,7 @@ Trainee make_trainee(const std::string& name, Mode mode) {
 double train_step(Trainee& t, const torch::Tensor& ids) {
   const auto t0 = std::chrono::steady_clock::now();
   if (t.opt) t.opt->zero_grad();
-  auto loss = peft::models::causal_lm_loss(t.model->forward(ids), ids);
+  auto loss = peft::models::causal_lm_loss(*t.model, ids, ids);
   loss.backward();
   if (t.opt) t.opt->step();
   const double ms = ms_since(t0);

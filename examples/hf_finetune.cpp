@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t step = 1; step <= steps; ++step) {
       const auto ids_batch = sampler.next();
-      auto loss = peft::models::causal_lm_loss(model->forward(ids_batch), ids_batch);
+      auto loss = peft::models::causal_lm_loss(*model, ids_batch, ids_batch);  // chunked over the vocabulary
       opt.zero_grad();
       loss.backward();
       torch::nn::utils::clip_grad_norm_(pm.trainable_parameters(), 1.0);

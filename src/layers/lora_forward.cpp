@@ -23,6 +23,15 @@ torch::Tensor LoraLayer::lora_forward(const torch::Tensor& x) {
     return base_forward(x);
   }
   if (merged()) return base_forward(x);
+  if (active_.size() == 1) {
+    // One adapter: the base and its branch may run as one autograd node (plain LoRA on
+    // Linear/Conv1D while training; see BaseLayer::fused_lora_forward).
+    auto it = adapters_.find(active_.front());
+    if (it != adapters_.end()) {
+      const torch::Tensor y = it->second.variant->fused_forward(view(it->second), x);
+      if (y.defined()) return y;
+    }
+  }
   torch::Tensor result = base_forward(x);
   const auto out_dtype = result.scalar_type();
   torch::Tensor h = x;

@@ -108,7 +108,7 @@ torch::Tensor labeled_batch_loss(models::CausalLMImpl& model, const torch::Tenso
   const text::LabeledBatch b = text::LabeledBatch::unstack(stacked);
   models::ForwardArgs args;
   args.attention_mask = b.attention_mask;
-  return models::causal_lm_loss(model.forward(b.input_ids, args), b.labels);
+  return models::causal_lm_loss(model, b.input_ids, b.labels, args);
 }
 
 double instruction_heldout_loss(models::CausalLMImpl& model, const InstructionSet& set, std::int64_t batch,

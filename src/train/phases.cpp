@@ -46,7 +46,7 @@ torch::Device parse_device(const std::string& s, const std::string& where) {
 }
 
 torch::Tensor next_token_loss(models::CausalLMImpl& model, const torch::Tensor& batch) {
-  return models::causal_lm_loss(model.forward(batch), batch);
+  return models::causal_lm_loss(model, batch, batch);  // chunked over the vocabulary where the head allows
 }
 
 /// The loop options every run_training call of a run shares: schedule, device, progress stream.

@@ -1,8 +1,16 @@
 #include "peft/variants/plain_lora.hpp"
 
+#include <torch/nn/modules/dropout.h>
+
 #include "peft/layers/adapter_settings.hpp"
 
 namespace peft {
+
+torch::Tensor PlainLoraVariant::fused_forward(const AdapterView& a, const torch::Tensor& x) {
+  const torch::nn::DropoutImpl* d = a.dropout.module;
+  if ((d && d->is_training() && d->options.p() > 0) || a.factors.B_bias.defined()) return {};
+  return a.base.fused_lora_forward(x, a.factors, a.settings.scaling);
+}
 
 void PlainLoraVariant::forward(const AdapterView& a, torch::Tensor& result, const torch::Tensor& x) {
   a.base.add_lora_branch(result, x, a.factors, a.dropout, a.settings.scaling);

@@ -8,6 +8,7 @@
 
 #include <torch/nn/pimpl.h>
 
+#include "peft/layers/detail/fused_lora_linear.hpp"
 #include "peft/layers/lora_layer.hpp"
 #include "peft/layers/skip_init.hpp"
 
@@ -50,6 +51,9 @@ class Conv1DImpl : public LoraLayer {
     return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(sizes);
   }
   torch::Tensor forward(const torch::Tensor& x) { return lora_forward(x); }
+  torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling) override {
+    return detail::fused_lora_linear(x, weight, bias, true, f.A, f.B, scaling);
+  }
   torch::Tensor& base_weight() override { return weight; }
   torch::Tensor& base_bias() override { return bias; }
   bool fan_in_fan_out() const override { return true; }

@@ -12,6 +12,7 @@
 
 #include <cmath>
 
+#include "peft/layers/detail/fused_lora_linear.hpp"
 #include "peft/layers/lora_layer.hpp"
 #include "peft/layers/skip_init.hpp"
 
@@ -70,6 +71,9 @@ class LinearImpl : public LoraLayer {
 
   torch::Tensor base_forward(const torch::Tensor& x) override { return torch::linear(x, weight, bias); }
   torch::Tensor forward(const torch::Tensor& x) { return lora_forward(x); }
+  torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling) override {
+    return detail::fused_lora_linear(x, weight, bias, false, f.A, f.B, scaling);
+  }
   torch::Tensor& base_weight() override { return weight; }
   torch::Tensor& base_bias() override { return bias; }
   bool fan_in_fan_out() const override { return false; }

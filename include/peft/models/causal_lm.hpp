@@ -29,6 +29,13 @@
 
 namespace peft::models {
 
+/// What the chunked loss needs from a forward: the final hidden states [B, T, d] (after the
+/// final norm) and the output weight [V, d] (lm_head's, or the tied embedding's).
+struct HiddenAndHead {
+  torch::Tensor hidden;
+  torch::Tensor head_weight;
+};
+
 /// Base of the reference decoders. forward: input_ids [B, T] int64 -> logits [B, T, vocab].
 /// As an EmbeddingOwner it names its embeddings like transformers' get_input_embeddings() /
 /// get_output_embeddings() (save_embedding_layers acts on them, as in PEFT).
@@ -38,6 +45,13 @@ struct CausalLMImpl : torch::nn::Module, EmbeddingOwner {
   /// The same with an attention mask, position ids and/or a KV cache (models/forward_args.hpp):
   /// input_ids [B, T] -> logits [B, T, vocab] for the T new positions.
   virtual torch::Tensor forward(const torch::Tensor& input_ids, const ForwardArgs& args) = 0;
+  /// forward without the output layer: the hidden states and the head's weight, or nullopt when
+  /// the head is not a plain frozen linear map (it carries an adapter, a modules_to_save copy or
+  /// trainable tokens, or its weight trains); then forward's logits are the way. Default: nullopt.
+  virtual std::optional<HiddenAndHead> forward_hidden(const torch::Tensor& input_ids, const ForwardArgs& args) {
+    (void)input_ids, (void)args;
+    return std::nullopt;
+  }
   /// Gradient checkpointing per decoder block in training (models/checkpointing.hpp): the same
   /// loss and gradients with only each block's input kept alive. Off by default.
   virtual void set_gradient_checkpointing(bool on) = 0;
@@ -93,5 +107,19 @@ void save_causal_lm(CausalLMImpl& model, const std::filesystem::path& dir);
 /// -100 ignored (PyTorch: NaN when every label is ignored). `labels` is usually the input ids.
 /// logits [B, T, V], labels [B, T] int64 -> scalar fp32.
 torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& input_ids);
+
+/// The same loss from hidden states [B, T, d] and the head weight [V, d] without the [B, T, V]
+/// logits: rows of `chunk_rows` tokens (0: about 32 MiB of fp32 logits per chunk) are projected,
+/// reduced to the loss and, when autograd records, to d loss / d hidden at once (softmax minus
+/// the one-hot, over the count of labels; the head weight gets no gradient). Per chunk the
+/// logits are formed in hidden's dtype and upcast to fp32, as transformers does. Peak memory
+/// is one chunk of logits plus [B·T, d] instead of three [B·T, V] tensors.
+torch::Tensor chunked_causal_lm_loss(const torch::Tensor& hidden, const torch::Tensor& head_weight,
+                                     const torch::Tensor& labels, std::int64_t chunk_rows = 0);
+
+/// causal_lm_loss of `model` on input_ids: chunked_causal_lm_loss when model.forward_hidden
+/// gives hidden states, otherwise of model.forward's logits. labels [B, T] (usually input_ids).
+torch::Tensor causal_lm_loss(CausalLMImpl& model, const torch::Tensor& input_ids, const torch::Tensor& labels,
+                             const ForwardArgs& args = {});
 
 }  // namespace peft::models

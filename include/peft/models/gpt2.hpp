@@ -186,16 +186,14 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
 
   torch::Tensor forward(const torch::Tensor& input_ids) override { return forward(input_ids, ForwardArgs{}); }
   torch::Tensor forward(const torch::Tensor& input_ids, const ForwardArgs& args) override {
-    if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
-      throw Error("GPT2LMHeadModel.forward: input_ids must be [batch, seq] int64, got " +
-                  std::string(input_ids.toString()) + " of " + std::to_string(input_ids.dim()) + " dims");
-    const auto past = args.cache ? args.cache->length() : 0;
-    if (past + input_ids.size(1) > config.n_positions)
-      throw Error("GPT2LMHeadModel.forward: sequence of " + std::to_string(past + input_ids.size(1)) +
-                  " tokens is longer than n_positions = " + std::to_string(config.n_positions));
-    auto hidden = transformer->forward(input_ids, args);
+    auto hidden = hidden_states(input_ids, args);
     // Tied: wte's weight is the head, with its active trainable-token rows (PEFT ties them too).
     return lm_head ? lm_head(hidden) : transformer->wte->tied_output(hidden);
+  }
+  std::optional<HiddenAndHead> forward_hidden(const torch::Tensor& input_ids, const ForwardArgs& args) override {
+    peft::LoraLayer& head = lm_head ? static_cast<peft::LoraLayer&>(*lm_head) : *transformer->wte;
+    if (!head.plain() || head.base_weight().requires_grad()) return std::nullopt;
+    return HiddenAndHead{hidden_states(input_ids, args), head.base_weight()};
   }
 
   void set_gradient_checkpointing(bool on) override { transformer->gradient_checkpointing = on; }
@@ -225,6 +223,19 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
   GPT2Config config;
   GPT2Model transformer{nullptr};
   peft::Linear lm_head{nullptr};  ///< empty when tied
+
+ private:
+  /// input_ids checked, then the transformer body: [B, T, d] after ln_f.
+  torch::Tensor hidden_states(const torch::Tensor& input_ids, const ForwardArgs& args) {
+    if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
+      throw Error("GPT2LMHeadModel.forward: input_ids must be [batch, seq] int64, got " +
+                  std::string(input_ids.toString()) + " of " + std::to_string(input_ids.dim()) + " dims");
+    const auto past = args.cache ? args.cache->length() : 0;
+    if (past + input_ids.size(1) > config.n_positions)
+      throw Error("GPT2LMHeadModel.forward: sequence of " + std::to_string(past + input_ids.size(1)) +
+                  " tokens is longer than n_positions = " + std::to_string(config.n_positions));
+    return transformer->forward(input_ids, args);
+  }
 };
 TORCH_MODULE(GPT2LMHeadModel);
 

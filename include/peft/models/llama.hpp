@@ -260,12 +260,14 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
 
   torch::Tensor forward(const torch::Tensor& input_ids) override { return forward(input_ids, ForwardArgs{}); }
   torch::Tensor forward(const torch::Tensor& input_ids, const ForwardArgs& args) override {
-    if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
-      throw Error(config.causal_lm_class() + ".forward: input_ids must be [batch, seq] int64, got " +
-                  std::string(input_ids.toString()) + " of " + std::to_string(input_ids.dim()) + " dims");
-    auto hidden = model->forward(input_ids, args);
+    auto hidden = hidden_states(input_ids, args);
     // Tied: the embedding weight is the head, with its active trainable-token rows (as PEFT ties them).
     return lm_head ? lm_head(hidden) : model->embed_tokens->tied_output(hidden);
+  }
+  std::optional<HiddenAndHead> forward_hidden(const torch::Tensor& input_ids, const ForwardArgs& args) override {
+    peft::LoraLayer& head = lm_head ? static_cast<peft::LoraLayer&>(*lm_head) : *model->embed_tokens;
+    if (!head.plain() || head.base_weight().requires_grad()) return std::nullopt;
+    return HiddenAndHead{hidden_states(input_ids, args), head.base_weight()};
   }
 
   void set_gradient_checkpointing(bool on) override { model->gradient_checkpointing = on; }
@@ -314,6 +316,15 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   LlamaConfig config;
   LlamaModel model{nullptr};
   peft::Linear lm_head{nullptr};  ///< empty when tied
+
+ private:
+  /// input_ids checked, then the decoder body: [B, T, d] after the final norm.
+  torch::Tensor hidden_states(const torch::Tensor& input_ids, const ForwardArgs& args) {
+    if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
+      throw Error(config.causal_lm_class() + ".forward: input_ids must be [batch, seq] int64, got " +
+                  std::string(input_ids.toString()) + " of " + std::to_string(input_ids.dim()) + " dims");
+    return model->forward(input_ids, args);
+  }
 };
 TORCH_MODULE(LlamaForCausalLM);
 

@@ -57,6 +57,12 @@ class LoraVariant {
   virtual std::vector<std::pair<std::string, torch::Tensor>> extra_parameters() const { return {}; }
   virtual void upcast() {}
 
+  /// The base output and this adapter in one step, when it is the only active adapter: an
+  /// undefined tensor where the variant has no such path (then base_forward + forward run).
+  virtual torch::Tensor fused_forward(const AdapterView& a, const torch::Tensor& x) {
+    (void)a, (void)x;
+    return {};
+  }
   /// x is already in the adapter dtype (BaseLayer::lora_input); result may be updated in place.
   virtual void forward(const AdapterView& a, torch::Tensor& result, const torch::Tensor& x) = 0;
 
