@@ -27,6 +27,13 @@ smoke)
   cmp -s out.txt again.txt || fail "greedy output differs between two runs"
   "$tool" --model builtin:tiny-llama --prompt "Hi" --max-new-tokens 4 --repetition-penalty 1.3 > llama.txt 2> err.txt \
     || { cat err.txt; fail "tiny-llama"; }
+  # A 4-bit (NF4) base generates too, deterministically.
+  "$tool" --model builtin:tiny-llama --load-in-4bit nf4 --prompt "Hi" --max-new-tokens 6 > q1.txt 2> err.txt \
+    || { cat err.txt; fail "--load-in-4bit nf4"; }
+  grep -q '1 prompt(s), 2 prompt tokens, ' err.txt || { cat err.txt; fail "4-bit token counts"; }
+  "$tool" --model builtin:tiny-llama --load-in-4bit nf4 --prompt "Hi" --max-new-tokens 6 > q2.txt 2> /dev/null \
+    || fail "--load-in-4bit second run"
+  cmp -s q1.txt q2.txt || fail "4-bit greedy output differs between two runs"
   ;;
 sampling)
   # Same seed: same text; the JSONL form gives one parseable line per prompt, in order.
@@ -133,6 +140,7 @@ bad_args)
   expect 2 '--threads wants at most' --model builtin:tiny-gpt2 --prompt x --threads 100000
   expect 2 '--threads wants an integer >= 1' --model builtin:tiny-gpt2 --prompt x --threads 99999999999999999999
   expect 2 '--dtype wants float32' --model builtin:tiny-gpt2 --prompt x --dtype int8
+  expect 2 '--load-in-4bit wants nf4 or fp4' --model builtin:tiny-llama --prompt x --load-in-4bit int4
   expect 2 '--merge needs exactly one --adapter' --model builtin:tiny-gpt2 --prompt x --merge
   printf 'not json\n' > bad.jsonl
   expect 2 'bad.jsonl:1: not JSON' --model builtin:tiny-gpt2 --prompts bad.jsonl

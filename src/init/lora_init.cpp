@@ -37,6 +37,13 @@ void check_lora_settings(const AdapterSettings& s) {
 
 void check_lora_init_target(const AdapterSettings& s, BaseLayer& base, const CordaEigens* eigens) {
   if (!rewrites_base_weight(s.init)) return;
+  // A quantised (4-bit) base: PEFT refuses these inits on a non-floating weight (PiSSA: "Please
+  // initialize PiSSA under float32, float16, or bfloat16"); so do we, for all of them.
+  if (!base.base_weight().is_floating_point())
+    throw ConfigError("init_lora_weights", "'" + s.init_name + "'",
+                      "this init rewrites the base weight, which is quantised (4-bit) here",
+                      "initialise on the dense model, then quantise the residual base (quantize_model_4bit)",
+                      ConfigError::Kind::NotImplemented);
   check_base_rewrite(s.init, base.dense_weight(), s.r, s.pissa_niter, base.fan_in_fan_out(), eigens, "",
                      s.loftq_bits, s.loftq_iter);
 }

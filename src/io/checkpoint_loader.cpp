@@ -116,6 +116,7 @@ struct Planned {
   const SafetensorsEntry* entry;
   c10::ScalarType file_dtype;
   torch::Tensor destination;
+  std::string key;  ///< the model's key (after rename), for on_loaded
 };
 
 /// Floating-point values cannot go into integer or bool tensors (the cast would truncate them).
@@ -211,7 +212,7 @@ void load_tensor(const detail::ReadOnlyFile& file, const SafetensorsHeader& head
 }  // namespace
 
 CheckpointReport load_checkpoint(torch::nn::Module& model, const fs::path& path, bool strict,
-                                 const CheckpointRename& rename) {
+                                 const CheckpointRename& rename, const std::function<void(const std::string&)>& on_loaded) {
   // 1. Headers only: every shard's header read and validated, index and shards agreeing.
   const HfCheckpointFiles files = resolve_hf_checkpoint(path);
   std::vector<detail::ShardHeader> shards;
@@ -256,7 +257,7 @@ CheckpointReport load_checkpoint(torch::nn::Module& model, const fs::path& path,
                                  std::string(c10::toString(dst.scalar_type())) +
                                  " (floating-point values do not load into integer or bool tensors)");
       seen.insert(key);
-      plan.push_back(Planned{i, &e, file_dtype, dst});
+      plan.push_back(Planned{i, &e, file_dtype, dst, key});
     }
   }
   for (const auto& [key, t] : targets)
@@ -277,8 +278,11 @@ CheckpointReport load_checkpoint(torch::nn::Module& model, const fs::path& path,
   Scratch scratch;
   std::size_t next = 0;
   for (std::size_t i = 0; i < shards.size(); ++i) {
-    for (; next < plan.size() && plan[next].shard == i; ++next)
+    for (; next < plan.size() && plan[next].shard == i; ++next) {
       load_tensor(shards[i].file, shards[i].header, plan[next], scratch);
+      // set_data in the hook swaps the storage of the same tensor: the old one is freed here.
+      if (on_loaded) on_loaded(plan[next].key);
+    }
     shards[i].file.close();
   }
   return report;

@@ -167,6 +167,14 @@ Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const
         throw SerializationError(fname + "module " + ticked(m) + " has no " + ticked(wkey) +
                                  " in the base checkpoint (is this adapter for another base model?)");
       const torch::Tensor& W = it->second;
+      // A bitsandbytes 4-bit base stores U8 codes with a quant state beside them.
+      for (const char* t : {"nf4", "fp4"})
+        if (base.count(wkey + ".quant_state.bitsandbytes__" + t))
+          throw UnsupportedModuleError(
+              "base " + ticked(wkey) + " is bitsandbytes 4-bit (" + t +
+              "): peft-merge merges into dense checkpoints only (hint: load the model with "
+              "peft::models::load_causal_lm, dequantize_model() it, merge_and_unload() and save_causal_lm(); "
+              "or merge into the dense checkpoint the 4-bit one was made from)");
       using Layout = detail::MergeFactors::Layout;
       const bool conv = f.layout == Layout::Conv;
       if (!W.is_floating_point() || (conv ? W.dim() != f.A.dim() : W.dim() != 2))

@@ -8,7 +8,9 @@
 #include <cctype>
 #include <cstring>
 #include <mutex>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
@@ -17,9 +19,11 @@
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/layers/skip_init.hpp"
+#include "peft/quant/quantize_model.hpp"
 #include "peft/format/json_value.hpp"
 #include "peft/models/gpt2.hpp"
 #include "peft/models/llama.hpp"
+#include "peft/models/load_4bit.hpp"
 
 namespace peft::models {
 namespace {
@@ -156,6 +160,79 @@ torch::Dtype config_dtype(const JsonValue& config, const std::string& source) {
   return torch::kFloat32;
 }
 
+/// The part of a bnb 4-bit state key after `<module>.weight.` ("absmax", "quant_map",
+/// "nested_absmax", "nested_quant_map", "quant_state.bitsandbytes__nf4|fp4"), or "".
+std::string quant_state_suffix(const std::string& key) {
+  for (const char* s : {"absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state.bitsandbytes__nf4",
+                        "quant_state.bitsandbytes__fp4"}) {
+    const std::string tail = std::string(".weight.") + s;
+    if (ends_with(key, tail)) return s;
+  }
+  return "";
+}
+
+/// A pre-quantised (transformers + bitsandbytes) checkpoint: every 4-bit Linear adopts its state
+/// and an uninitialised code buffer, which load_checkpoint then fills like any weight. All states
+/// are read and checked before any layer changes.
+void adopt_4bit_weights(CausalLMImpl& model, const std::filesystem::path& dir, const BitsAndBytesConfig& q,
+                        const CheckpointRename& rename) {
+  const HfCheckpoint ck = open_hf_checkpoint(dir);
+  std::map<std::string, std::map<std::string, torch::Tensor>> states;  // checkpoint weight key -> suffix -> tensor
+  std::map<std::string, std::pair<torch::Tensor, std::string>> packed;  // weight key -> (codes, file)
+  for (std::size_t i = 0; i < ck.shards.size(); ++i)
+    for (const auto& [key, t] : ck.shards[i].tensors) {
+      const std::string suffix = quant_state_suffix(key);
+      if (!suffix.empty()) states[key.substr(0, key.size() - suffix.size() - 1)][suffix] = t;
+      else if (ends_with(key, ".weight")) packed[key] = {t, ck.files.shards[i].string()};
+    }
+  const auto modules = model.named_modules();
+  std::vector<std::tuple<LinearImpl*, torch::Tensor, QuantState4bit>> todo;
+  for (const auto& [wkey, entries] : states) {
+    auto it = packed.find(wkey);
+    if (it == packed.end())
+      throw SerializationError(dir.string() + ": " + wkey + ".absmax and its quant state have no `" + wkey +
+                               "` codes (hint: the checkpoint is incomplete)");
+    const auto st = QuantState4bit::from_entries(entries, it->second.first, wkey, it->second.second);
+    const std::string mkey = rename(wkey);
+    const std::string module_name = mkey.size() > 7 ? mkey.substr(0, mkey.size() - 7) : "";
+    const auto* m = modules.find(module_name);
+    auto* lin = m ? dynamic_cast<LinearImpl*>(m->get()) : nullptr;
+    if (!lin)
+      throw SerializationError(dir.string() + ": `" + wkey + "` is 4-bit but the model has no Linear layer `" +
+                               module_name + "` (hint: config.json and the weights do not belong together)");
+    todo.emplace_back(lin, torch::empty(it->second.first.sizes(), torch::kUInt8), st.clone());
+  }
+  const auto compute = bnb_compute_dtype(q);
+  const auto device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
+  for (auto& [lin, codes, st] : todo) lin->set_quantized_weight(codes.to(device), st, compute);
+}
+
+/// The `quantization_config` for config.json from a model's 4-bit layers (transformers' names);
+/// nullopt for a dense model.
+std::optional<BitsAndBytesConfig> bnb_config_of(CausalLMImpl& model) {
+  std::optional<BitsAndBytesConfig> q;
+  std::vector<std::string> dense;
+  for (const auto& item : model.named_modules()) {
+    auto* lin = dynamic_cast<LinearImpl*>(item.value().get());
+    if (!lin) continue;
+    if (!lin->quantized()) {
+      dense.push_back(item.key());
+      continue;
+    }
+    if (q) continue;
+    const auto* s = lin->quant_state();
+    BitsAndBytesConfig c;
+    c.load_in_4bit = true;
+    c.bnb_4bit_quant_type = to_string(s->state.quant_type);
+    c.bnb_4bit_use_double_quant = s->state.nested();
+    const auto cd = s->compute_dtype.value_or(torch::kFloat32);
+    c.bnb_4bit_compute_dtype = cd == torch::kBFloat16 ? "bfloat16" : cd == torch::kFloat16 ? "float16" : "float32";
+    q = c;
+  }
+  if (q) q->llm_int8_skip_modules = dense;
+  return q;
+}
+
 std::string strip_builtin(const std::string& name) {
   return starts_with(name, "builtin:") ? name.substr(8) : name;
 }
@@ -226,19 +303,86 @@ CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device,
     model = build(config, config_path.string());
   }
   model->to(device, target);  // what the scope does not reach (norm weights): tiny; a no-op for the rest
-  load_checkpoint(*model, dir, /*strict=*/true, checkpoint_rename(*model));
+  const CheckpointRename rename = checkpoint_rename(*model);
+  const JsonValue* qc = config.find("quantization_config");
+  if (qc && !qc->is_null()) {
+    const auto q = BitsAndBytesConfig::from_json(*qc, config_path.string() + ": quantization_config");
+    if (q.load_in_4bit) {
+      adopt_4bit_weights(*model, dir, q, rename);
+      // The quant states were read above; the stream fills the codes and the dense tensors.
+      load_checkpoint(*model, dir, /*strict=*/true, [rename](const std::string& key) {
+        return quant_state_suffix(key).empty() ? rename(key) : std::string();
+      });
+      return model;
+    }
+  }
+  load_checkpoint(*model, dir, /*strict=*/true, rename);
+  return model;
+}
+
+CausalLM load_causal_lm_4bit(const std::string& dir_or_builtin, const BitsAndBytesConfig& q, torch::Device device,
+                             std::optional<torch::Dtype> dtype) {
+  namespace fs = std::filesystem;
+  q.validate();
+  if (!q.load_in_4bit)
+    throw ConfigError::about("BitsAndBytesConfig", "load_in_4bit", "false", "nothing to quantise",
+                             "set load_in_4bit: true, or call load_causal_lm");
+  const auto qt = bnb_quant_type(q);
+  const auto compute = bnb_compute_dtype(q);
+  if (starts_with(dir_or_builtin, "builtin:")) {
+    CausalLM model = load_causal_lm(dir_or_builtin, device, dtype);
+    quantize_model_4bit(*model, q);
+    return model;
+  }
+  const fs::path dir(dir_or_builtin);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return load_causal_lm(dir_or_builtin, device, dtype);  // its error
+  const auto config_path = dir / "config.json";
+  const JsonValue config = JsonValue::parse(read_text_file(config_path));
+  if (const JsonValue* qc = config.find("quantization_config"); qc && !qc->is_null())
+    return load_causal_lm(dir_or_builtin, device, dtype);  // pre-quantised: the file's config
+  const torch::Dtype target = dtype ? *dtype : config_dtype(config, config_path.string());
+  check_config_fits_checkpoint(config, dir, config_path.string());
+  CausalLM model;
+  {
+    SkipInitScope skip_init(target, device);
+    model = build(config, config_path.string());
+  }
+  model->to(device, target);
+  // The weight key of every Linear to quantise -> its layer; each is quantised as soon as its
+  // weight is in, before the next tensor is read.
+  std::map<std::string, LinearImpl*> pending;
+  for (const auto& item : model->named_modules())
+    if (auto* lin = dynamic_cast<LinearImpl*>(item.value().get()); lin && !keeps_dense(item.key(), q))
+      pending[item.key() + ".weight"] = lin;
+  load_checkpoint(*model, dir, /*strict=*/true, checkpoint_rename(*model), [&](const std::string& key) {
+    if (auto it = pending.find(key); it != pending.end())
+      it->second->quantize_4bit_(qt, q.blocksize, q.bnb_4bit_use_double_quant, compute);
+  });
+  quantize_model_4bit(*model, q);  // nothing left to quantise; warns about GPT-2 Conv1D layers
   return model;
 }
 
 void save_causal_lm(CausalLMImpl& model, const std::filesystem::path& dir) {
   const auto params = model.named_parameters();
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  const auto modules = model.named_modules();
   for (const auto& key : model.checkpoint_keys()) {
     const torch::Tensor* t = params.find(key);
     if (!t) throw SerializationError("save_causal_lm: the model has no parameter `" + key + "`");
     tensors.emplace_back(key, t->detach());
+    // A 4-bit Linear: bnb's state entries follow its codes, as transformers saves them.
+    if (ends_with(key, ".weight"))
+      if (const auto* m = modules.find(key.substr(0, key.size() - 7)))
+        if (auto* lin = dynamic_cast<LinearImpl*>(m->get()); lin && lin->quantized())
+          for (auto& e : lin->quant_state()->state.state_dict_entries(key)) tensors.push_back(std::move(e));
   }
-  const std::string config = model.config_json();  // before writing anything: may throw
+  std::string config = model.config_json();  // before writing anything: may throw
+  if (const auto q = bnb_config_of(model)) {
+    JsonValue j = JsonValue::parse(config);
+    j.set("quantization_config", q->to_json());
+    config = j.dump(2, true) + "\n";
+  }
   std::filesystem::create_directories(dir);
   save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
   write_file_atomically(dir / "config.json", config);

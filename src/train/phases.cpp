@@ -14,6 +14,8 @@
 
 #include "peft/error.hpp"
 #include "peft/io/adapters.hpp"
+#include "peft/models/load_4bit.hpp"
+#include "peft/quant/quantize_model.hpp"
 
 namespace peft::train {
 
@@ -222,7 +224,22 @@ BaseModel build_model(const TrainingRun& run, const std::string& source) {
   if (cfg.base_model.rfind("builtin:", 0) == 0) base.tokenizer = std::make_shared<text::ByteTokenizer>();
   else base.tokenizer = text::load_tokenizer(cfg.base_model);
   torch::manual_seed(static_cast<std::int64_t>(t.seed));
-  base.model = models::load_causal_lm(source, run.device, run.dtype);
+  if (cfg.quantization) {
+    // QLoRA: bnb's Linear4bit storage for every Linear but the head (quantised as the checkpoint
+    // streams in), then PEFT's prepare_model_for_kbit_training (everything frozen, half-precision
+    // parameters in fp32).
+    base.model = models::load_causal_lm_4bit(source, *cfg.quantization, run.device, run.dtype);
+    prepare_model_for_kbit_training(*base.model);
+    const auto f = quantized_footprint(*base.model);
+    if (run.out)
+      *run.out << "quantization: " << f.layers << " Linear layers to 4-bit " << cfg.quantization->bnb_4bit_quant_type
+               << (cfg.quantization->bnb_4bit_use_double_quant ? " (double quantisation)" : "") << ", "
+               << f.parameters << " weights in " << (f.code_bytes + f.state_bytes) << " bytes ("
+               << f.bytes_per_parameter() << " bytes/weight), compute dtype "
+               << cfg.quantization->bnb_4bit_compute_dtype << "\n";
+  } else {
+    base.model = models::load_causal_lm(source, run.device, run.dtype);
+  }
   base.model->set_gradient_checkpointing(t.gradient_checkpointing);
   const std::int64_t positions = base.model->max_positions();
   if (t.seq_len > positions)
@@ -430,7 +447,16 @@ std::string MergeCheck::failure_message() const {
 MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source, const fs::path& adapter_dir,
                         const TokenData& data, double lora_loss, const std::optional<AnswerCheck>& lora_answers) {
   torch::manual_seed(static_cast<std::int64_t>(run.config.training.seed));
-  models::CausalLM fresh = models::load_causal_lm(base_source, run.device, run.dtype);
+  const bool quantized = run.config.quantization.has_value();
+  models::CausalLM fresh = quantized
+                               ? models::load_causal_lm_4bit(base_source, *run.config.quantization, run.device, run.dtype)
+                               : models::load_causal_lm(base_source, run.device, run.dtype);
+  if (quantized) {
+    // The same (deterministic) 4-bit base as training, then dense again in fp32 so the merge is
+    // exact: the merged model computes with the very weights the 4-bit forward dequantised.
+    prepare_model_for_kbit_training(*fresh);
+    dequantize_model(*fresh, torch::kFloat32);
+  }
   LoraModel reloaded(fresh, adapter_options(*fresh));
   load_adapter(reloaded, adapter_dir, "default");
   reloaded.set_adapter("default");
@@ -440,7 +466,9 @@ MergeCheck verify_merge(const TrainingRun& run, const std::string& base_source, 
   m.merged_loss = evaluate_sum(run, *fresh, data, Shard{}).mean();  // rank 0 alone in a data-parallel run
   m.relative_difference = std::abs(m.merged_loss - lora_loss) / std::max(1e-12, std::abs(lora_loss));
   // bf16 base weights round the merged W + BA to 8 bits of mantissa; fp32 only reorders sums.
-  m.tolerance = run.dtype == torch::kBFloat16 ? 2e-2 : 1e-4;
+  // A bf16 compute dtype on a 4-bit base rounds the training forward the same way.
+  const bool bf16_compute = quantized && run.config.quantization->bnb_4bit_compute_dtype != "float32";
+  m.tolerance = run.dtype == torch::kBFloat16 || bf16_compute ? 2e-2 : 1e-4;
   if (lora_answers) {
     m.lora_correct = lora_answers->correct;
     m.merged_answers = check_heldout_answers(run, *fresh, data);

@@ -27,7 +27,10 @@ namespace {
 
 const std::map<std::string, std::vector<std::string>>& all_keys() {
   static const std::map<std::string, std::vector<std::string>> keys = {
-      {"", {"base_model", "data", "training", "output_dir", "resume", "pretrain", "lora"}},
+      {"", {"base_model", "data", "training", "output_dir", "resume", "pretrain", "lora", "quantization"}},
+      {"quantization",
+       {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype",
+        "bnb_4bit_quant_storage", "llm_int8_skip_modules"}},
       {"data",
        {"file", "jsonl_field", "heldout_fraction", "format", "heldout_file", "chat_template", "completion_only_loss",
         "assistant_only_loss", "packing", "max_length"}},
@@ -306,6 +309,34 @@ TrainConfig train_config_from_yaml(const std::string& text, const std::string& s
       cfg.pretrain = p;
     } else if (k == "lora") {
       has_lora = true;
+    } else if (k == "quantization") {
+      BitsAndBytesConfig q;
+      r.each(v, "quantization", [&](const std::string& qk, const YAML::Node& qv) {
+        const std::string key = "quantization." + qk;
+        if (qk == "load_in_4bit") q.load_in_4bit = r.boolean(qv, key);
+        else if (qk == "load_in_8bit") q.load_in_8bit = r.boolean(qv, key);
+        else if (qk == "bnb_4bit_quant_type") q.bnb_4bit_quant_type = r.choice(qv, key, {"nf4", "fp4"});
+        else if (qk == "bnb_4bit_use_double_quant") q.bnb_4bit_use_double_quant = r.boolean(qv, key);
+        else if (qk == "bnb_4bit_compute_dtype")
+          q.bnb_4bit_compute_dtype = r.choice(qv, key, {"float32", "bfloat16", "float16"});
+        else if (qk == "bnb_4bit_quant_storage") q.bnb_4bit_quant_storage = r.choice(qv, key, {"uint8"});
+        else if (qk == "llm_int8_skip_modules") {
+          if (!qv.IsSequence()) r.fail(qv, key, "must be a list of module names", "e.g. [lm_head]");
+          std::vector<std::string> names;
+          for (const auto& e : qv) {
+            names.push_back(r.string(e, key, "a module name, e.g. lm_head"));
+            if (names.back().empty()) r.fail(e, key, "an empty name would keep every module dense", "remove it");
+          }
+          q.llm_int8_skip_modules = names;
+        }
+      });
+      if (q.load_in_8bit)
+        r.fail(v, "quantization.load_in_8bit", "8-bit loading (LLM.int8) is not implemented by peft-cpp",
+               "use load_in_4bit: true", ConfigError::Kind::NotImplemented);
+      if (!q.load_in_4bit)
+        r.fail(v, "quantization.load_in_4bit", "a quantization section needs load_in_4bit: true",
+               "add load_in_4bit: true, or remove the section for a dense base");
+      cfg.quantization = q;
     }
   });
   if (cfg.pretrain && cfg.base_model.rfind("builtin:", 0) != 0)

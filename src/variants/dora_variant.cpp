@@ -47,10 +47,15 @@ void DoraVariant::forward(const AdapterView& a, torch::Tensor& result, const tor
   // the base is recomputed on the dropped input, as PEFT does.
   const bool drop = s.lora_dropout > 0.0 && a.base.is_training();
   const torch::Tensor xd = drop ? a.dropout(h) : h;
-  const torch::Tensor W = a.base.dense_weight();
+  // W only when needed: a 4-bit base dequantises per use and keeps no dense copy.
+  torch::Tensor W;
+  auto dense = [&] {
+    if (!W.defined()) W = a.base.dense_weight();
+    return W;
+  };
   torch::Tensor base;
-  if (drop) base = torch::linear(xd, transpose_if(W, fifo).to(dt));
-  const auto norm = norm_cache_.norm(W, A, B, s.scaling, fifo);
+  if (drop) base = torch::linear(xd, transpose_if(dense(), fifo).to(dt));
+  const auto norm = norm_cache_.norm(a.base.base_weight(), dense, A, B, s.scaling, fifo);
   result = dora_apply(r, xd, base, drop ? torch::Tensor() : a.base.base_bias(), A, B, magnitude_->weight, norm,
                       s.scaling);
 }

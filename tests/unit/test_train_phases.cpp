@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "peft/io/adapters.hpp"
+#include "peft/quant/quantize_model.hpp"
 #include "peft/train/phases.hpp"
 #include "support/fixtures.hpp"
 
@@ -255,4 +256,57 @@ TEST(TrainPhases, PrepareRunRefusesAUsedOutputDirAndAResumeUnderAnotherConfig) {
   c.training.seed = 6;
   EXPECT_NE(refusal("resume").find("training.seed: \"5\" (checkpoint) vs \"6\" (now)"), std::string::npos);
   EXPECT_TRUE(fs::is_directory(dir / "out" / "checkpoints" / "step-2"));
+}
+
+TEST(TrainPhases, QuantizationSectionTrainsLoraOverA4bitBaseAndTheMergeCheckPasses) {
+  const fs::path dir = peft_test::scratch_dir("phases_qlora");
+  write_corpus(dir);
+  const std::string yaml =
+      "base_model: builtin:tiny-llama\n"
+      "output_dir: " + (dir / "out").string() + "\n"
+      "data: {file: corpus.txt, heldout_fraction: 0.2}\n"
+      "training: {steps: 3, batch_size: 2, seq_len: 16, lr: 3e-3, warmup_steps: 1, seed: 5, threads: " +
+      std::to_string(torch::get_num_threads()) + ", eval_every: 0, eval_batches: 2, save_every: 0, log_every: 1}\n"
+      "quantization: {load_in_4bit: true, bnb_4bit_quant_type: nf4, bnb_4bit_use_double_quant: true}\n"
+      "lora: {r: 2, lora_alpha: 4, target_modules: all-linear}\n";
+  const TrainConfig cfg = train_config_from_yaml(yaml, "qlora.yaml", dir);
+  ASSERT_TRUE(cfg.quantization);
+  EXPECT_EQ(cfg.quantization->bnb_4bit_quant_type, "nf4");
+  std::ostringstream out;
+  const TrainingRun run = prepare_run(cfg, "qlora.yaml", {}, &out);
+  const BaseModel base = build_model(run, "builtin:tiny-llama");
+  EXPECT_NE(out.str().find("quantization: "), std::string::npos) << out.str();
+  const auto f = peft::quantized_footprint(*base.model);
+  EXPECT_GT(f.layers, 0);
+  for (const auto& p : base.model->parameters()) EXPECT_FALSE(p.requires_grad());
+  const TokenData data = prepare_data(run, base);
+  const double before = evaluate(run, *base.model, data);
+  peft::LoraModel adapter = attach_adapter(run, base);
+  EXPECT_EQ(static_cast<std::int64_t>(adapter.targeted_module_names().size()), f.layers);
+  const LoopResult r = finetune(run, base, adapter, data, before);
+  ASSERT_TRUE(r.final_eval_loss);
+  EXPECT_LT(*r.final_eval_loss, before);
+  const MergeCheck ok = verify_merge(run, base.source, export_adapter(run, adapter), data, *r.final_eval_loss);
+  EXPECT_TRUE(ok.passed()) << ok.relative_difference;
+  EXPECT_LT(ok.relative_difference, 1e-4);
+}
+
+TEST(TrainPhases, QuantizationSectionRefusesEightBitAndUnknownKeys) {
+  const std::string head = "base_model: builtin:tiny-llama\ndata: {file: corpus.txt}\n";
+  const fs::path dir = peft_test::scratch_dir("phases_qlora_bad");
+  write_corpus(dir);
+  auto message = [&](const std::string& q) {
+    try {
+      train_config_from_yaml(head + q, "q.yaml", dir);
+      return std::string("accepted");
+    } catch (const peft::ConfigError& e) {
+      return std::string(e.what());
+    }
+  };
+  EXPECT_NE(message("quantization: {load_in_8bit: true}\n").find("quantization.load_in_8bit"), std::string::npos);
+  EXPECT_NE(message("quantization: {bnb_4bit_quant_type: nf4}\n").find("load_in_4bit"), std::string::npos);
+  EXPECT_NE(message("quantization: {load_in_4bit: true, bnb_4bit_quant_typ: nf4}\n").find("bnb_4bit_quant_type"),
+            std::string::npos);
+  EXPECT_NE(message("quantization: {load_in_4bit: true, bnb_4bit_quant_type: int4}\n").find("quantization.bnb_4bit_quant_type"),
+            std::string::npos);
 }

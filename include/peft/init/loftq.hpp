@@ -9,13 +9,13 @@
 ///     res = W - B @ A
 ///   base weight := Q (dequantized, in W's dtype);  lora_A := A;  lora_B := B  (no scaling compensation)
 ///
-/// Quantisation is pure LibTorch, blockwise (64 consecutive row-major values share their absmax):
-/// 4 bits use bitsandbytes' NF4 code book, 8 (and 2) bits use PEFT's own NFQuantizer normal map.
-/// NOT bit-exact with bitsandbytes (its CUDA kernels round ties and store absmax differently) and
-/// the base weight stays a dense float tensor (no 4-bit storage, no memory saving): this gives
-/// LoftQ's initial values for a model you quantise yourself afterwards. Decisions: a final
-/// partial block is quantised on its own (PEFT's pure-torch quantizer raises; bnb pads); an
-/// all-zero block dequantises to zeros (PEFT divides 0 by 0).
+/// 4 bits: bitsandbytes' NF4 exactly as PEFT 0.20 calls it (Params4bit, blocksize 64, no double
+/// quantisation; quant/quantize_4bit.hpp is bit-exact to bnb), so Q is the real 4-bit base:
+/// quantize_model_4bit with nf4 and bnb_4bit_use_double_quant false stores Q without error
+/// (docs/qlora.md). 8 (and 2) bits: PEFT's own NFQuantizer normal map, blockwise in pure LibTorch
+/// (PEFT's 8-bit path uses bnb's Int8Params; not bit-exact). The base weight stays a dense float
+/// tensor until you quantise the model. Decisions for 2/8 bits: a final partial block is quantised
+/// on its own; an all-zero block dequantises to zeros (PEFT divides 0 by 0).
 
 #include <torch/types.h>
 #include <torch/utils.h>
@@ -25,6 +25,7 @@
 
 #include "peft/error.hpp"
 #include "peft/init/init_factors.hpp"
+#include "peft/quant/quantize_4bit.hpp"
 
 namespace peft {
 
@@ -126,7 +127,12 @@ inline InitFactors loftq_init(const torch::Tensor& W, std::int64_t num_bits, std
   const torch::Tensor w = W.to(torch::kFloat32);
   torch::Tensor res = w.clone(), deq, L, R;
   for (std::int64_t i = 0; i < num_iter; ++i) {
-    deq = quantize_dequantize_blockwise(res, table);
+    if (num_bits == 4) {
+      auto [codes, state] = quantize_4bit(res, QuantType4bit::nf4, 64, /*compress_statistics=*/false);
+      deq = dequantize_4bit(codes, state);
+    } else {
+      deq = quantize_dequantize_blockwise(res, table);
+    }
     res = w - deq;
     auto [U, S, Vh] = torch::linalg_svd(res, /*full_matrices=*/false);
     const torch::Tensor D = torch::diag(S);

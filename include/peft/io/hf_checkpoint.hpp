@@ -75,7 +75,10 @@ using CheckpointRename = std::function<std::string(const std::string&)>;
 /// A read error then (EIO, a file truncated meanwhile) is a SerializationError naming the file
 /// and the tensor, and so is a BOOL byte other than 0/1 (checked as it is read); the tensors
 /// loaded before it keep their new values.
+/// `on_loaded` (optional) is called with each model key right after its tensor is filled (the
+/// 4-bit loader quantises a Linear weight there, so only one dense weight exists at a time).
 CheckpointReport load_checkpoint(torch::nn::Module& model, const std::filesystem::path& path, bool strict = true,
-                                 const CheckpointRename& rename = {});
+                                 const CheckpointRename& rename = {},
+                                 const std::function<void(const std::string&)>& on_loaded = {});
 
 }  // namespace peft

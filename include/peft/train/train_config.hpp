@@ -23,6 +23,7 @@
 
 #include "peft/config/lora_config.hpp"
 #include "peft/error.hpp"
+#include "peft/quant/bnb_config.hpp"
 
 namespace peft::train {
 
@@ -119,6 +120,10 @@ struct TrainConfig {
   std::filesystem::path resume_from;
   std::optional<PretrainConfig> pretrain;
   LoraConfig lora;
+  /// `quantization:` (QLoRA): BitsAndBytesConfig's keys; the base's Linear layers (not lm_head)
+  /// are quantised to 4 bits after loading and the model prepared as PEFT's
+  /// prepare_model_for_kbit_training does (docs/qlora.md). Unset: a dense base.
+  std::optional<BitsAndBytesConfig> quantization;
   /// Directory that relative paths were resolved against (the config file's directory).
   std::filesystem::path base_dir;
 };

@@ -14,6 +14,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -91,17 +92,28 @@ class DoraNormCache {
  public:
   torch::Tensor norm(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, double scaling,
                      bool fan_in_fan_out) {
+    return norm(W, [&W] { return W; }, A, B, scaling, fan_in_fan_out);
+  }
+  /// The same keyed by `key` (the stored weight) with W produced by `dense` only when the cache
+  /// misses: a quantised base dequantises only then, and no dequantised copy is kept.
+  torch::Tensor norm(const torch::Tensor& key, const std::function<torch::Tensor()>& dense, const torch::Tensor& A,
+                     const torch::Tensor& B, double scaling, bool fan_in_fan_out) {
     std::lock_guard<CopyableMutex> lock(mutex_);
-    const Key w_key{W.unsafeGetTensorImpl(), W._version(), A.scalar_type()};
+    torch::Tensor W;
+    auto weight = [&]() -> const torch::Tensor& {
+      if (!W.defined()) W = dense();
+      return W;
+    };
+    const Key w_key{key.unsafeGetTensorImpl(), key._version(), A.scalar_type()};
     if (!(w_key == w_key_) || !w_sq_.defined()) {
-      w_sq_ = dora_base_row_sq(W, fan_in_fan_out, A.scalar_type());
+      w_sq_ = dora_base_row_sq(weight(), fan_in_fan_out, A.scalar_type());
       w_key_ = w_key;
-      w_ = W;  // keeps the keyed tensor alive, so its address cannot be reused by another W
+      w_ = key;  // keeps the keyed tensor alive, so its address cannot be reused by another W
       norm_ = torch::Tensor();
     }
     const NormKey n_key{A.unsafeGetTensorImpl(), A._version(), B.unsafeGetTensorImpl(), B._version(), scaling};
     if (!norm_.defined() || !(n_key == n_key_)) {
-      norm_ = dora_weight_norm_fast(W, w_sq_, A, B, scaling, fan_in_fan_out);
+      norm_ = dora_weight_norm_fast(weight(), w_sq_, A, B, scaling, fan_in_fan_out);
       n_key_ = n_key;
     }
     return norm_;
