@@ -12,6 +12,8 @@
 #include <sstream>
 #include <thread>
 
+#include <dlfcn.h>
+
 #include "peft/error.hpp"
 #include "peft/io/adapters.hpp"
 #include "peft/models/load_4bit.hpp"
@@ -62,6 +64,17 @@ LoopOptions loop_options(const TrainingRun& run, std::string label) {
   return o;
 }
 
+/// LibTorch's intra-op threads and OpenBLAS's own pool, both `n`. OpenBLAS sizes its pool from
+/// OPENBLAS_NUM_THREADS or the core count, not from LibTorch; its multi-threaded sgemm sums in
+/// another order on some CPUs (seen on AMD EPYC: last-bit differences), so a rank started by
+/// hand (torchrun style) computed other bits than one started by our launcher, which sets the
+/// variable. Setting the pool here makes the result depend on training.threads alone.
+void set_cpu_threads(int n) {
+  torch::set_num_threads(n);
+  using SetThreads = void (*)(int);
+  if (auto* f = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+
 }  // namespace
 
 TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOverrides& overrides,
@@ -86,7 +99,7 @@ TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOv
   // ranks share the cores.
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const unsigned local_ranks = env ? static_cast<unsigned>(env->local_world_size) : 1u;
-  torch::set_num_threads(static_cast<int>(t.threads > 0 ? t.threads : std::max(1u, cores / local_ranks)));
+  set_cpu_threads(static_cast<int>(t.threads > 0 ? t.threads : std::max(1u, cores / local_ranks)));
   // Which run this is, and what output_dir already holds, before anything is written there:
   // checkpoints of another run are never continued or pruned silently (docs/checkpoints.md).
   run.fingerprint = run_fingerprint(config);
