@@ -2,6 +2,8 @@
 // (include/peft/tuner/lora_model.hpp; docs/lifecycle.md).
 
 #include "peft/tuner/lora_model.hpp"
+
+#include "peft/layers/linear.hpp"
 #include "peft/detail/strings.hpp"
 #include "peft/tuner/embedding_owner.hpp"
 #include "peft/warnings.hpp"
@@ -295,11 +297,17 @@ std::pair<std::int64_t, std::int64_t> LoraModel::get_nb_trainable_parameters() c
   std::int64_t trainable = 0, all = 0;
   std::set<const void*> seen;
   std::set<std::pair<const void*, std::int64_t>> storages;  // replicas share storage, not tensors
+  // PEFT counts a bitsandbytes Params4bit as numel · 2 · element_size: the weights it stands for.
+  std::set<const void*> four_bit;
+  for (const auto& m : model_->modules())
+    if (const auto* lin = dynamic_cast<const LinearImpl*>(m.get()); lin && lin->quantized())
+      four_bit.insert(lin->weight.unsafeGetTensorImpl());
   for (const auto& p : model_->parameters()) {
     if (!seen.insert(p.unsafeGetTensorImpl()).second) continue;
     if (p.numel() > 0 && !storages.emplace(p.data_ptr(), p.numel()).second) continue;
-    all += p.numel();
-    if (p.requires_grad()) trainable += p.numel();
+    const std::int64_t n = four_bit.count(p.unsafeGetTensorImpl()) ? p.numel() * 2 : p.numel();
+    all += n;
+    if (p.requires_grad()) trainable += n;
   }
   // PEFT's wrapper holds the original and one copy per adapter; the live tensors count once.
   for (const auto& m : swapped_)

@@ -339,6 +339,13 @@ TEST_P(Lora4bitGolden, OutputsGradientsAndRequantisedMergeMatchPeft) {
       EXPECT_TRUE(peft_test::equal(v, sd.at(k))) << k;
 
   auto pm = peft::from_pretrained(net, dir / "adapter", "default", /*is_trainable=*/true);
+  // PEFT's counts: a 4-bit weight counts as the weights it stands for (Params4bit: numel · 2).
+  {
+    const auto c = peft::JsonValue::parse(read_text(dir / "case.json"));
+    const auto i = c.find("in")->as_int(), h = c.find("hidden")->as_int(), o = c.find("out")->as_int();
+    const auto [trainable, all] = pm.get_nb_trainable_parameters();
+    EXPECT_EQ(all - trainable, i * h + h + h * o);
+  }
   net->train();
   auto y = net->forward(in.at("x"));
   EXPECT_TRUE(peft_test::close(y, exp.at("lora"), 1e-4, 1e-5));
