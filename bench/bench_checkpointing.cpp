@@ -10,26 +10,17 @@
 #include <chrono>
 #include <vector>
 
-#include "peft/models/llama.hpp"
-#include "peft/tuner/lora_model.hpp"
+#include "llama_step_run.hpp"
 #include "support/cpu_memory_counter.hpp"
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
-struct Run {
-  std::shared_ptr<peft::models::LlamaForCausalLMImpl> model;
-  std::unique_ptr<peft::LoraModel> pm;
-  std::unique_ptr<torch::optim::AdamW> opt;
-};
-
-Run make_run(std::int64_t hidden, std::int64_t layers, bool ckpt) {
+peft_bench::LlamaStepRun make_run(std::int64_t hidden, std::int64_t layers, bool ckpt) {
   peft::models::LlamaConfig c;
   c.vocab_size = 32000;
   c.hidden_size = hidden;
@@ -39,37 +30,17 @@ Run make_run(std::int64_t hidden, std::int64_t layers, bool ckpt) {
   c.num_key_value_heads = hidden / 128;
   c.max_position_embeddings = 1024;
   torch::manual_seed(0);  // the same weights in both runs
-  Run r;
-  r.model = std::make_shared<peft::models::LlamaForCausalLMImpl>(c);
-  r.model->set_gradient_checkpointing(ckpt);
-  peft::LoraConfig cfg;
-  cfg.r = 16;
-  cfg.lora_alpha = 32;
-  cfg.target_modules = peft::ModuleSpec("all-linear");
-  peft::LoraModelOptions opts;
-  opts.plan.output_layer = "lm_head";
-  r.pm = std::make_unique<peft::LoraModel>(peft::get_peft_model(r.model, cfg, "default", opts));
-  std::vector<torch::Tensor> params;
-  for (const auto& p : r.model->parameters())
-    if (p.requires_grad()) params.push_back(p);
-  r.opt = std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(1e-4));
-  r.model->train();
-  return r;
+  auto model = std::make_shared<peft::models::LlamaForCausalLMImpl>(c);
+  model->set_gradient_checkpointing(ckpt);
+  return peft_bench::LlamaStepRun(model);
 }
 
-double step(Run& r, const torch::Tensor& ids) {
-  const auto t0 = Clock::now();
-  r.opt->zero_grad();
-  auto loss = peft::models::causal_lm_loss(*r.model, ids, ids);
-  loss.backward();
-  r.opt->step();
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double step(peft_bench::LlamaStepRun& r, const torch::Tensor& ids) { return r.step(ids); }
 
 void bench_checkpointing(benchmark::State& st, std::int64_t hidden, std::int64_t layers, std::int64_t batch,
                          std::int64_t seq) {
   auto* counter = peft::testing::CpuMemoryCounter::install();
-  Run runs[2] = {make_run(hidden, layers, false), make_run(hidden, layers, true)};
+  peft_bench::LlamaStepRun runs[2] = {make_run(hidden, layers, false), make_run(hidden, layers, true)};
   const auto ids = torch::randint(32000, {batch, seq}, torch::kInt64);
   for (auto& r : runs) step(r, ids);  // optimiser state exists from here on
   std::vector<double> ratio;

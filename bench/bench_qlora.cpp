@@ -17,19 +17,14 @@
 #include <chrono>
 #include <vector>
 
-#include "peft/models/llama.hpp"
+#include "llama_step_run.hpp"
 #include "peft/quant/quantize_model.hpp"
-#include "peft/tuner/lora_model.hpp"
 #include "support/cpu_memory_counter.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 struct QRun {
-  std::shared_ptr<peft::models::LlamaForCausalLMImpl> model;
-  std::unique_ptr<peft::LoraModel> pm;
-  std::unique_ptr<torch::optim::AdamW> opt;
+  peft_bench::LlamaStepRun run;
   std::int64_t weight_bytes = 0;
 };
 
@@ -48,42 +43,22 @@ QRun make_qrun(const Shape& s, bool quantize, peft::testing::CpuMemoryCounter* c
   c.max_position_embeddings = std::max<std::int64_t>(1024, s.seq);
   const auto before = counter ? counter->live_bytes() : 0;
   torch::manual_seed(0);  // the same weights in both runs
-  QRun r;
-  r.model = std::make_shared<peft::models::LlamaForCausalLMImpl>(c);
-  r.model->to(torch::kBFloat16);
+  auto model = std::make_shared<peft::models::LlamaForCausalLMImpl>(c);
+  model->to(torch::kBFloat16);
   if (quantize) {
     peft::BitsAndBytesConfig q;
     q.load_in_4bit = true;
     q.bnb_4bit_quant_type = "nf4";
     q.bnb_4bit_use_double_quant = true;
     q.bnb_4bit_compute_dtype = "bfloat16";
-    peft::quantize_model_4bit(*r.model, q);
+    peft::quantize_model_4bit(*model, q);
   }
-  r.weight_bytes = counter ? counter->live_bytes() - before : 0;
-  r.model->set_gradient_checkpointing(true);
-  peft::LoraConfig cfg;
-  cfg.r = 16;
-  cfg.lora_alpha = 32;
-  cfg.target_modules = peft::ModuleSpec("all-linear");
-  peft::LoraModelOptions opts;
-  opts.plan.output_layer = "lm_head";
-  r.pm = std::make_unique<peft::LoraModel>(peft::get_peft_model(r.model, cfg, "default", opts));
-  std::vector<torch::Tensor> params;
-  for (const auto& p : r.model->parameters())
-    if (p.requires_grad()) params.push_back(p);
-  r.opt = std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(1e-4));
-  r.model->train();
-  return r;
+  model->set_gradient_checkpointing(true);
+  const auto weights = counter ? counter->live_bytes() - before : 0;
+  return QRun{peft_bench::LlamaStepRun(model), weights};
 }
 
-double qstep(QRun& r, const torch::Tensor& ids) {
-  const auto t0 = Clock::now();
-  r.opt->zero_grad();
-  auto loss = peft::models::causal_lm_loss(*r.model, ids, ids);
-  loss.backward();
-  r.opt->step();
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double qstep(QRun& r, const torch::Tensor& ids) { return r.run.step(ids); }
 
 void bench_qlora(benchmark::State& st, Shape s) {
   auto* counter = peft::testing::CpuMemoryCounter::install();
@@ -98,7 +73,7 @@ void bench_qlora(benchmark::State& st, Shape s) {
   }
   std::sort(ratio.begin(), ratio.end());
   st.counters["nf4_x_bf16_time"] = ratio.empty() ? 0.0 : ratio[ratio.size() / 2];
-  const auto f = peft::quantized_footprint(*runs[1].model);
+  const auto f = peft::quantized_footprint(*runs[1].run.model);
   st.counters["nf4_bytes_per_weight"] = f.bytes_per_parameter();
   const double mb = 1024.0 * 1024.0;
   const double theory = static_cast<double>(2 * f.parameters - f.code_bytes - f.state_bytes);

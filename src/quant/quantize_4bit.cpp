@@ -165,6 +165,24 @@ torch::Tensor dequantize_cpu(const torch::Tensor& packed, const torch::Tensor& a
 
 }  // namespace
 
+namespace detail {
+torch::Tensor dequantize_4bit_tensor_ops(const torch::Tensor& packed, const torch::Tensor& absmax,
+                                         const QuantState4bit& st, torch::ScalarType dtype) {
+  // A 256-entry table (byte -> its two values) gathered by the packed bytes, then the scales.
+  const std::int64_t n = st.numel();
+  const auto code = st.quant_map.to(packed.device(), torch::kFloat32);
+  const auto bytes = torch::arange(256, torch::TensorOptions().dtype(torch::kLong).device(packed.device()));
+  const auto lut = torch::stack({code.index_select(0, bytes.__rshift__(4)), code.index_select(0, bytes.bitwise_and(15))}, 1);
+  auto vals = lut.index_select(0, packed.reshape(-1).to(torch::kLong)).reshape(-1).slice(0, 0, n);
+  const auto am = absmax.to(packed.device(), torch::kFloat32);
+  const std::int64_t rem = n % st.blocksize, full = n - rem, full_blocks = full / st.blocksize;
+  auto head = (vals.slice(0, 0, full).view({full_blocks, st.blocksize}) * am.slice(0, 0, full_blocks).view({-1, 1}))
+                  .reshape(full);
+  if (rem) head = torch::cat({head, vals.slice(0, full) * am[full_blocks]});
+  return head.to(dtype);
+}
+}  // namespace detail
+
 torch::Tensor code_4bit(QuantType4bit t) {
   auto code = torch::empty({16}, torch::kFloat32);
   float* p = code.data_ptr<float>();
@@ -246,29 +264,33 @@ std::pair<torch::Tensor, QuantState4bit> quantize_4bit(const torch::Tensor& a, Q
 
 torch::Tensor dequantize_4bit(const torch::Tensor& packed, const QuantState4bit& st,
                               c10::optional<torch::ScalarType> dtype) {
+  check_blocksize(st.blocksize);
+  for (auto d : st.shape)
+    if (d <= 0)
+      throw ConfigError::about("dequantize_4bit", "state.shape", c10::str(c10::IntArrayRef(st.shape)),
+                               "sizes must be positive", "use the state quantize_4bit returned");
   const std::int64_t n = st.numel();
   if (packed.scalar_type() != torch::kUInt8 || packed.numel() != (n + 1) / 2)
     throw ConfigError::about("dequantize_4bit", "packed", std::string(c10::toString(packed.scalar_type())) + " of " +
                                                               std::to_string(packed.numel()) + " elements",
                              "expected uint8 with (numel + 1) / 2 = " + std::to_string((n + 1) / 2) + " bytes",
                              "pass the packed codes quantize_4bit returned with their state");
+  // The CPU loop reads absmax[block] and quant_map[nibble] unchecked: sizes first.
+  const std::int64_t blocks = st.blocks();
+  if (!st.absmax.defined() || st.absmax.numel() != blocks || !st.quant_map.defined() || st.quant_map.numel() != 16 ||
+      (st.nested() && (!st.nested_quant_map.defined() || st.nested_quant_map.numel() != 256 ||
+                       st.nested_blocksize <= 0 ||
+                       st.nested_absmax.numel() != (blocks + st.nested_blocksize - 1) / st.nested_blocksize)))
+    throw ConfigError::about("dequantize_4bit", "state", "absmax of " + std::to_string(st.absmax.defined() ? st.absmax.numel() : 0),
+                             "the state does not describe " + std::to_string(blocks) + " blocks of " +
+                                 std::to_string(st.blocksize) + " (absmax per block, 16 codes, nested absmax per 256 blocks)",
+                             "use the state quantize_4bit returned or QuantState4bit::from_entries read");
   torch::NoGradGuard no_grad;
   const auto out_dtype = dtype.value_or(st.dtype);
   const auto absmax = st.absmax_float();
-  torch::Tensor out;
-  if (packed.device().is_cpu()) {
-    out = dequantize_cpu(packed, absmax, st.quant_map, n, st.blocksize, out_dtype);
-  } else {
-    // Other devices: a 256-entry table (byte -> its two values) gathered by the packed bytes.
-    const auto code = st.quant_map.to(packed.device(), torch::kFloat32);
-    const auto bytes = torch::arange(256, torch::TensorOptions().dtype(torch::kLong).device(packed.device()));
-    const auto lut = torch::stack({code.index_select(0, bytes.__rshift__(4)), code.index_select(0, bytes.bitwise_and(15))}, 1);
-    auto vals = lut.index_select(0, packed.reshape(-1).to(torch::kLong)).reshape(-1).slice(0, 0, n);
-    const std::int64_t rem = n % st.blocksize, full = n - rem, blocks = full / st.blocksize;
-    auto head = (vals.slice(0, 0, full).view({blocks, st.blocksize}) * absmax.slice(0, 0, blocks).view({-1, 1})).reshape(full);
-    if (rem) head = torch::cat({head, vals.slice(0, full) * absmax[blocks]});
-    out = head.to(out_dtype);
-  }
+  torch::Tensor out = packed.device().is_cpu()
+                          ? dequantize_cpu(packed, absmax, st.quant_map, n, st.blocksize, out_dtype)
+                          : detail::dequantize_4bit_tensor_ops(packed, absmax, st, out_dtype);
   return out.view(st.shape);
 }
 

@@ -521,3 +521,29 @@ TEST_F(Linear4bit, LoftqFourBitBaseIsStoredWithoutErrorByAnNf4BaseWithoutDoubleQ
   lin->quantize_4bit_(QuantType4bit::nf4, 64, false);
   EXPECT_TRUE(peft_test::equal(lin(x), dense));
 }
+
+TEST(Quantize4bit, DequantisingWithAStateOfOtherSizesIsRefusedBeforeReadingAnything) {
+  auto [packed, st] = peft::quantize_4bit(torch::randn({10, 64}), QuantType4bit::nf4, 64, true);
+  auto bad = st;
+  bad.absmax = st.absmax.slice(0, 0, 3);
+  EXPECT_THROW(peft::dequantize_4bit(packed, bad), peft::ConfigError);
+  bad = st;
+  bad.quant_map = st.quant_map.slice(0, 0, 8);
+  EXPECT_THROW(peft::dequantize_4bit(packed, bad), peft::ConfigError);
+  bad = st;
+  bad.blocksize = 0;
+  EXPECT_THROW(peft::dequantize_4bit(packed, bad), peft::ConfigError);
+  bad = st;
+  bad.shape = {20, -32};
+  EXPECT_THROW(peft::dequantize_4bit(packed, bad), peft::ConfigError);
+  EXPECT_THROW(peft::dequantize_4bit(packed.slice(0, 0, 5), st), peft::ConfigError);
+}
+
+TEST(Quantize4bit, TheTensorOpsPathOfOtherDevicesEqualsTheCpuLoop) {
+  for (const bool nested : {false, true})
+    for (const auto dt : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
+      auto [packed, st] = peft::quantize_4bit(torch::randn({7, 45}), QuantType4bit::fp4, 32, nested);
+      EXPECT_TRUE(peft_test::equal(peft::detail::dequantize_4bit_tensor_ops(packed, st.absmax_float(), st, dt),
+                                   peft::dequantize_4bit(packed, st, dt).reshape(-1)));
+    }
+}

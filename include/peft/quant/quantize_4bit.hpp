@@ -38,6 +38,13 @@ std::pair<torch::Tensor, QuantState4bit> quantize_4bit(const torch::Tensor& a,
 torch::Tensor dequantize_4bit(const torch::Tensor& packed, const QuantState4bit& state,
                               c10::optional<torch::ScalarType> dtype = c10::nullopt);
 
+namespace detail {
+/// dequantize_4bit with tensor ops only (the path of non-CPU devices; the CPU has a direct loop).
+/// `absmax` is the per-block scale, float32 [blocks].
+torch::Tensor dequantize_4bit_tensor_ops(const torch::Tensor& packed, const torch::Tensor& absmax,
+                                         const QuantState4bit& st, torch::ScalarType dtype);
+}  // namespace detail
+
 /// 8-bit blockwise quantisation with `code` (ascending float32 [256]): codes uint8 (a's shape)
 /// and absmax float32 [blocks].
 std::pair<torch::Tensor, torch::Tensor> quantize_blockwise_8bit(const torch::Tensor& a, const torch::Tensor& code,
