@@ -277,16 +277,14 @@ CausalLM make_builtin(const std::string& name, uint64_t seed) {
                            "use builtin:tiny-gpt2 or builtin:tiny-llama, or an HF checkpoint directory");
 }
 
-CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device, std::optional<torch::Dtype> dtype) {
+namespace {
+
+/// A checkpoint directory into a model built in place. `stream_quant`: quantise each Linear it
+/// picks right after its weight is read (a dense checkpoint only: a pre-quantised one follows its
+/// own quantization_config).
+CausalLM load_dir(const std::string& dir_or_builtin, torch::Device device, std::optional<torch::Dtype> dtype,
+                  const BitsAndBytesConfig* stream_quant) {
   namespace fs = std::filesystem;
-  if (starts_with(dir_or_builtin, "builtin:")) {
-    CausalLM model = make_builtin(dir_or_builtin, 0);
-    if (dtype)
-      model->to(device, *dtype);
-    else
-      model->to(device);
-    return model;
-  }
   const fs::path dir(dir_or_builtin);
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
@@ -316,51 +314,53 @@ CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device,
       return model;
     }
   }
-  load_checkpoint(*model, dir, /*strict=*/true, rename);
-  return model;
-}
-
-CausalLM load_causal_lm_4bit(const std::string& dir_or_builtin, const BitsAndBytesConfig& q, torch::Device device,
-                             std::optional<torch::Dtype> dtype) {
-  namespace fs = std::filesystem;
-  q.validate();
-  if (!q.load_in_4bit)
-    throw ConfigError::about("BitsAndBytesConfig", "load_in_4bit", "false", "nothing to quantise",
-                             "set load_in_4bit: true, or call load_causal_lm");
-  const auto qt = bnb_quant_type(q);
-  const auto compute = bnb_compute_dtype(q);
-  if (starts_with(dir_or_builtin, "builtin:")) {
-    CausalLM model = load_causal_lm(dir_or_builtin, device, dtype);
-    quantize_model_4bit(*model, q);
+  if (!stream_quant) {
+    load_checkpoint(*model, dir, /*strict=*/true, rename);
     return model;
   }
-  const fs::path dir(dir_or_builtin);
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return load_causal_lm(dir_or_builtin, device, dtype);  // its error
-  const auto config_path = dir / "config.json";
-  const JsonValue config = JsonValue::parse(read_text_file(config_path));
-  if (const JsonValue* qc = config.find("quantization_config"); qc && !qc->is_null())
-    return load_causal_lm(dir_or_builtin, device, dtype);  // pre-quantised: the file's config
-  const torch::Dtype target = dtype ? *dtype : config_dtype(config, config_path.string());
-  check_config_fits_checkpoint(config, dir, config_path.string());
-  CausalLM model;
-  {
-    SkipInitScope skip_init(target, device);
-    model = build(config, config_path.string());
-  }
-  model->to(device, target);
   // The weight key of every Linear to quantise -> its layer; each is quantised as soon as its
   // weight is in, before the next tensor is read.
+  const BitsAndBytesConfig& q = *stream_quant;
+  const auto qt = bnb_quant_type(q);
+  const auto compute = bnb_compute_dtype(q);
   std::map<std::string, LinearImpl*> pending;
   for (const auto& item : model->named_modules())
     if (auto* lin = dynamic_cast<LinearImpl*>(item.value().get()); lin && !keeps_dense(item.key(), q))
       pending[item.key() + ".weight"] = lin;
-  load_checkpoint(*model, dir, /*strict=*/true, checkpoint_rename(*model), [&](const std::string& key) {
+  load_checkpoint(*model, dir, /*strict=*/true, rename, [&](const std::string& key) {
     if (auto it = pending.find(key); it != pending.end())
       it->second->quantize_4bit_(qt, q.blocksize, q.bnb_4bit_use_double_quant, compute);
   });
   quantize_model_4bit(*model, q);  // nothing left to quantise; warns about GPT-2 Conv1D layers
   return model;
+}
+
+}  // namespace
+
+CausalLM load_causal_lm(const std::string& dir_or_builtin, torch::Device device, std::optional<torch::Dtype> dtype) {
+  if (starts_with(dir_or_builtin, "builtin:")) {
+    CausalLM model = make_builtin(dir_or_builtin, 0);
+    if (dtype)
+      model->to(device, *dtype);
+    else
+      model->to(device);
+    return model;
+  }
+  return load_dir(dir_or_builtin, device, dtype, nullptr);
+}
+
+CausalLM load_causal_lm_4bit(const std::string& dir_or_builtin, const BitsAndBytesConfig& q, torch::Device device,
+                             std::optional<torch::Dtype> dtype) {
+  q.validate();
+  if (!q.load_in_4bit)
+    throw ConfigError::about("BitsAndBytesConfig", "load_in_4bit", "false", "nothing to quantise",
+                             "set load_in_4bit: true, or call load_causal_lm");
+  if (starts_with(dir_or_builtin, "builtin:")) {
+    CausalLM model = load_causal_lm(dir_or_builtin, device, dtype);
+    quantize_model_4bit(*model, q);
+    return model;
+  }
+  return load_dir(dir_or_builtin, device, dtype, &q);
 }
 
 void save_causal_lm(CausalLMImpl& model, const std::filesystem::path& dir) {

@@ -134,6 +134,14 @@ std::pair<torch::Tensor, torch::Tensor> scale_blocks(const torch::Tensor& a, std
   return {scaled, absmax};
 }
 
+// values [n] (float32) times the scale of their block: absmax[i / blocksize], the partial last
+// block included; float32, as bnb's dequantize kernels.
+torch::Tensor scale_blocks_by(const torch::Tensor& values, const torch::Tensor& absmax, std::int64_t blocksize) {
+  const std::int64_t n = values.numel(), rem = n % blocksize, full = n - rem, blocks = full / blocksize;
+  auto head = (values.slice(0, 0, full).view({blocks, blocksize}) * absmax.slice(0, 0, blocks).view({-1, 1})).reshape(full);
+  return rem ? torch::cat({head, values.slice(0, full) * absmax[blocks]}) : head;
+}
+
 // Dequantises the codes in `packed` on the CPU straight into `dtype`: each value is
 // float32(code) · float32(absmax) rounded once, as bnb's float32 result cast to dtype.
 torch::Tensor dequantize_cpu(const torch::Tensor& packed, const torch::Tensor& absmax, const torch::Tensor& code,
@@ -174,12 +182,7 @@ torch::Tensor dequantize_4bit_tensor_ops(const torch::Tensor& packed, const torc
   const auto bytes = torch::arange(256, torch::TensorOptions().dtype(torch::kLong).device(packed.device()));
   const auto lut = torch::stack({code.index_select(0, bytes.__rshift__(4)), code.index_select(0, bytes.bitwise_and(15))}, 1);
   auto vals = lut.index_select(0, packed.reshape(-1).to(torch::kLong)).reshape(-1).slice(0, 0, n);
-  const auto am = absmax.to(packed.device(), torch::kFloat32);
-  const std::int64_t rem = n % st.blocksize, full = n - rem, full_blocks = full / st.blocksize;
-  auto head = (vals.slice(0, 0, full).view({full_blocks, st.blocksize}) * am.slice(0, 0, full_blocks).view({-1, 1}))
-                  .reshape(full);
-  if (rem) head = torch::cat({head, vals.slice(0, full) * am[full_blocks]});
-  return head.to(dtype);
+  return scale_blocks_by(vals, absmax.to(packed.device(), torch::kFloat32), st.blocksize).to(dtype);
 }
 }  // namespace detail
 
@@ -212,12 +215,8 @@ std::pair<torch::Tensor, torch::Tensor> quantize_blockwise_8bit(const torch::Ten
 
 torch::Tensor dequantize_blockwise_8bit(const torch::Tensor& q, const torch::Tensor& absmax, const torch::Tensor& code,
                                         std::int64_t blocksize) {
-  const auto flat = q.reshape(-1);
-  const std::int64_t n = flat.numel(), rem = n % blocksize, full = n - rem, blocks = full / blocksize;
-  auto out = code.to(q.device(), torch::kFloat32).index_select(0, flat.to(torch::kLong));
-  auto head = (out.slice(0, 0, full).view({blocks, blocksize}) * absmax.slice(0, 0, blocks).view({-1, 1})).reshape(full);
-  if (rem) head = torch::cat({head, out.slice(0, full) * absmax[blocks]});
-  return head.reshape(q.sizes());
+  const auto values = code.to(q.device(), torch::kFloat32).index_select(0, q.reshape(-1).to(torch::kLong));
+  return scale_blocks_by(values, absmax, blocksize).reshape(q.sizes());
 }
 
 std::pair<torch::Tensor, QuantState4bit> quantize_4bit(const torch::Tensor& a, QuantType4bit quant_type,
