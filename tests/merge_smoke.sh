@@ -80,6 +80,8 @@ check "merge after a killed run exits 0" $?
 
 "$merge" --base x >/dev/null 2>&1; rc=$?; [ "$rc" -eq 2 ]; check "missing arguments exit 2 (got $rc)" $?
 "$merge" --bogus >/dev/null 2>&1; rc=$?; [ "$rc" -eq 2 ]; check "unknown option exit 2 (got $rc)" $?
+"$merge" --base x --adapter y --out z --quantized-base dense >/dev/null 2>&1; rc=$?; [ "$rc" -eq 2 ]
+check "unknown --quantized-base exit 2 (got $rc)" $?
 "$merge" --base x --adapter y --out z --dtype int8 >/dev/null 2>"$tmp/stderr"; rc=$?
 [ "$rc" -eq 1 ]; check "bad dtype exit 1 (got $rc)" $?
 

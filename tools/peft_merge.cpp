@@ -3,13 +3,14 @@
 //
 //   peft-merge --base BASE --adapter ADAPTER_DIR [--weight W] [--adapter DIR2 [--weight W2] ...]
 //              --out OUT_DIR [--dtype float32|bfloat16|float16] [--fan-in-fan-out auto|true|false]
-//              [--force] [--quiet]
+//              [--quantized-base dequantize|requantize] [--force] [--quiet]
 //
 // BASE is a HF checkpoint directory (model.safetensors or a sharded model.safetensors.index.json)
 // or one .safetensors file. `--weight` scales the adapter named just before it. OUT gets
 // model.safetensors (sharded like the input when the input is sharded), and config.json and the
-// tokenizer files of BASE. The maths and every decision are documented in
-// include/peft/io/merge_into_checkpoint.hpp.
+// tokenizer files of BASE. A bitsandbytes 4-bit BASE (`*-bnb-4bit`) gives a dense checkpoint by
+// default (`--quantized-base requantize`: 4-bit, PEFT's lossy merge). The maths and every
+// decision are documented in include/peft/io/merge_into_checkpoint.hpp.
 //
 // Output: a summary on stdout; progress on stderr for checkpoints over 64 MiB (not with --quiet).
 // Exit codes: 0 merged; 1 any problem (one line on stderr; OUT is left as it was); 2 usage.
@@ -32,7 +33,7 @@ namespace {
 const char* kUsage =
     "usage: peft-merge --base BASE --adapter ADAPTER_DIR [--weight W] [--adapter DIR2 [--weight W2] ...]\n"
     "                  --out OUT_DIR [--dtype float32|bfloat16|float16] [--fan-in-fan-out auto|true|false]\n"
-    "                  [--force] [--quiet]\n"
+    "                  [--quantized-base dequantize|requantize] [--force] [--quiet]\n"
     "  BASE: a Hugging Face checkpoint directory (model.safetensors or model.safetensors.index.json)\n"
     "        or a single .safetensors file";
 
@@ -50,7 +51,7 @@ int usage_error(const std::string& problem) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string base, out, dtype, layout = "auto";
+  std::string base, out, dtype, layout = "auto", quantized_base;
   std::vector<peft::MergeAdapter> adapters;
   bool force = false, quiet = false;
   for (int i = 1; i < argc; ++i) {
@@ -86,6 +87,9 @@ int main(int argc, char** argv) {
     } else if (a == "--fan-in-fan-out") {
       if (!value(layout) || (layout != "auto" && layout != "true" && layout != "false"))
         return usage_error("--fan-in-fan-out takes auto, true or false");
+    } else if (a == "--quantized-base") {
+      if (!value(quantized_base) || (quantized_base != "dequantize" && quantized_base != "requantize"))
+        return usage_error("--quantized-base takes dequantize or requantize");
     } else if (a == "--force") {
       force = true;
     } else if (a == "--quiet" || a == "-q") {
@@ -101,6 +105,7 @@ int main(int argc, char** argv) {
     peft::MergeCheckpointOptions options;
     if (!dtype.empty()) options.dtype = peft::parse_merge_dtype(dtype);
     if (layout != "auto") options.fan_in_fan_out = layout == "true";
+    if (!quantized_base.empty()) options.quantized_base = peft::parse_quantized_base_merge(quantized_base);
     options.overwrite = force;
     const bool tty = ::isatty(2);
     const auto t0 = std::chrono::steady_clock::now();

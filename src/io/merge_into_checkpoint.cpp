@@ -1,29 +1,29 @@
 // Adapter -> checkpoint merging on state dicts (include/peft/io/merge_into_checkpoint.hpp): the
-// per-tensor plan, the maths, and the streamed, atomic output. Reading one adapter is
-// merge_adapter.cpp; the base checkpoint is io/hf_checkpoint, the writer io/safetensors_writer.
+// output entries (4-bit bases included) and the streamed, atomic output. The plan and the maths
+// are merge_plan.cpp, reading one adapter merge_adapter.cpp; the base checkpoint is
+// io/hf_checkpoint, the writer io/safetensors_writer.
 
 #include "peft/io/merge_into_checkpoint.hpp"
 
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 #include <unordered_map>
 
-#include "peft/config/lora_config.hpp"
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
 #include "peft/format/atomic_file.hpp"
 #include "peft/format/json_value.hpp"
-#include "peft/format/adapter_keys.hpp"
-#include "peft/io/detail/merge_adapter.hpp"
 #include "peft/io/detail/merge_output.hpp"
+#include "peft/io/detail/merge_plan.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors_writer.hpp"
-#include "peft/layers/lora_math.hpp"
-#include "peft/targeting/patterns.hpp"
-#include "peft/variants/dora.hpp"
+#include "peft/quant/detail/checkpoint_states.hpp"
+#include "peft/quant/quantize_4bit.hpp"
+#include "peft/warnings.hpp"
 
 namespace peft {
 namespace {
@@ -31,332 +31,111 @@ namespace {
 namespace fs = std::filesystem;
 using TensorList = std::vector<std::pair<std::string, torch::Tensor>>;
 
-const std::string kRoot = adapter_keys::kRoot;
-using adapter_keys::LoraTensor;
-using adapter_keys::lora_key;
-using detail::shape_string;
 using detail::ticked;
-
-/// One step applied to one base tensor.
-struct Op {
-  enum Kind { Lora, LoraBias, Replace, Rows } kind = Lora;  // Rows: trainable tokens written in
-  std::size_t adapter = 0;
-  const detail::MergeFactors* f = nullptr;
-  torch::Tensor replacement;    ///< Replace: the tensor; Rows: the new rows [n, dim]
-  std::vector<std::int64_t> rows;  ///< Rows: their indices
-  double scaling = 0.0;  ///< s (without the adapter weight)
-  double weight = 1.0;
-  std::int64_t r = 0;
-  bool fan_in_fan_out = false;
-};
-
-struct Plan {
-  std::vector<detail::MergeAdapterData> adapters;
-  std::unordered_map<std::string, std::vector<Op>> ops;  ///< base key -> steps, in order
-  std::vector<MergedTensorInfo> merged;
-  std::vector<std::string> notes;
-};
-
-std::string leaf_of(const std::string& m) {
-  const auto p = m.rfind('.');
-  return p == std::string::npos ? m : m.substr(p + 1);
-}
-std::string parent_of(const std::string& m) {
-  const auto p = m.rfind('.');
-  return p == std::string::npos ? std::string() : m.substr(0, p);
-}
-
-/// PEFT names an adapter's modules after the model class it wrapped (`transformer.h.0.attn.c_attn`
-/// for GPT2LMHeadModel), while some checkpoints (the hub's `gpt2`) store the inner model without
-/// that first component (`h.0.attn.c_attn.weight`). When none of the adapter's names is in the
-/// base but every one is once their shared first component is dropped, rename them all (and say
-/// so); anything else is left for make_plan to report. Returns the dropped component or "".
-std::string align_with_base_prefix(detail::MergeAdapterData& a,
-                                   const std::unordered_map<std::string, torch::Tensor>& base) {
-  std::vector<std::string> keys;  // base keys the adapter needs, as written in the adapter
-  for (const auto& [m, f] : a.modules) keys.push_back(m + ".weight");
-  for (const auto& [m, t] : a.tokens) keys.push_back(m + ".weight");
-  for (const auto& [k, t] : a.replacements) keys.push_back(k);
-  if (keys.empty()) return "";
-  const auto first = [](const std::string& k) { return k.substr(0, k.find('.')); };
-  const std::string prefix = first(keys.front());
-  for (const std::string& k : keys)
-    if (base.count(k) || k.find('.') == std::string::npos || first(k) != prefix ||
-        !base.count(k.substr(prefix.size() + 1)))
-      return "";
-  const auto strip = [&](const std::string& k) { return k.substr(prefix.size() + 1); };
-  std::map<std::string, detail::MergeFactors> modules;
-  for (auto& [m, f] : a.modules) modules.emplace(strip(m), std::move(f));
-  a.modules = std::move(modules);
-  std::map<std::string, std::pair<std::vector<std::int64_t>, torch::Tensor>> tokens;
-  for (auto& [m, t] : a.tokens) tokens.emplace(strip(m), std::move(t));
-  a.tokens = std::move(tokens);
-  for (auto& [k, t] : a.replacements) k = strip(k);
-  return prefix;
-}
-
-/// Validate every adapter against the base and build the per-tensor steps. `base` maps every
-/// base key to a tensor (possibly a view of a mapped file: only shapes and dtypes are read).
-Plan make_plan(const std::unordered_map<std::string, torch::Tensor>& base, const std::vector<MergeAdapter>& specs,
-               const MergeCheckpointOptions& options) {
-  if (specs.empty()) throw Error("peft-merge: no adapter given (hint: --adapter DIR)");
-  Plan plan;
-  plan.adapters.reserve(specs.size());
-  for (const auto& s : specs) {
-    plan.adapters.push_back(detail::read_merge_adapter(s));
-    const std::string dropped = align_with_base_prefix(plan.adapters.back(), base);
-    if (!dropped.empty())
-      plan.notes.push_back(s.dir.string() + ": the base checkpoint has no `" + dropped +
-                           ".` prefix (e.g. the hub's gpt2); matched the adapter's modules without it");
-  }
-
-  struct Pending {
-    std::size_t adapter;
-    std::string module;
-    Op op;
-  };
-  std::vector<Pending> pending;
-  // Layouts decided from shapes, by leaf name and by every enclosing module ("a.b" for "a.b.c.d").
-  std::map<std::string, std::set<bool>> by_leaf, by_ancestor;
-  for (std::size_t ai = 0; ai < plan.adapters.size(); ++ai) {
-    const detail::MergeAdapterData& a = plan.adapters[ai];
-    const std::string fname = a.file.string() + ": ";
-    const LayerSettingsResolver settings(a.cfg);
-    for (const auto& [key, t] : a.replacements) {
-      auto it = base.find(key);
-      if (it == base.end())
-        throw SerializationError(fname + ticked(kRoot + key) + " (bias=\"all\" or modules_to_save) has no " +
-                                 ticked(key) + " in the base checkpoint (is this adapter for another base model?)");
-      if (it->second.sizes() != t.sizes())
-        throw SerializationError(fname + ticked(kRoot + key) + " has shape " + shape_string(t.sizes()) +
-                                 ", the base's " + ticked(key) + " has " + shape_string(it->second.sizes()));
-      Op op;
-      op.kind = Op::Replace;
-      op.adapter = ai;
-      op.replacement = t;
-      plan.ops[key].push_back(op);
-      plan.merged.push_back({key, "replaced", ai, 0, 0.0, false});
-    }
-    for (const auto& [m, tok] : a.tokens) {
-      const std::string wkey = m + ".weight";
-      auto it = base.find(wkey);
-      if (it == base.end())
-        throw SerializationError(fname + "trainable tokens of " + ticked(m) + " have no " + ticked(wkey) +
-                                 " in the base checkpoint (is this adapter for another base model?)");
-      const torch::Tensor& W = it->second;
-      if (W.dim() != 2 || W.size(1) != tok.second.size(1))
-        throw SerializationError(fname + "trainable tokens of " + ticked(m) + " " + shape_string(tok.second.sizes()) +
-                                 " do not fit the base " + ticked(wkey) + " " + shape_string(W.sizes()));
-      for (auto i : tok.first)
-        if (i < 0 || i >= W.size(0))
-          throw SerializationError(fname + "token index " + std::to_string(i) + " of " + ticked(m) +
-                                   " is outside the " + std::to_string(W.size(0)) + " rows of " + ticked(wkey));
-      Op op;
-      op.kind = Op::Rows;
-      op.adapter = ai;
-      op.replacement = tok.second;
-      op.rows = tok.first;
-      plan.ops[wkey].push_back(op);
-      plan.merged.push_back({wkey, "tokens", ai, 0, 0.0, false});
-    }
-    std::size_t contradicting = 0;
-    for (const auto& [m, f] : a.modules) {
-      const std::string wkey = m + ".weight";
-      auto it = base.find(wkey);
-      if (it == base.end())
-        throw SerializationError(fname + "module " + ticked(m) + " has no " + ticked(wkey) +
-                                 " in the base checkpoint (is this adapter for another base model?)");
-      const torch::Tensor& W = it->second;
-      // A bitsandbytes 4-bit base stores U8 codes with a quant state beside them.
-      for (const char* t : {"nf4", "fp4"})
-        if (base.count(wkey + ".quant_state.bitsandbytes__" + t))
-          throw UnsupportedModuleError(
-              "base " + ticked(wkey) + " is bitsandbytes 4-bit (" + t +
-              "): peft-merge merges into dense checkpoints only (hint: load the model with "
-              "peft::models::load_causal_lm, dequantize_model() it, merge_and_unload() and save_causal_lm(); "
-              "or merge into the dense checkpoint the 4-bit one was made from)");
-      using Layout = detail::MergeFactors::Layout;
-      const bool conv = f.layout == Layout::Conv;
-      if (!W.is_floating_point() || (conv ? W.dim() != f.A.dim() : W.dim() != 2))
-        throw UnsupportedModuleError("base " + ticked(wkey) + " " + shape_string(W.sizes()) + " " +
-                                     c10::toString(W.scalar_type()) + " is not a floating-point " +
-                                     (conv ? std::to_string(f.A.dim()) + "-dim convolution weight"
-                                           : std::string("matrix")) +
-                                     " (the adapter's factors are " + shape_string(f.A.sizes()) + " / " +
-                                     shape_string(f.B.sizes()) + ")");
-      const LayerSettings s = settings(m);
-      if (f.A.size(0) != s.r)
-        throw SerializationError(fname + ticked(lora_key(m, LoraTensor::A)) + " has rank " +
-                                 std::to_string(f.A.size(0)) + " but adapter_config.json gives r = " +
-                                 std::to_string(s.r) + " for this module" +
-                                 (s.rank_pattern_key ? " (rank_pattern \"" + *s.rank_pattern_key + "\")" : ""));
-      const std::int64_t in = f.A.size(1), out = f.B.size(0);
-      // Conv: W [out, in, k…] against A [r, in, k…], B [out, r, 1…] (groups 1: grouped ones were
-      // refused with the adapter). Embedding: W [num, dim] against A [r, num], B [dim, r].
-      const bool fits_conv = conv && W.size(0) == out && W.sizes().slice(1) == f.A.sizes().slice(1);
-      const bool fits_linear = !conv && f.layout != Layout::Embedding && W.size(0) == out && W.size(1) == in;
-      const bool fits_conv1d = !conv && W.size(0) == in && W.size(1) == out;
-      if (!fits_linear && !fits_conv1d && !fits_conv)
-        throw SerializationError(fname + ticked(kRoot + m) + ": lora_A " + shape_string(f.A.sizes()) + " / lora_B " +
-                                 shape_string(f.B.sizes()) + " do not fit the base weight " + ticked(wkey) + " " +
-                                 shape_string(W.sizes()) + " (is this adapter for another base model?)");
-      Op op;
-      op.kind = Op::Lora;
-      op.adapter = ai;
-      op.f = &f;
-      op.scaling = s.scaling;
-      op.weight = a.weight;
-      op.r = s.r;
-      if (conv || f.layout == Layout::Embedding) {
-        op.fan_in_fan_out = !conv;  // an Embedding's delta (B A)ᵀ is laid out like a Conv1D's
-      } else if (options.fan_in_fan_out) {
-        op.fan_in_fan_out = *options.fan_in_fan_out;
-        if (op.fan_in_fan_out ? !fits_conv1d : !fits_linear)
-          throw SerializationError(fname + ticked(kRoot + m) + " does not fit the base weight " + ticked(wkey) + " " +
-                                   shape_string(W.sizes()) + " with the forced fan_in_fan_out = " +
-                                   (op.fan_in_fan_out ? "true" : "false") + " (hint: leave the layout to auto)");
-      } else if (fits_linear != fits_conv1d) {
-        op.fan_in_fan_out = fits_conv1d;
-        by_leaf[leaf_of(m)].insert(op.fan_in_fan_out);
-        for (std::string up = parent_of(m); !up.empty(); up = parent_of(up)) by_ancestor[up].insert(op.fan_in_fan_out);
-        if (op.fan_in_fan_out != a.cfg.fan_in_fan_out) ++contradicting;
-      } else {
-        pending.push_back({ai, m, op});
-        continue;
-      }
-      plan.ops[wkey].push_back(op);
-      plan.merged.push_back({wkey, f.magnitude.defined() ? "dora" : "lora", ai, s.r, s.scaling, op.fan_in_fan_out});
-      if (f.b_bias.defined()) {
-        const std::string bkey = m + ".bias";
-        auto bt = base.find(bkey);
-        if (bt == base.end())
-          throw Error(fname + "Impossible to merge LoRA with `lora_bias=True` because the base layer " + ticked(m) +
-                      " has no bias (no " + ticked(bkey) + " in the base checkpoint)");
-        if (bt->second.sizes() != f.b_bias.sizes())
-          throw SerializationError(fname + ticked(lora_key(m, LoraTensor::B_bias)) + " " + shape_string(f.b_bias.sizes()) +
-                                   " does not fit the base bias " + ticked(bkey) + " " + shape_string(bt->second.sizes()));
-        Op bop = op;
-        bop.kind = Op::LoraBias;
-        plan.ops[bkey].push_back(bop);
-        plan.merged.push_back({bkey, "lora_bias", ai, s.r, s.scaling, op.fan_in_fan_out});
-      }
-    }
-    if (contradicting > 0)
-      plan.notes.push_back(a.dir.string() + ": adapter_config.json says fan_in_fan_out = " +
-                           (a.cfg.fan_in_fan_out ? "true" : "false") + " but " + std::to_string(contradicting) +
-                           " module(s) only fit the other layout; merged them in the layout their shapes give "
-                           "(PEFT sets fan_in_fan_out per layer type)");
-  }
-  // Square weights: evidence from the same leaf name, then the nearest enclosing module with
-  // decided weights, then the config.
-  for (auto& p : pending) {
-    const detail::MergeAdapterData& a = plan.adapters[p.adapter];
-    bool fifo = a.cfg.fan_in_fan_out;
-    const auto leaf = by_leaf.find(leaf_of(p.module));
-    if (leaf != by_leaf.end() && leaf->second.size() == 1) {
-      fifo = *leaf->second.begin();
-    } else {
-      // The nearest enclosing module whose decided weights all share one layout (the block of a
-      // GPT-2 layer when its MLP is square too).
-      for (std::string up = parent_of(p.module); !up.empty(); up = parent_of(up)) {
-        const auto it = by_ancestor.find(up);
-        if (it == by_ancestor.end()) continue;
-        if (it->second.size() == 1) fifo = *it->second.begin();
-        break;
-      }
-    }
-    if (fifo != a.cfg.fan_in_fan_out)
-      plan.notes.push_back(p.module + ": square weight merged with fan_in_fan_out = " + (fifo ? "true" : "false") +
-                           " like the other modules of its name/parent (the config says otherwise)");
-    p.op.fan_in_fan_out = fifo;
-    const std::string wkey = p.module + ".weight";
-    const detail::MergeFactors& f = *p.op.f;
-    // Keep adapter order per tensor: insert before any later adapter's step.
-    auto& steps = plan.ops[wkey];
-    auto pos = std::find_if(steps.begin(), steps.end(), [&](const Op& o) { return o.adapter > p.adapter; });
-    steps.insert(pos, p.op);
-    plan.merged.push_back({wkey, f.magnitude.defined() ? "dora" : "lora", p.adapter, p.op.r, p.op.scaling, fifo});
-    if (f.b_bias.defined()) {
-      const std::string bkey = p.module + ".bias";
-      auto bt = base.find(bkey);
-      if (bt == base.end())
-        throw Error(a.file.string() + ": Impossible to merge LoRA with `lora_bias=True` because the base layer " +
-                    ticked(p.module) + " has no bias (no " + ticked(bkey) + " in the base checkpoint)");
-      if (bt->second.sizes() != f.b_bias.sizes())
-        throw SerializationError(a.file.string() + ": " + ticked(lora_key(p.module, LoraTensor::B_bias)) +
-                                 " does not fit the base bias " + ticked(bkey) + " " + shape_string(bt->second.sizes()));
-      Op bop = p.op;
-      bop.kind = Op::LoraBias;
-      auto& bsteps = plan.ops[bkey];
-      auto bpos = std::find_if(bsteps.begin(), bsteps.end(), [&](const Op& o) { return o.adapter > p.adapter; });
-      bsteps.insert(bpos, bop);
-      plan.merged.push_back({bkey, "lora_bias", p.adapter, p.op.r, p.op.scaling, fifo});
-    }
-  }
-  // Replacements of one adapter come before its LoRA steps (PEFT loads them into the base, then
-  // merges); a stable sort by (adapter, replace-first) keeps everything else in order.
-  for (auto& [key, steps] : plan.ops)
-    std::stable_sort(steps.begin(), steps.end(), [](const Op& x, const Op& y) {
-      if (x.adapter != y.adapter) return x.adapter < y.adapter;
-      return (x.kind == Op::Replace) > (y.kind == Op::Replace);
-    });
-  return plan;
-}
-
-/// Apply one tensor's steps in float32; the result is cast to `out_dtype`.
-torch::Tensor apply_steps(const std::string& key, const torch::Tensor& base, const std::vector<Op>& steps,
-                          torch::ScalarType out_dtype) {
-  torch::NoGradGuard no_grad;
-  auto t = base.to(torch::kFloat32);
-  for (const auto& op : steps) {
-    if (op.kind == Op::Replace) {
-      t = op.replacement.to(torch::kFloat32);
-      continue;
-    }
-    if (op.kind == Op::Rows) {  // PEFT's TrainableTokensLayer merge: index_copy_ of the new rows
-      t = t.index_copy(0, torch::tensor(op.rows, torch::kLong), op.replacement.to(torch::kFloat32));
-      continue;
-    }
-    const auto s = op.scaling * op.weight;
-    if (op.kind == Op::LoraBias) {
-      t = t + op.f->b_bias.to(torch::kFloat32) * s;
-      continue;
-    }
-    if (op.f->layout == detail::MergeFactors::Layout::Conv) {
-      // Δ = (B.view(out, r) @ A.view(r, −1)).view(W.shape) · s; DoRA: W' = m / ‖W + Δ‖ · (W + Δ),
-      // the norm over every dim but the output channel (PEFT's conv merge).
-      const auto r = op.f->A.size(0);
-      const auto delta = torch::mm(op.f->B.to(torch::kFloat32).reshape({t.size(0), r}),
-                                   op.f->A.to(torch::kFloat32).reshape({r, -1}))
-                             .reshape(t.sizes()) *
-                         s;
-      t = t + delta;
-      if (op.f->magnitude.defined()) {
-        std::vector<std::int64_t> per_channel(static_cast<std::size_t>(t.dim()), 1);
-        per_channel[0] = -1;
-        const auto norm = t.flatten(1).norm(2, 1);
-        t = (op.f->magnitude.to(torch::kFloat32).flatten() / norm).view(per_channel) * t;
-      }
-      continue;
-    }
-    const auto delta = lora_delta_weight(op.f->A.to(torch::kFloat32), op.f->B.to(torch::kFloat32), s,
-                                         op.fan_in_fan_out);
-    if (op.f->magnitude.defined()) {
-      const auto fn = dora_merge_factor(t, delta, op.f->magnitude.to(torch::kFloat32), op.fan_in_fan_out);
-      t = fn.first * (t + delta);
-    } else {
-      t = t + delta;
-    }
-  }
-  t = t.to(out_dtype);
-  if (!torch::isfinite(t).all().item<bool>())
-    throw Error("the merged " + ticked(key) + " holds NaN or infinite values in " + c10::toString(out_dtype) +
-                " (an adapter is broken or the output dtype overflows); nothing was written");
-  return t;
-}
+using Op = detail::MergeOp;
+using Plan = detail::MergePlan;
 
 torch::ScalarType output_dtype(const torch::Tensor& base, const MergeCheckpointOptions& o) {
   return (o.dtype && base.is_floating_point()) ? *o.dtype : base.scalar_type();
+}
+
+// ---- the output entries ----------------------------------------------------------------------
+
+/// The base as the plan validates it: a 4-bit weight as a dense stand-in of its state's shape
+/// and dtype (a broadcast scalar: no storage), its state entries left out.
+std::unordered_map<std::string, torch::Tensor> dense_view(const std::unordered_map<std::string, torch::Tensor>& base,
+                                                          const detail::Bnb4bitWeights& q) {
+  std::unordered_map<std::string, torch::Tensor> view;
+  for (const auto& [k, t] : base) {
+    if (q.owner.count(k)) continue;
+    auto st = q.states.find(k);
+    view.emplace(k, st == q.states.end() ? t : torch::zeros({}, st->second.dtype).expand(st->second.shape));
+  }
+  return view;
+}
+
+/// One tensor of the output: key, dtype and shape (for the file header) and how to make it.
+struct OutEntry {
+  std::string key;
+  torch::ScalarType dtype;
+  std::vector<std::int64_t> shape;
+  std::function<torch::Tensor()> make;
+};
+
+/// The output of one shard's tensors, in order. `all` holds every base tensor (a 4-bit weight's
+/// state may sit in another shard than its codes). Requantised 4-bit entries are computed here,
+/// before the shard's header is written (their JSON length is only known then): 4-bit bytes of
+/// the shard's merged weights at most.
+std::vector<OutEntry> shard_outputs(const TensorList& tensors, const std::unordered_map<std::string, torch::Tensor>& all,
+                                    const Plan& plan, const detail::Bnb4bitWeights& q,
+                                    const MergeCheckpointOptions& o) {
+  const bool requantize = o.quantized_base == QuantizedBaseMerge::requantize;
+  std::unordered_map<std::string, torch::Tensor> rewritten;  // requantize: codes and state entries
+  if (requantize) {
+    std::set<std::string> weights;
+    for (const auto& [k, t] : tensors) {
+      auto own = q.owner.find(k);
+      const std::string w = own != q.owner.end() ? own->second : q.states.count(k) ? k : std::string();
+      if (!w.empty() && (plan.ops.count(w) || (o.dtype && *o.dtype != q.states.at(w).dtype))) weights.insert(w);
+    }
+    for (const auto& w : weights) {
+      const QuantState4bit& st = q.states.at(w);
+      const auto dt = o.dtype.value_or(st.dtype);
+      auto steps = plan.ops.find(w);
+      if (steps == plan.ops.end()) {  // only the dtype its state dequantises to changes
+        QuantState4bit moved = st;
+        moved.dtype = dt;
+        for (auto& e : moved.state_dict_entries(w)) rewritten.insert(std::move(e));
+        continue;
+      }
+      // PEFT's Linear4bit.merge: dequantise, add the delta, quantise again like the old state.
+      const auto merged = detail::apply_merge_steps(w, dequantize_4bit(all.at(w), st, torch::kFloat32), steps->second, dt);
+      auto [codes, fresh] = quantize_4bit(merged, st.quant_type, st.blocksize, st.nested());
+      rewritten.emplace(w, codes.reshape(all.at(w).sizes()));
+      for (auto& e : fresh.state_dict_entries(w)) rewritten.insert(std::move(e));
+    }
+  }
+  std::vector<OutEntry> out;
+  for (const auto& [k, t] : tensors) {
+    auto steps_it = plan.ops.find(k);
+    const std::vector<Op>* steps = steps_it == plan.ops.end() ? nullptr : &steps_it->second;
+    auto st = q.states.find(k);
+    if (requantize && (st != q.states.end() || q.owner.count(k))) {
+      auto r = rewritten.find(k);
+      const torch::Tensor v = r == rewritten.end() ? t : r->second;
+      out.push_back({k, v.scalar_type(), v.sizes().vec(), [v] { return v; }});
+    } else if (st != q.states.end()) {  // dequantize: a dense weight (its state entries are dropped)
+      const QuantState4bit& state = st->second;
+      const auto dt = o.dtype.value_or(state.dtype);
+      out.push_back({k, dt, state.shape, [key = k, codes = t, &state, steps, dt] {
+                       return steps ? detail::apply_merge_steps(key, dequantize_4bit(codes, state, torch::kFloat32), *steps, dt)
+                                    : dequantize_4bit(codes, state, dt);
+                     }});
+    } else if (!q.owner.count(k)) {
+      const auto dt = output_dtype(t, o);
+      out.push_back({k, dt, t.sizes().vec(), [key = k, base = t, steps, dt] {
+                       return steps ? detail::apply_merge_steps(key, base, *steps, dt) : base.to(dt);
+                     }});
+    }
+  }
+  return out;
+}
+
+/// What the report says about a 4-bit base; PEFT's warning when weights are requantised.
+void report_4bit(const detail::Bnb4bitWeights& q, const Plan& plan, const MergeCheckpointOptions& o,
+                 std::vector<std::string>& notes) {
+  if (q.empty()) return;
+  std::size_t merged = 0;
+  for (const auto& [w, st] : q.states) merged += plan.ops.count(w);
+  const std::string counts = std::to_string(q.states.size()) + " bitsandbytes 4-bit weights (" +
+                             std::to_string(merged) + " merged)";
+  if (o.quantized_base == QuantizedBaseMerge::dequantize) {
+    notes.push_back(counts + " written dense, as trained; their quant states and config.json's "
+                    "quantization_config dropped (hint: --quantized-base requantize keeps them 4-bit, as PEFT's merge does)");
+    return;
+  }
+  notes.push_back(counts + ": the merged ones requantised like their states, the others copied");
+  if (merged > 0) warn("Merge lora module to 4-bit linear may get different generations due to rounding errors.");
 }
 
 // ---- the base checkpoint ---------------------------------------------------------------------
@@ -389,25 +168,30 @@ torch::ScalarType parse_merge_dtype(const std::string& name) {
   throw ConfigError::about("peft-merge", "dtype", name, "unknown output dtype", "use float32, bfloat16 or float16");
 }
 
+QuantizedBaseMerge parse_quantized_base_merge(const std::string& name) {
+  if (name == "dequantize") return QuantizedBaseMerge::dequantize;
+  if (name == "requantize") return QuantizedBaseMerge::requantize;
+  throw ConfigError::about("peft-merge", "quantized_base", name, "unknown choice for a 4-bit base",
+                           "use dequantize (dense output, exact) or requantize (4-bit output, PEFT's lossy merge)");
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> merge_state_dict(
     const std::vector<std::pair<std::string, torch::Tensor>>& base, const std::vector<MergeAdapter>& adapters,
     const MergeCheckpointOptions& options, MergeReport* report) {
   std::unordered_map<std::string, torch::Tensor> index;
   for (const auto& [k, t] : base)
     if (!index.emplace(k, t).second) throw SerializationError("base state dict: duplicate key " + ticked(k));
-  const Plan plan = make_plan(index, adapters, options);
+  const auto q = detail::find_bnb_4bit_weights(index, [](const std::string&) { return "base state dict"; });
+  const Plan plan = detail::make_merge_plan(dense_view(index, q), adapters, options);
+  MergeReport r;
+  r.merged = plan.merged;
+  r.notes = plan.notes;
+  report_4bit(q, plan, options, r.notes);
   TensorList out;
   out.reserve(base.size());
-  for (const auto& [k, t] : base) {
-    const auto dt = output_dtype(t, options);
-    auto it = plan.ops.find(k);
-    out.emplace_back(k, it == plan.ops.end() ? t.to(dt) : apply_steps(k, t, it->second, dt));
-  }
-  if (report) {
-    report->merged = plan.merged;
-    report->notes = plan.notes;
-    report->tensors = out.size();
-  }
+  for (const auto& e : shard_outputs(base, index, plan, q, options)) out.emplace_back(e.key, e.make());
+  r.tensors = out.size();
+  if (report) *report = std::move(r);
   return out;
 }
 
@@ -422,64 +206,89 @@ MergeReport merge_checkpoint(const fs::path& base_path, const std::vector<MergeA
   const auto side_files =
       base.files.dir.empty() ? std::vector<detail::MergeSideFile>{} : detail::merge_side_files(base.files.dir);
   std::unordered_map<std::string, torch::Tensor> index;
-  for (const auto& s : base.shards)
-    for (const auto& [k, t] : s.tensors)
+  std::unordered_map<std::string, std::size_t> shard_of;
+  for (std::size_t si = 0; si < base.shards.size(); ++si)
+    for (const auto& [k, t] : base.shards[si].tensors) {
       if (!index.emplace(k, t).second)
         throw SerializationError(base_path.string() + ": " + ticked(k) + " appears in two shards");
-  const Plan plan = make_plan(index, adapters, options);
+      shard_of.emplace(k, si);
+    }
+  const auto q = detail::find_bnb_4bit_weights(index, [&](const std::string& k) {
+    return base.files.shards.empty() ? base_path.string() : base.files.shards[shard_of.at(k)].string();
+  });
+  const Plan plan = detail::make_merge_plan(dense_view(index, q), adapters, options);
 
   MergeReport report;
   report.merged = plan.merged;
   report.notes = plan.notes;
+  report_4bit(q, plan, options, report.notes);
   MergeProgress progress;
-  for (const auto& s : base.shards) {
-    progress.tensors_total += s.tensors.size();
-    for (const auto& [k, t] : s.tensors)
-      progress.bytes_total += static_cast<std::uint64_t>(t.numel()) * c10::elementSize(output_dtype(t, options));
-  }
+  for (const auto& s : base.shards)
+    for (const auto& [k, t] : s.tensors) {
+      if (q.owner.count(k) && options.quantized_base == QuantizedBaseMerge::dequantize) continue;
+      auto st = q.states.find(k);
+      const bool dense = st != q.states.end() && options.quantized_base == QuantizedBaseMerge::dequantize;
+      const auto numel = dense ? c10::multiply_integers(st->second.shape) : t.numel();
+      const auto dt = dense ? options.dtype.value_or(st->second.dtype)
+                            : (q.states.count(k) || q.owner.count(k)) ? t.scalar_type() : output_dtype(t, options);
+      progress.tensors_total++;
+      progress.bytes_total += static_cast<std::uint64_t>(numel) * c10::elementSize(dt);
+    }
 
   std::error_code ec;
   const fs::path tmp = detail::make_merge_scratch(out);
+  std::set<std::string> written;  // keys, for a sharded index's weight_map
   try {
     for (std::size_t si = 0; si < base.shards.size(); ++si) {
       const SafetensorsFile& shard = base.shards[si];
       const std::string name = output_name(base, si);
+      const auto entries = shard_outputs(shard.tensors, index, plan, q, options);
       std::vector<SafetensorsTensorSpec> specs;
-      for (const auto& [k, t] : shard.tensors) specs.push_back({k, output_dtype(t, options), t.sizes().vec()});
+      for (const auto& e : entries) specs.push_back({e.key, e.dtype, e.shape});
       auto metadata = shard.metadata;
       if (std::none_of(metadata.begin(), metadata.end(), [](const auto& kv) { return kv.first == "format"; }))
         metadata.emplace_back("format", "pt");
       SafetensorsWriter w(tmp / name, std::move(specs), metadata);
-      for (const auto& [k, t] : shard.tensors) {
-        const auto dt = output_dtype(t, options);
-        auto it = plan.ops.find(k);
-        w.write(it == plan.ops.end() ? t.to(dt) : apply_steps(k, t, it->second, dt));
+      for (const auto& e : entries) {
+        const auto t = e.make();
+        w.write(t);
+        written.insert(e.key);
         progress.tensors_done++;
-        progress.bytes_done += static_cast<std::uint64_t>(t.numel()) * c10::elementSize(dt);
-        progress.tensor = k;
+        progress.bytes_done += static_cast<std::uint64_t>(t.numel()) * c10::elementSize(e.dtype);
+        progress.tensor = e.key;
+        if (progress.tensors_done == progress.tensors_total) progress.bytes_total = progress.bytes_done;
         if (options.progress) options.progress(progress);
       }
       w.commit();
       report.bytes += w.bytes();
-      report.tensors += shard.tensors.size();
+      report.tensors += entries.size();
       report.files.push_back(name);
     }
     if (base.files.index) {
       JsonValue index_json = *base.files.index;
       JsonValue metadata = index_json.find("metadata") ? *index_json.find("metadata") : JsonValue::object();
       if (!metadata.is_object()) metadata = JsonValue::object();
-      metadata.set("total_size", JsonValue(static_cast<std::int64_t>(progress.bytes_total)));
+      metadata.set("total_size", JsonValue(static_cast<std::int64_t>(progress.bytes_done)));
       index_json.set("metadata", metadata);
+      if (const JsonValue* map = index_json.find("weight_map"); map && map->is_object()) {
+        JsonValue kept = JsonValue::object();  // dequantised 4-bit states are gone
+        for (const auto& [k, v] : map->as_object())
+          if (written.count(k)) kept.set(k, v);
+        index_json.set("weight_map", kept);
+      }
       write_file_atomically(tmp / "model.safetensors.index.json", index_json.dump(2) + "\n");
       report.files.push_back("model.safetensors.index.json");
     }
+    const bool dense_from_4bit = !q.empty() && options.quantized_base == QuantizedBaseMerge::dequantize;
     for (const auto& side : side_files) {
       std::string bytes = side.bytes;  // read (and its real path checked) by merge_side_files
-      if (side.name == "config.json" && options.dtype) {
+      if (side.name == "config.json" && (options.dtype || dense_from_4bit)) {
         JsonValue cfg = JsonValue::parse(bytes);
         if (cfg.is_object()) {
-          for (const char* field : {"torch_dtype", "dtype"})
-            if (cfg.find(field)) cfg.set(field, JsonValue(std::string(hf_dtype_name(*options.dtype))));
+          if (options.dtype)
+            for (const char* field : {"torch_dtype", "dtype"})
+              if (cfg.find(field)) cfg.set(field, JsonValue(std::string(hf_dtype_name(*options.dtype))));
+          if (dense_from_4bit) cfg.erase("quantization_config");
           bytes = cfg.dump(2) + "\n";
         }
       }

@@ -5,12 +5,14 @@
 #include <torch/nn/functional/loss.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <mutex>
 #include <map>
 #include <set>
 #include <tuple>
+#include <unordered_map>
 
 #include "peft/detail/strings.hpp"
 #include "peft/error.hpp"
@@ -18,7 +20,9 @@
 #include "peft/io/detail/checkpoint_files.hpp"
 #include "peft/io/hf_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/layers/conv1d.hpp"
 #include "peft/layers/skip_init.hpp"
+#include "peft/quant/detail/checkpoint_states.hpp"
 #include "peft/quant/quantize_model.hpp"
 #include "peft/format/json_value.hpp"
 #include "peft/models/gpt2.hpp"
@@ -160,39 +164,24 @@ torch::Dtype config_dtype(const JsonValue& config, const std::string& source) {
   return torch::kFloat32;
 }
 
-/// The part of a bnb 4-bit state key after `<module>.weight.` ("absmax", "quant_map",
-/// "nested_absmax", "nested_quant_map", "quant_state.bitsandbytes__nf4|fp4"), or "".
-std::string quant_state_suffix(const std::string& key) {
-  for (const char* s : {"absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state.bitsandbytes__nf4",
-                        "quant_state.bitsandbytes__fp4"}) {
-    const std::string tail = std::string(".weight.") + s;
-    if (ends_with(key, tail)) return s;
-  }
-  return "";
-}
-
 /// A pre-quantised (transformers + bitsandbytes) checkpoint: every 4-bit Linear adopts its state
 /// and an uninitialised code buffer, which load_checkpoint then fills like any weight. All states
 /// are read and checked before any layer changes.
 void adopt_4bit_weights(CausalLMImpl& model, const std::filesystem::path& dir, const BitsAndBytesConfig& q,
                         const CheckpointRename& rename) {
   const HfCheckpoint ck = open_hf_checkpoint(dir);
-  std::map<std::string, std::map<std::string, torch::Tensor>> states;  // checkpoint weight key -> suffix -> tensor
-  std::map<std::string, std::pair<torch::Tensor, std::string>> packed;  // weight key -> (codes, file)
+  std::unordered_map<std::string, torch::Tensor> tensors;
+  std::unordered_map<std::string, std::size_t> shard_of;
   for (std::size_t i = 0; i < ck.shards.size(); ++i)
     for (const auto& [key, t] : ck.shards[i].tensors) {
-      const std::string suffix = quant_state_suffix(key);
-      if (!suffix.empty()) states[key.substr(0, key.size() - suffix.size() - 1)][suffix] = t;
-      else if (ends_with(key, ".weight")) packed[key] = {t, ck.files.shards[i].string()};
+      tensors.emplace(key, t);
+      shard_of.emplace(key, i);
     }
+  const auto found = detail::find_bnb_4bit_weights(
+      tensors, [&](const std::string& key) { return ck.files.shards[shard_of.at(key)].string(); });
   const auto modules = model.named_modules();
   std::vector<std::tuple<LinearImpl*, torch::Tensor, QuantState4bit>> todo;
-  for (const auto& [wkey, entries] : states) {
-    auto it = packed.find(wkey);
-    if (it == packed.end())
-      throw SerializationError(dir.string() + ": " + wkey + ".absmax and its quant state have no `" + wkey +
-                               "` codes (hint: the checkpoint is incomplete)");
-    const auto st = QuantState4bit::from_entries(entries, it->second.first, wkey, it->second.second);
+  for (const auto& [wkey, st] : found.states) {
     const std::string mkey = rename(wkey);
     const std::string module_name = mkey.size() > 7 ? mkey.substr(0, mkey.size() - 7) : "";
     const auto* m = modules.find(module_name);
@@ -200,7 +189,7 @@ void adopt_4bit_weights(CausalLMImpl& model, const std::filesystem::path& dir, c
     if (!lin)
       throw SerializationError(dir.string() + ": `" + wkey + "` is 4-bit but the model has no Linear layer `" +
                                module_name + "` (hint: config.json and the weights do not belong together)");
-    todo.emplace_back(lin, torch::empty(it->second.first.sizes(), torch::kUInt8), st.clone());
+    todo.emplace_back(lin, torch::empty(tensors.at(wkey).sizes(), torch::kUInt8), st.clone());
   }
   const auto compute = bnb_compute_dtype(q);
   const auto device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
@@ -211,14 +200,19 @@ void adopt_4bit_weights(CausalLMImpl& model, const std::filesystem::path& dir, c
 /// nullopt for a dense model.
 std::optional<BitsAndBytesConfig> bnb_config_of(CausalLMImpl& model) {
   std::optional<BitsAndBytesConfig> q;
+  // Every layer transformers would convert (Linear, GPT-2's Conv1D) that stays dense here, named
+  // in llm_int8_skip_modules: an empty list there would make transformers quantise them.
   std::vector<std::string> dense;
+  bool head_quantised = false;
   for (const auto& item : model.named_modules()) {
+    if (dynamic_cast<Conv1DImpl*>(item.value().get())) dense.push_back(item.key());
     auto* lin = dynamic_cast<LinearImpl*>(item.value().get());
     if (!lin) continue;
     if (!lin->quantized()) {
       dense.push_back(item.key());
       continue;
     }
+    head_quantised = head_quantised || item.key() == "lm_head";
     if (q) continue;
     const auto* s = lin->quant_state();
     BitsAndBytesConfig c;
@@ -229,6 +223,10 @@ std::optional<BitsAndBytesConfig> bnb_config_of(CausalLMImpl& model) {
     c.bnb_4bit_compute_dtype = cd == torch::kBFloat16 ? "bfloat16" : cd == torch::kFloat16 ? "float16" : "float32";
     q = c;
   }
+  // A tied head is no Linear here but one in transformers' model, which quantises it unless
+  // listed (its own default list, get_keys_to_not_convert, holds the head).
+  if (q && !head_quantised && std::find(dense.begin(), dense.end(), "lm_head") == dense.end())
+    dense.push_back("lm_head");
   if (q) q->llm_int8_skip_modules = dense;
   return q;
 }
@@ -309,7 +307,7 @@ CausalLM load_dir(const std::string& dir_or_builtin, torch::Device device, std::
       adopt_4bit_weights(*model, dir, q, rename);
       // The quant states were read above; the stream fills the codes and the dense tensors.
       load_checkpoint(*model, dir, /*strict=*/true, [rename](const std::string& key) {
-        return quant_state_suffix(key).empty() ? rename(key) : std::string();
+        return detail::bnb_state_suffix(key).empty() ? rename(key) : std::string();
       });
       return model;
     }

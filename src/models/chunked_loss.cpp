@@ -73,9 +73,15 @@ torch::Tensor chunked_causal_lm_loss(const torch::Tensor& hidden, const torch::T
                 "(hint: use causal_lm_loss on the logits)");
   const std::int64_t V = head_weight.size(0), d = hidden.size(2);
   if (chunk_rows <= 0) chunk_rows = std::max<std::int64_t>(1, (std::int64_t{8} << 20) / std::max<std::int64_t>(V, 1));
-  // Position t predicts label t + 1, as causal_lm_loss's shift.
-  const torch::Tensor h = hidden.slice(1, 0, hidden.size(1) - 1).reshape({-1, d});
-  const torch::Tensor y = labels.slice(1, 1).reshape({-1}).to(hidden.device(), torch::kInt64);
+  // Position t predicts label t + 1, as causal_lm_loss's shift. The last position of each row
+  // gets label -100 instead of being sliced off: h stays a view of `hidden` (no [B·(T-1), d] copy,
+  // and backward returns d hidden whole instead of scattering into a zeroed one), for one extra
+  // head row per sequence.
+  const torch::Tensor h = hidden.reshape({-1, d});
+  const torch::Tensor y =
+      torch::cat({labels.slice(1, 1), torch::full({labels.size(0), 1}, -100, labels.options())}, 1)
+          .reshape({-1})
+          .to(hidden.device(), torch::kInt64);
   const bool want_grad = torch::GradMode::is_enabled() && hidden.requires_grad();
   return ChunkedNextTokenLoss::apply(h, head_weight.detach(), y, chunk_rows, want_grad);
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -453,6 +454,10 @@ TEST(QuantizeModel4bit, SavedModelIsATransformersBnbCheckpointThatLoadsBackIdent
   EXPECT_EQ(qc->find("quant_method")->as_string(), "bitsandbytes");
   EXPECT_EQ(qc->find("bnb_4bit_quant_type")->as_string(), "nf4");
   EXPECT_TRUE(qc->find("bnb_4bit_use_double_quant")->as_bool());
+  // The (tied) head stays dense: named, or transformers would quantise its lm_head Linear.
+  std::vector<std::string> skipped;
+  for (const auto& v : qc->find("llm_int8_skip_modules")->as_array()) skipped.push_back(v.as_string());
+  EXPECT_NE(std::find(skipped.begin(), skipped.end(), "lm_head"), skipped.end());
   const auto file = load_map(dir / "model.safetensors");
   EXPECT_EQ(file.at("model.layers.0.self_attn.q_proj.weight").scalar_type(), torch::kUInt8);
   EXPECT_TRUE(file.count("model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4"));

@@ -34,6 +34,16 @@
 ///    are taken as they are; when two adapters replace the same tensor, the later one wins.
 ///  * Side files of a base directory (config.json, generation_config.json, tokenizer files) are
 ///    copied; with an explicit dtype, config.json's `torch_dtype`/`dtype` is updated.
+///  * A bitsandbytes 4-bit base (`*-bnb-4bit`: U8 codes + `.absmax`/`.quant_state.*`, every state
+///    validated first) is merged on its dequantised weights (float32: code · absmax, then the
+///    steps above). `quantized_base` decides what is written (docs/qlora.md):
+///      dequantize (default): every 4-bit weight, merged or not, becomes a dense tensor of its
+///        state's dtype (or `dtype`), its state entries are dropped and config.json loses
+///        `quantization_config`: exactly what was trained, at 2-4x the size;
+///      requantize: merged weights are quantised again like their state (type, block size,
+///        double quantisation) in their state's dtype, as PEFT's Linear4bit.merge does, with
+///        PEFT's warning (lossy); the other 4-bit entries are copied, and `dtype` rewrites only
+///        the dtype their states dequantise to.
 
 #include <torch/types.h>
 
@@ -55,9 +65,14 @@ struct MergeAdapter {
 /// Progress of the write phase: called after every tensor.
 struct MergeProgress {
   std::size_t tensors_done = 0, tensors_total = 0;
-  std::uint64_t bytes_done = 0, bytes_total = 0;  ///< output bytes
+  /// Output bytes. With requantised 4-bit weights, bytes_total counts their JSON states at the
+  /// base's length (a few bytes may differ); the last call's total is exact.
+  std::uint64_t bytes_done = 0, bytes_total = 0;
   std::string tensor;                             ///< the tensor just written
 };
+
+/// What a merge writes for a bitsandbytes 4-bit base (see the decisions above).
+enum class QuantizedBaseMerge { dequantize, requantize };
 
 struct MergeCheckpointOptions {
   /// Output dtype of every floating tensor (kFloat32, kBFloat16, kHalf); nullopt keeps each
@@ -68,6 +83,8 @@ struct MergeCheckpointOptions {
   /// Force the layout of every adapted weight (true: [in, out] as HF Conv1D); nullopt = per
   /// module from the shapes (see the decisions above).
   std::optional<bool> fan_in_fan_out;
+  /// A 4-bit base: dense output (exact) or requantised merged weights (PEFT's merge, lossy).
+  QuantizedBaseMerge quantized_base = QuantizedBaseMerge::dequantize;
   std::function<void(const MergeProgress&)> progress;
 };
 
@@ -75,6 +92,7 @@ struct MergeCheckpointOptions {
 struct MergedTensorInfo {
   std::string key;            ///< base tensor key, e.g. model.layers.0.self_attn.q_proj.weight
   std::string what;           ///< "lora", "dora", "lora_bias", "replaced", "tokens" (rows written)
+                              ///< (a 4-bit weight's key names its codes)
   std::size_t adapter = 0;    ///< index into the adapters argument
   std::int64_t r = 0;         ///< rank (lora / dora / lora_bias)
   double scaling = 0.0;       ///< s, without the adapter weight
@@ -104,5 +122,8 @@ std::vector<std::pair<std::string, torch::Tensor>> merge_state_dict(
 
 /// "float32" | "bfloat16" | "float16" (also "fp32", "bf16", "fp16") -> dtype; ConfigError otherwise.
 torch::ScalarType parse_merge_dtype(const std::string& name);
+
+/// "dequantize" | "requantize" -> QuantizedBaseMerge; ConfigError otherwise.
+QuantizedBaseMerge parse_quantized_base_merge(const std::string& name);
 
 }  // namespace peft
