@@ -74,10 +74,12 @@ void write_checkpoint_manifest(const std::filesystem::path& dir, const std::vect
   write_file_atomically(dir / kCheckpointManifestFile, m.dump(1) + "\n");
 }
 
-void verify_checkpoint_files(const std::filesystem::path& dir, const std::vector<std::string>& expected) {
+void verify_checkpoint_files(const std::filesystem::path& dir, const std::vector<std::string>& expected,
+                             const std::vector<std::string>& check) {
   const auto manifest_path = dir / kCheckpointManifestFile;
   const auto entries = parse_checkpoint_manifest(read_text_file(manifest_path, 1u << 20), manifest_path.string(), expected);
   for (const auto& e : entries) {
+    if (!check.empty() && std::find(check.begin(), check.end(), e.file) == check.end()) continue;
     const auto path = dir / e.file;
     std::error_code ec;
     const auto size = std::filesystem::file_size(path, ec);

@@ -116,7 +116,8 @@ TrainingRun prepare_run(TrainConfig config, std::string config_name, const RunOv
     else run.resume_from = latest_checkpoint(checkpoints);
     if (!run.resume_from && out) *out << "resume: no checkpoint in " << checkpoints.string() << ", starting fresh\n";
     if (run.resume_from)
-      check_same_run(*run.resume_from, read_checkpoint_state(*run.resume_from).run, run.fingerprint, config_name);
+      check_same_run(*run.resume_from, read_checkpoint_state(*run.resume_from, /*all_files=*/false).run,
+                     run.fingerprint, config_name);
   }
   if (env) {
     DistributedOptions d;

@@ -32,7 +32,7 @@ LoopResult run_training(torch::nn::Module& model, const std::vector<torch::Tenso
     if (!o.peft_model) throw Error("resume needs the LoraModel whose adapter the checkpoint holds");
     // The world size first, from the state file alone: a refused resume must leave the adapter
     // and the optimizer as they were.
-    const int written_by = read_checkpoint_state(*o.resume_from).world_size;
+    const int written_by = read_checkpoint_state(*o.resume_from, /*all_files=*/false).world_size;
     if (written_by != world)
       throw Error(o.resume_from->string() + ": written by a run on " + std::to_string(written_by) +
                   " rank(s), this run has " + std::to_string(world) +

@@ -173,7 +173,7 @@ std::filesystem::path save_training_checkpoint(const std::filesystem::path& dir,
   return final_dir;
 }
 
-TrainerState read_checkpoint_state(const std::filesystem::path& dir) {
+TrainerState read_checkpoint_state(const std::filesystem::path& dir, bool all_files) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(dir / kCheckpointManifestFile, ec)) {
@@ -185,7 +185,8 @@ TrainerState read_checkpoint_state(const std::filesystem::path& dir) {
     throw SerializationError(dir.string() + ": no " + kCheckpointManifestFile +
                              " (hint: not a complete peft-cpp training checkpoint)");
   }
-  verify_checkpoint_files(dir, checkpoint_files());
+  verify_checkpoint_files(dir, checkpoint_files(),
+                          all_files ? std::vector<std::string>{} : std::vector<std::string>{kTrainerStateFile});
   const auto state_path = dir / kTrainerStateFile;
   JsonValue j;
   try {

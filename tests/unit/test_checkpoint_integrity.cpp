@@ -96,6 +96,10 @@ SEEDED_TEST(CheckpointIntegrity, AFlippedByteInAnyFileIsAnErrorNamingItAndChange
       const std::string m = error_of([&] { load_training_checkpoint(copy, *v.rig.pm, v.opt); });
       EXPECT_NE(m.find((copy / name).string() + ": CRC-32 "), std::string::npos) << name << " @" << offset << ": " << m;
       EXPECT_TRUE(v.unchanged()) << name << " @" << offset;
+      // The early state-only read checks trainer_state.json alone; the full read every file.
+      const bool state_file = std::string(name) == "trainer_state.json";
+      EXPECT_EQ(error_of([&] { read_checkpoint_state(copy, /*all_files=*/false); }) == "no error", !state_file) << name;
+      EXPECT_NE(error_of([&] { read_checkpoint_state(copy); }), "no error") << name;
     }
   }
   // checksums.json itself: a changed digit is a mismatch, a changed name a missing entry.

@@ -31,8 +31,10 @@ std::vector<ManifestEntry> parse_checkpoint_manifest(const std::string& text, co
 /// Checksum `files` of `dir` and write `dir`/checksums.json (fsynced, atomically).
 void write_checkpoint_manifest(const std::filesystem::path& dir, const std::vector<std::string>& files);
 
-/// Read `dir`/checksums.json (at most 1 MiB) and check every `expected` file's size and CRC-32
-/// against it; SerializationError naming the file and what differs otherwise.
-void verify_checkpoint_files(const std::filesystem::path& dir, const std::vector<std::string>& expected);
+/// Read `dir`/checksums.json (at most 1 MiB; it must list exactly the `expected` files) and check
+/// the size and CRC-32 of every file in `check` (empty: all of `expected`) against it;
+/// SerializationError naming the file and what differs otherwise.
+void verify_checkpoint_files(const std::filesystem::path& dir, const std::vector<std::string>& expected,
+                             const std::vector<std::string>& check = {});
 
 }  // namespace peft::train

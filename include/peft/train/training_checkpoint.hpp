@@ -54,8 +54,10 @@ std::filesystem::path save_training_checkpoint(const std::filesystem::path& dir,
 
 /// Verify checkpoint `dir`'s checksums and parse its trainer_state.json (no model needed):
 /// SerializationError naming the file for a changed, truncated or missing file or a bad field;
-/// a pre-checksum checkpoint (optimizer.pt) is refused with a hint.
-TrainerState read_checkpoint_state(const std::filesystem::path& dir);
+/// a pre-checksum checkpoint (optimizer.pt) is refused with a hint. `all_files` false checks
+/// only the manifest and trainer_state.json (for early checks before load_training_checkpoint,
+/// which checks every file where it reads them: a resume reads each large file once for its CRC).
+TrainerState read_checkpoint_state(const std::filesystem::path& dir, bool all_files = true);
 
 /// TrainConfigError (`<where>: resume = <dir>: ...`, naming the keys that differ) when the
 /// checkpoint's run fingerprint and `now` both exist and differ.
