@@ -7,9 +7,10 @@
 namespace peft {
 
 torch::Tensor PlainLoraVariant::fused_forward(const AdapterView& a, const torch::Tensor& x) {
+  if (a.factors.B_bias.defined()) return {};
   const torch::nn::DropoutImpl* d = a.dropout.module;
-  if ((d && d->is_training() && d->options.p() > 0) || a.factors.B_bias.defined()) return {};
-  return a.base.fused_lora_forward(x, a.factors, a.settings.scaling);
+  const double p = d && d->is_training() ? d->options.p() : 0.0;
+  return a.base.fused_lora_forward(x, a.factors, a.settings.scaling, p);
 }
 
 void PlainLoraVariant::forward(const AdapterView& a, torch::Tensor& result, const torch::Tensor& x) {

@@ -1,6 +1,6 @@
 // The fused Linear/Conv1D + LoRA autograd node (layers/detail/fused_lora_linear.hpp; issue 18):
-// values and gradients equal the formula, it is taken exactly when it applies, and a training
-// step's peak memory stays near the frozen layer's.
+// values and gradients equal the formula (with the LoRA dropout's own draws inside it), it is taken
+// exactly when it applies, and a training step's peak memory stays near the frozen layer's.
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -10,6 +10,7 @@
 #include "peft/layers/adapter_settings.hpp"
 #include "peft/layers/conv1d.hpp"
 #include "peft/layers/linear.hpp"
+#include "peft/layers/lora_dropout.hpp"
 #include "support/cpu_memory_counter.hpp"
 #include "support/expect_close.hpp"
 #include "support/seeded_test.hpp"
@@ -78,6 +79,47 @@ SEEDED_TEST(FusedLoraLinear, ValuesAndGradientsEqualTheFormulaFor2dAnd3dInputsWi
   }
 }
 
+// Dropout runs inside the node: the mask lora_dropout draws for the same seed, d(x) fed to A,
+// and a backward in blocks of rows (in 2048: 512 rows a block, so 1100 rows are 3 blocks, the
+// last partial).
+SEEDED_TEST(FusedLoraLinear, DropoutInsideTheNodeDrawsLoraDropoutsMaskAndGivesItsGradients) {
+  for (const bool conv1d : {false, true}) {
+    SCOPED_TRACE(conv1d ? "Conv1D" : "Linear");
+    const std::int64_t in = 2048, out = 8;
+    peft::Linear lin(torch::nn::LinearOptions(in, out));
+    peft::Conv1D c1d(/*nf=*/out, /*nx=*/in);
+    torch::nn::Module& m = conv1d ? static_cast<torch::nn::Module&>(*c1d) : *lin;
+    for (auto& p : m.parameters()) p.set_requires_grad(false);
+    if (conv1d) add_active_adapter(c1d, "default", 4, 0.3);
+    else add_active_adapter(lin, "default", 4, 0.3);
+    m.train();
+    const auto& f = conv1d ? c1d->lora_factors("default") : lin->lora_factors("default");
+    const torch::Tensor W = conv1d ? c1d->weight.t() : lin->weight;
+    const torch::Tensor b = conv1d ? c1d->bias : lin->bias;
+    const auto x0 = torch::randn({2, 550, in});
+    auto x = x0.clone().requires_grad_(true);
+    torch::manual_seed(11);
+    const auto y = conv1d ? c1d(x) : lin(x);
+    EXPECT_TRUE(fused(y));
+    const auto dy = torch::randn(y.sizes());
+    y.backward(dy);
+
+    auto xr = x0.clone().requires_grad_(true);
+    auto Ar = f.A.detach().clone().requires_grad_(true), Br = f.B.detach().clone().requires_grad_(true);
+    torch::manual_seed(11);
+    const auto xd = peft::lora_dropout(xr, 0.3, /*train=*/true);
+    auto yr = torch::linear(xr, W, b) + 3.0 * torch::linear(torch::linear(xd, Ar), Br);
+    yr.backward(dy);
+    EXPECT_GT(xd.eq(0).sum().item<std::int64_t>(), 0);  // the dropout dropped something
+    // Values of a few hundred from sums over 2048 products: float32 rounding of the summation
+    // order (dA is summed block by block) is ~1e-6 relative.
+    EXPECT_TRUE(peft_test::close(y, yr, 1e-5, 1e-3));
+    EXPECT_TRUE(peft_test::close(x.grad(), xr.grad(), 1e-5, 1e-3));
+    EXPECT_TRUE(peft_test::close(f.A.grad(), Ar.grad(), 1e-5, 1e-2));
+    EXPECT_TRUE(peft_test::close(f.B.grad(), Br.grad(), 1e-5, 1e-2));
+  }
+}
+
 SEEDED_TEST(FusedLoraLinear, Gpt2Conv1DUsesItsTransposedWeight) {
   peft::Conv1D l(/*nf=*/4, /*nx=*/5);
   {
@@ -117,14 +159,20 @@ SEEDED_TEST(FusedLoraLinear, UnfusedPathRunsWhereTheNodeDoesNotApply) {
     torch::NoGradGuard g;
     EXPECT_FALSE(fused(l(x)));
   }
-  {  // dropout while training; in eval mode the same adapter fuses
+  {  // dropout 1 (all dropped: zeros keeping the graph) and float16 (torch::dropout) stay unfused;
+     // dropout 0.5 fuses in training and in eval mode
     peft::Linear l(torch::nn::LinearOptions(5, 4).bias(false));
     l->weight.set_requires_grad(false);
     add_active_adapter(l, "default", 2, /*dropout=*/0.5);
     l->train();
-    EXPECT_FALSE(fused(l(x.clone().requires_grad_(true))));
+    EXPECT_TRUE(fused(l(x.clone().requires_grad_(true))));
     l->eval();
     EXPECT_TRUE(fused(l(x.clone().requires_grad_(true))));
+    peft::Linear all(torch::nn::LinearOptions(5, 4).bias(false));
+    all->weight.set_requires_grad(false);
+    add_active_adapter(all, "default", 2, /*dropout=*/1.0);
+    all->train();
+    EXPECT_FALSE(fused(all(x.clone().requires_grad_(true))));
   }
   {  // two active adapters
     auto l = make();
@@ -167,4 +215,12 @@ SEEDED_TEST(FusedLoraLinear, TrainingStepPeakStaysWithin1Point3TimesTheFrozenLay
   const double frozen_peak = step_peak(frozen), lora_peak = step_peak(lora);
   EXPECT_GT(frozen_peak, 0.0);
   EXPECT_LE(lora_peak, 1.3 * frozen_peak) << "frozen " << frozen_peak << " bytes, LoRA " << lora_peak;
+  // With dropout the node saves a 1-byte mask instead of d(x) (the unfused step: 2.0x).
+  peft::Linear dropped(torch::nn::LinearOptions(in, out).bias(false));
+  dropped->weight.set_requires_grad(false);
+  add_active_adapter(dropped, "default", r, /*dropout=*/0.1);
+  dropped->train();
+  step_peak(dropped);
+  const double dropout_peak = step_peak(dropped);
+  EXPECT_LE(dropout_peak, 1.3 * frozen_peak) << "frozen " << frozen_peak << " bytes, LoRA + dropout " << dropout_peak;
 }

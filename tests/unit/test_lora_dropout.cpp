@@ -118,7 +118,7 @@ SEEDED_TEST(PeftLinear, AdapterPathDropsAtRatePAndScalesByOneOverOneMinusP) {
 
 // Saved activations: what the forward leaves alive (output + tensors kept for backward), LoRA
 // minus the frozen layer, must be well under one [tokens, in] input when dropout is 0; with
-// dropout the dropped input and its 1-byte mask are kept (and nothing more).
+// dropout only its 1-byte mask is kept (the fused node rebuilds the dropped input in backward).
 SEEDED_TEST(PeftLinear, DropoutZeroKeepsNoSecondCopyOfTheInput) {
   auto* counter = peft::testing::CpuMemoryCounter::install();
   ASSERT_NE(counter, nullptr);
@@ -152,7 +152,9 @@ SEEDED_TEST(PeftLinear, DropoutZeroKeepsNoSecondCopyOfTheInput) {
   EXPECT_GE(base, static_cast<double>(tokens * out * 4));  // at least the output itself
   const double extra = saved_by(lora) - base;
   EXPECT_LT(extra, 0.1 * input_bytes) << "LoRA (dropout 0) kept " << extra << " extra bytes";
+  // Dropout runs inside the fused node, which keeps the 1-byte mask (¼ of the input's bytes)
+  // and rebuilds the dropped input for A's gradient instead of keeping it.
   const double extra_drop = saved_by(dropped) - base;
-  EXPECT_GE(extra_drop, input_bytes);          // the dropped input, which A's gradient needs
-  EXPECT_LE(extra_drop, 1.35 * input_bytes);   // + a 1-byte mask + the [tokens, r] product
+  EXPECT_GE(extra_drop, 0.25 * input_bytes);  // the mask
+  EXPECT_LE(extra_drop, 0.35 * input_bytes);  // + the [tokens, r] product
 }

@@ -18,7 +18,7 @@
 ///       lora_input(x, f)                   x in the adapter dtype (cast once, reused)
 ///       lora_branch(x, f, dropout)         B(A(dropout(x))) + b_B                 [..., out]
 ///       add_lora_branch(result, ...)       result += s · lora_branch  (fused addmm for Linear)
-///       fused_lora_forward(x, f, s)        base + s · lora_branch as one autograd node, or {}
+///       fused_lora_forward(x, f, s, p)     base + s · lora_branch as one autograd node, or {}
 ///       lora_delta(f, s)                   transpose(B @ A, fan_in_fan_out) · s   W's layout
 ///       resolve_lora_variant(settings)     plain LoRA, or DoRA for use_dora (variants/)
 ///   * the layer's identity and limits: layer_type() (PEFT's class name), check_adapter_settings
@@ -134,11 +134,13 @@ class BaseLayer : public torch::nn::Module {
   /// is one addmm (in place on 2-D outputs); a geometry that overrides lora_branch overrides this.
   virtual void add_lora_branch(torch::Tensor& result, const torch::Tensor& x, const LoraFactors& f,
                                const AdapterDropout& dropout, double scaling) const;
-  /// base_forward(x) + scaling · lora_branch(x, f) as one autograd node (dropout 0, no B bias),
-  /// or an undefined tensor where this layer has no such node or it does not apply (then the
-  /// variant's forward runs). Default: none; Linear and Conv1D use layers/detail/fused_lora_linear.hpp.
-  virtual torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling) {
-    (void)x, (void)f, (void)scaling;
+  /// base_forward(x) + scaling · lora_branch(x, f) as one autograd node (no B bias; the LoRA
+  /// dropout with probability dropout_p, 0 = none, runs inside it), or an undefined tensor where
+  /// this layer has no such node or it does not apply (then the variant's forward runs).
+  /// Default: none; Linear and Conv1D use layers/detail/fused_lora_linear.hpp.
+  virtual torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling,
+                                           double dropout_p) {
+    (void)x, (void)f, (void)scaling, (void)dropout_p;
     return {};
   }
   /// Δ = transpose(B @ A, fan_in_fan_out) · scaling, in W's stored layout.

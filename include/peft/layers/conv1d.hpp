@@ -51,8 +51,9 @@ class Conv1DImpl : public LoraLayer {
     return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(sizes);
   }
   torch::Tensor forward(const torch::Tensor& x) { return lora_forward(x); }
-  torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling) override {
-    return detail::fused_lora_linear(x, weight, bias, true, f.A, f.B, scaling);
+  torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling,
+                                   double dropout_p) override {
+    return detail::fused_lora_linear(x, weight, bias, true, f.A, f.B, scaling, dropout_p);
   }
   torch::Tensor& base_weight() override { return weight; }
   torch::Tensor& base_bias() override { return bias; }

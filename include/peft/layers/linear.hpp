@@ -82,9 +82,10 @@ class LinearImpl : public LoraLayer {
     return quant_ ? detail::linear_4bit_forward(x, weight, *quant_, bias) : torch::linear(x, weight, bias);
   }
   torch::Tensor forward(const torch::Tensor& x) { return lora_forward(x); }
-  torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling) override {
+  torch::Tensor fused_lora_forward(const torch::Tensor& x, const LoraFactors& f, double scaling,
+                                   double dropout_p) override {
     if (quant_) return {};  // the 4-bit node already keeps only the packed codes
-    return detail::fused_lora_linear(x, weight, bias, false, f.A, f.B, scaling);
+    return detail::fused_lora_linear(x, weight, bias, false, f.A, f.B, scaling, dropout_p);
   }
 
   // ---- 4-bit base (QLoRA; src/quant/linear_4bit.cpp) ----

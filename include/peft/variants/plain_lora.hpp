@@ -13,8 +13,8 @@ class PlainLoraVariant final : public LoraVariant {
  public:
   const char* name() const override { return "LoRA"; }
   bool supports_mixed_batch() const override { return true; }
-  /// The base layer's fused node (BaseLayer::fused_lora_forward) when dropout is off (p 0 or eval)
-  /// and B has no bias.
+  /// The base layer's fused node (BaseLayer::fused_lora_forward, the dropout inside it) when B
+  /// has no bias.
   torch::Tensor fused_forward(const AdapterView& a, const torch::Tensor& x) override;
   void forward(const AdapterView& a, torch::Tensor& result, const torch::Tensor& x) override;
   std::pair<torch::Tensor, torch::Tensor> merged_weight(const AdapterView& a, const torch::Tensor& W,
